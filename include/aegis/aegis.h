@@ -1,0 +1,95 @@
+/* aegis.h — the public interface of libaegis, the sandbox engine.
+ *
+ * One call runs one command in a fresh, disposable sandbox:
+ *   struct aegis_spec spec = AEGIS_SPEC_DEFAULT;  spec.argv = argv;
+ *   aegis_run(&spec, &result, &err);
+ * Front ends (CLI, daemon, MCP) only build specs and read results. */
+#ifndef AEGIS_AEGIS_H
+#define AEGIS_AEGIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AEGIS_VERSION "0.1.0"
+
+enum aegis_errc {
+	AEGIS_OK = 0,
+	AEGIS_E_INVALID,	/* the spec or a flag is wrong */
+	AEGIS_E_SETUP,		/* building the sandbox failed */
+	AEGIS_E_UNSUPPORTED,	/* the host lacks a required feature */
+	AEGIS_E_NOTFOUND,	/* the command does not exist (exit 127) */
+	AEGIS_E_NOEXEC,		/* the command cannot be executed (exit 126) */
+};
+
+struct aegis_error {
+	enum aegis_errc code;
+	int sys_errno;
+	char msg[256];
+};
+
+/* Defaults are safe: no network, bounded memory, pids and /tmp. */
+struct aegis_spec {
+	char *const *argv;		/* command and arguments; argv[0] resolved on PATH */
+	char *const *env;		/* extra "K=V" entries over the clean default env */
+	const char *cwd;		/* inside the sandbox; default /workspace */
+	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
+	bool workspace_ro;
+	uint64_t timeout_ms;		/* 0: none */
+	uint64_t memory_bytes;		/* cgroup memory limit, no swap */
+	uint64_t pids;			/* cgroup pids limit */
+	uint64_t tmp_bytes;		/* size of /tmp (and of /workspace when ephemeral) */
+	bool capture;			/* capture stdout/stderr into the result instead of passing them */
+	size_t capture_max;		/* bytes kept per stream when capturing */
+	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
+	const char *hostname;
+};
+
+#define AEGIS_SPEC_DEFAULT { \
+	.cwd = "/workspace", .memory_bytes = 1ULL << 30, .pids = 512, \
+	.tmp_bytes = 256ULL << 20, .capture_max = 1 << 20, .hostname = "aegis" }
+
+enum aegis_end {
+	AEGIS_END_EXITED,	/* exit_code is the command's status */
+	AEGIS_END_SIGNALED,	/* killed by term_signal; exit_code 128+N */
+	AEGIS_END_TIMEOUT,	/* wall-clock limit; exit_code 124 */
+};
+
+struct aegis_stream {
+	char *data;		/* malloc'd, NUL-terminated; NULL unless captured */
+	size_t len;
+	bool truncated;
+};
+
+struct aegis_result {
+	enum aegis_end end;
+	int exit_code;		/* what `aegis run` exits with */
+	int term_signal;
+	uint64_t wall_us, user_us, sys_us;
+	uint64_t peak_memory_bytes;
+	const char *cgroup_mode;	/* "v1" or "v2" */
+	struct aegis_stream out, err;
+};
+
+int aegis_run(const struct aegis_spec *spec, struct aegis_result *result,
+	      struct aegis_error *err);
+void aegis_result_free(struct aegis_result *result);
+
+/* What this host supports; filled by aegis_doctor(). */
+struct aegis_host {
+	bool userns;			/* unprivileged or root user namespaces work */
+	int max_user_namespaces;
+	const char *cgroup_version;	/* "v2", "v1" or "none" */
+	char cgroup_controllers[128];	/* usable controllers, space separated */
+	bool cgroup_writable;		/* this user can create run cgroups */
+	int landlock_abi;		/* 0: none */
+	bool seccomp_filter;
+	bool seccomp_notify;
+	bool overlayfs;
+	bool idmapped_mounts;
+	bool rootless;
+};
+
+void aegis_doctor(struct aegis_host *host);
+
+#endif

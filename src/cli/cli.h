@@ -1,0 +1,24 @@
+/* cli.h — the `aegis` command line: one function per subcommand. */
+#ifndef AEGIS_CLI_H
+#define AEGIS_CLI_H
+
+#include <aegis/aegis.h>
+
+/* Exit statuses of `aegis` itself (the command's own pass through). */
+enum {
+	EXIT_AEGIS_ERROR = 125,	/* bad flag, setup failure */
+	EXIT_CANNOT_EXEC = 126,
+	EXIT_NOT_FOUND = 127,
+	EXIT_TIMEOUT = 124,
+};
+
+int cmd_run(int argc, char **argv);
+int cmd_aegix(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
+
+/* Print "aegis: MSG" on stderr and return the exit status for err. */
+int cli_fail(const struct aegis_error *err);
+/* Same for a usage error with a formatted message; returns 125. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

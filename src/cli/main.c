@@ -1,0 +1,62 @@
+/* main.c — `aegis` entry point: dispatch to subcommands. The same program
+ * answers as `aegix` for the interface users of the original Aegix know. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: aegis <command> [options]\n"
+	"\n"
+	"Run commands in fresh, isolated, disposable sandboxes.\n"
+	"\n"
+	"commands:\n"
+	"  run [options] -- CMD [ARGS...]   run one command in a new sandbox\n"
+	"  doctor [--json]                  what this host supports and which mode runs\n"
+	"  help                             this text\n"
+	"  --version                        print the version\n"
+	"\n"
+	"`aegis run --help` lists the run options. Docs: docs/ in the source tree.\n";
+
+int cli_fail(const struct aegis_error *err)
+{
+	fprintf(stderr, "aegis: %s\n", err->msg);
+	switch (err->code) {
+	case AEGIS_E_NOTFOUND: return EXIT_NOT_FOUND;
+	case AEGIS_E_NOEXEC: return EXIT_CANNOT_EXEC;
+	default: return EXIT_AEGIS_ERROR;
+	}
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("aegis: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_AEGIS_ERROR;
+}
+
+int main(int argc, char **argv)
+{
+	const char *self = strrchr(argv[0], '/');
+
+	self = self ? self + 1 : argv[0];
+	if (strcmp(self, "aegix") == 0)
+		return cmd_aegix(argc, argv);
+	if (argc < 2)
+		return fputs(usage, stderr), EXIT_AEGIS_ERROR;
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "doctor"))
+		return cmd_doctor(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return fputs(usage, stdout), 0;
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))
+		return printf("aegis %s\n", AEGIS_VERSION), 0;
+	return cli_usage_error("unknown command '%s' (see 'aegis help')", argv[1]);
+}

@@ -1,0 +1,24 @@
+/* util.h — small helpers shared by the engine and the front ends. */
+#ifndef AEGIS_COMMON_UTIL_H
+#define AEGIS_COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* "30s", "500ms", "2m", "1h", bare number = seconds. -1 on bad input. */
+int parse_duration_ms(const char *s, uint64_t *out);
+/* "512m", "1g", "64k", bare number = bytes. -1 on bad input. */
+int parse_size(const char *s, uint64_t *out);
+/* Plain positive integer. -1 on bad input. */
+int parse_u64(const char *s, uint64_t *out);
+
+/* Write all of buf to the file at dirfd/path (O_WRONLY|O_CLOEXEC). -1 with errno. */
+int write_file_at(int dirfd, const char *path, const char *buf, size_t len);
+int write_all(int fd, const void *buf, size_t len);
+/* Read up to cap-1 bytes of a file into buf, NUL-terminate. Returns length or -1. */
+ssize_t read_file_at(int dirfd, const char *path, char *buf, size_t cap);
+
+uint64_t now_us(void);
+
+#endif

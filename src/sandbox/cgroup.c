@@ -1,0 +1,300 @@
+/* cgroup.c — the run's cgroup: memory (no swap) and pids bounds, on v1 and v2.
+ *
+ * Without it a fork bomb or a memory hog inside the sandbox would take the
+ * host down, so a run whose cgroup cannot be made does not start. CI hosts
+ * here are v1 (one hierarchy per controller); most users are on v2. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+#include "../common/error.h"
+#include "../common/util.h"
+#include "sandbox.h"
+
+#define CGROUP_ROOT "/sys/fs/cgroup"
+
+/* v1 controllers a run needs; each is its own hierarchy. */
+static const char *const v1_controllers[] = { "memory", "pids", NULL };
+
+int cgroup_version(void)
+{
+	struct statfs sfs;
+
+	if (statfs(CGROUP_ROOT, &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC)
+		return 2;
+	if (statfs(CGROUP_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC)
+		return 1;
+	return 0;
+}
+
+/* The cgroup this process is in, for the given v1 controller or v2 ("").
+ * Rootless runs go below it, where a delegating manager gave us rights. */
+static int own_cgroup(const char *controller, char *out, size_t len)
+{
+	char buf[4096], *line, *save = NULL;
+
+	if (read_file_at(AT_FDCWD, "/proc/self/cgroup", buf, sizeof buf) < 0)
+		return -1;
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *ctrls = strchr(line, ':'), *path;
+		if (!ctrls || !(path = strchr(ctrls + 1, ':')))
+			continue;
+		*path++ = '\0';
+		ctrls++;
+		if (*controller == '\0' ? *ctrls == '\0' : strstr(ctrls, controller) != NULL) {
+			snprintf(out, len, "%s", path);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void default_parent(int version, char *out, size_t len)
+{
+	char *slash;
+
+	if (geteuid() == 0) {
+		snprintf(out, len, "/aegis");
+		return;
+	}
+	if (own_cgroup(version == 2 ? "" : "memory", out, len) < 0) {
+		snprintf(out, len, "/");
+		return;
+	}
+	/* v2 forbids processes in inner nodes: go beside our own leaf, not below it. */
+	if (version == 2 && (slash = strrchr(out, '/')) && slash != out)
+		*slash = '\0';
+}
+
+static int write_knob(const char *dir, const char *knob, const char *val, bool optional,
+		      struct aegis_error *err)
+{
+	char path[512];
+
+	snprintf(path, sizeof path, "%s/%s", dir, knob);
+	if (write_file_at(AT_FDCWD, path, val, strlen(val)) == 0)
+		return 0;
+	if (optional && errno == ENOENT)
+		return 0;
+	return error_sys(err, "cgroup: set %s", path);
+}
+
+static int make_dir(const char *path, bool may_exist, struct aegis_error *err)
+{
+	if (mkdir(path, 0755) == 0 || (may_exist && errno == EEXIST))
+		return 0;
+	return error_sys(err, "cgroup: mkdir %s", path);
+}
+
+static int create_v1(struct cgroup *cg, const char *parent, const struct aegis_spec *spec,
+		     struct aegis_error *err)
+{
+	char dir[512], val[32];
+
+	for (int i = 0; v1_controllers[i]; i++) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", v1_controllers[i], parent);
+		if (make_dir(dir, true, err) < 0)
+			return -1;
+		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", v1_controllers[i], cg->rel);
+		if (make_dir(dir, false, err) < 0)
+			return -1;
+		cg->created = true;
+	}
+	snprintf(dir, sizeof dir, CGROUP_ROOT "/memory%s", cg->rel);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->memory_bytes);
+	if (write_knob(dir, "memory.limit_in_bytes", val, false, err) < 0)
+		return -1;
+	/* memsw exists only with swap accounting; where it does, no swap. */
+	if (write_knob(dir, "memory.memsw.limit_in_bytes", val, true, err) < 0)
+		return -1;
+	snprintf(dir, sizeof dir, CGROUP_ROOT "/pids%s", cg->rel);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->pids);
+	return write_knob(dir, "pids.max", val, false, err);
+}
+
+static int create_v2(struct cgroup *cg, const char *parent, const struct aegis_spec *spec,
+		     struct aegis_error *err)
+{
+	char dir[512], val[32];
+
+	snprintf(dir, sizeof dir, CGROUP_ROOT "%s", parent);
+	if (make_dir(dir, true, err) < 0)
+		return -1;
+	if (geteuid() == 0) {
+		/* Root owns the tree: make sure the controllers reach our parent. */
+		if (write_knob(CGROUP_ROOT, "cgroup.subtree_control", "+memory +pids", false, err) < 0)
+			return -1;
+	}
+	if (write_knob(dir, "cgroup.subtree_control", "+memory +pids", false, err) < 0)
+		return -1;
+	snprintf(dir, sizeof dir, CGROUP_ROOT "%s", cg->rel);
+	if (make_dir(dir, false, err) < 0)
+		return -1;
+	cg->created = true;
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->memory_bytes);
+	if (write_knob(dir, "memory.max", val, false, err) < 0 ||
+	    write_knob(dir, "memory.swap.max", "0", true, err) < 0 ||
+	    write_knob(dir, "memory.oom.group", "1", false, err) < 0)
+		return -1;
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->pids);
+	if (write_knob(dir, "pids.max", val, false, err) < 0)
+		return -1;
+	cg->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg->dirfd < 0)
+		return error_sys(err, "cgroup: open %s", dir);
+	return 0;
+}
+
+int cgroup_create(struct cgroup *cg, const struct aegis_spec *spec, struct aegis_error *err)
+{
+	char parent[200];
+
+	cg->dirfd = -1;
+	cg->created = false;
+	cg->version = cgroup_version();
+	if (cg->version == 0)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0,
+				 "cgroup: no cgroup v1 or v2 hierarchy at " CGROUP_ROOT);
+	if (spec->cgroup_parent) {
+		if (spec->cgroup_parent[0] != '/' || strstr(spec->cgroup_parent, ".."))
+			return error_set(err, AEGIS_E_INVALID, 0,
+					 "cgroup parent must be an absolute cgroup path without '..': %s",
+					 spec->cgroup_parent);
+		snprintf(parent, sizeof parent, "%s", spec->cgroup_parent);
+	} else {
+		default_parent(cg->version, parent, sizeof parent);
+	}
+	if (strcmp(parent, "/") == 0)
+		parent[0] = '\0';
+	snprintf(cg->rel, sizeof cg->rel, "%s/run-%d", parent, (int)getpid());
+	if ((cg->version == 1 ? create_v1(cg, parent, spec, err) : create_v2(cg, parent, spec, err)) < 0) {
+		cgroup_destroy(cg);
+		return error_prefix(err, "cannot bound the sandbox (use --cgroup-parent for a delegated cgroup)");
+	}
+	return 0;
+}
+
+int cgroup_enter(struct cgroup *cg, pid_t pid, struct aegis_error *err)
+{
+	char path[512], val[16];
+
+	snprintf(val, sizeof val, "%d", (int)pid);
+	if (cg->version == 2) {
+		snprintf(path, sizeof path, CGROUP_ROOT "%s/cgroup.procs", cg->rel);
+		if (write_file_at(AT_FDCWD, path, val, strlen(val)) < 0)
+			return error_sys(err, "cgroup: enter %s", path);
+		return 0;
+	}
+	for (int i = 0; v1_controllers[i]; i++) {
+		snprintf(path, sizeof path, CGROUP_ROOT "/%s%s/cgroup.procs", v1_controllers[i], cg->rel);
+		if (write_file_at(AT_FDCWD, path, val, strlen(val)) < 0)
+			return error_sys(err, "cgroup: enter %s", path);
+	}
+	return 0;
+}
+
+static uint64_t read_u64(const char *path)
+{
+	char buf[64];
+
+	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+		return 0;
+	return strtoull(buf, NULL, 10);
+}
+
+uint64_t cgroup_peak_memory(struct cgroup *cg)
+{
+	char path[512];
+
+	if (cg->version == 2)
+		snprintf(path, sizeof path, CGROUP_ROOT "%s/memory.peak", cg->rel);
+	else
+		snprintf(path, sizeof path, CGROUP_ROOT "/memory%s/memory.max_usage_in_bytes", cg->rel);
+	return read_u64(path);
+}
+
+bool cgroup_oom_killed(struct cgroup *cg)
+{
+	char path[512], buf[1024], *p;
+
+	if (cg->version == 2)
+		snprintf(path, sizeof path, CGROUP_ROOT "%s/memory.events", cg->rel);
+	else
+		snprintf(path, sizeof path, CGROUP_ROOT "/memory%s/memory.oom_control", cg->rel);
+	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+		return false;
+	p = strstr(buf, "oom_kill ");
+	return p && strtoull(p + 9, NULL, 10) > 0;
+}
+
+static void remove_dir(const char *dir)
+{
+	/* The pid namespace is gone by now, but a v1 memcg may lag a moment. */
+	for (int tries = 0; tries < 200; tries++) {
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			return;
+		if (errno != EBUSY)
+			return;
+		usleep(1000);
+	}
+}
+
+void cgroup_destroy(struct cgroup *cg)
+{
+	char dir[512];
+
+	if (cg->dirfd >= 0) {
+		close(cg->dirfd);
+		cg->dirfd = -1;
+	}
+	if (!cg->created)
+		return;
+	if (cg->version == 2) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "%s", cg->rel);
+		(void)write_knob(dir, "cgroup.kill", "1", true, NULL);
+		remove_dir(dir);
+	} else {
+		for (int i = 0; v1_controllers[i]; i++) {
+			snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", v1_controllers[i], cg->rel);
+			remove_dir(dir);
+		}
+	}
+	cg->created = false;
+}
+
+/* For `aegis doctor`: which controllers are there and may we make a child? */
+bool cgroup_can_create(const char *parent_override, char *controllers, size_t len)
+{
+	struct aegis_spec spec = AEGIS_SPEC_DEFAULT;
+	struct aegis_error err;
+	struct cgroup cg;
+	int version = cgroup_version();
+
+	controllers[0] = '\0';
+	if (version == 2) {
+		(void)read_file_at(AT_FDCWD, CGROUP_ROOT "/cgroup.controllers", controllers, len);
+		controllers[strcspn(controllers, "\n")] = '\0';
+	} else if (version == 1) {
+		static const char *const all[] = { "cpu", "cpuacct", "cpuset", "memory", "pids",
+						   "freezer", "devices", "blkio", NULL };
+		for (int i = 0; all[i]; i++) {
+			char path[128];
+			snprintf(path, sizeof path, CGROUP_ROOT "/%s", all[i]);
+			if (access(path, F_OK) == 0) {
+				size_t n = strlen(controllers);
+				snprintf(controllers + n, len - n, "%s%s", n ? " " : "", all[i]);
+			}
+		}
+	}
+	spec.cgroup_parent = parent_override;
+	if (cgroup_create(&cg, &spec, &err) < 0)
+		return false;
+	cgroup_destroy(&cg);
+	return true;
+}

@@ -1,0 +1,80 @@
+/* env.c — the command's environment: clean by default (nothing of the
+ * caller's leaks in), a sensible PATH/HOME/TERM/LANG, then --env entries. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/error.h"
+#include "sandbox.h"
+
+static const char *const defaults[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root", "LANG=C.UTF-8", "HOSTNAME=aegis", NULL,
+};
+
+/* Replace an entry with the same name, or append. */
+static void env_put(char **envp, size_t *n, char *entry)
+{
+	size_t klen = strcspn(entry, "=");
+
+	for (size_t i = 0; i < *n; i++) {
+		if (strncmp(envp[i], entry, klen) == 0 && envp[i][klen] == '=') {
+			free(envp[i]);
+			envp[i] = entry;
+			return;
+		}
+	}
+	envp[(*n)++] = entry;
+}
+
+char **env_build(const struct aegis_spec *spec, struct aegis_error *err)
+{
+	size_t cap = 8, n = 0;
+	const char *term = getenv("TERM");
+	char **envp;
+
+	for (char *const *e = spec->env; e && *e; e++)
+		cap++;
+	envp = calloc(cap, sizeof *envp);
+	if (!envp)
+		goto oom;
+	for (int i = 0; defaults[i]; i++) {
+		char *dup = strdup(defaults[i]);
+		if (!dup)
+			goto oom;
+		env_put(envp, &n, dup);
+	}
+	if (term) {
+		char *t = malloc(strlen(term) + 6);
+		if (!t)
+			goto oom;
+		strcpy(t, "TERM=");
+		strcat(t, term);
+		env_put(envp, &n, t);
+	}
+	for (char *const *e = spec->env; e && *e; e++) {
+		char *dup;
+		if (!strchr(*e, '=') || **e == '=') {
+			env_free(envp);
+			return error_set(err, AEGIS_E_INVALID, 0, "env: expected NAME=VALUE, got '%s'", *e),
+			       NULL;
+		}
+		if (!(dup = strdup(*e)))
+			goto oom;
+		env_put(envp, &n, dup);
+	}
+	return envp;
+oom:
+	env_free(envp);
+	error_set(err, AEGIS_E_SETUP, ENOMEM, "environment");
+	return NULL;
+}
+
+void env_free(char **envp)
+{
+	if (!envp)
+		return;
+	for (char **e = envp; *e; e++)
+		free(*e);
+	free(envp);
+}

@@ -1,0 +1,170 @@
+/* rootfs.c — the sandbox's own root filesystem (the `host` image).
+ *
+ * Built on a private tmpfs, then pivot_root'ed into with the old root
+ * detached, so no host path outside the list below is reachable: the host's
+ * /usr, /bin, /sbin, /lib* read-only, an allowlisted /etc, fresh /proc and
+ * /dev, a size-limited /tmp and the /workspace. No /home, /root, /var, /run. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/mount.h>
+
+#include "../common/error.h"
+#include "../common/util.h"
+#include "sandbox.h"
+
+/* Where the new root is assembled in our private view of the host tree. */
+#define STAGING "/tmp"
+
+static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", NULL };
+
+/* What programs need from /etc; nothing holding credentials or host config. */
+static const char *const etc_allow[] = {
+	"alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf",
+	"debian_version", "environment", "gai.conf", "host.conf", "inputrc",
+	"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime",
+	"magic", "magic.mime", "mime.types", "nsswitch.conf", "os-release",
+	"profile", "protocols", "python3", "python3.11", "perl", "rpc", "services",
+	"shells", "ssl", "terminfo", "timezone", "vim", "xattr.conf", NULL,
+};
+
+static int copy_symlink(const char *host, const char *dst, struct aegis_error *err)
+{
+	char target[PATH_MAX];
+	ssize_t n = readlink(host, target, sizeof target - 1);
+
+	if (n < 0)
+		return error_sys(err, "readlink %s", host);
+	target[n] = '\0';
+	if (symlink(target, dst) < 0)
+		return error_sys(err, "symlink %s", dst);
+	return 0;
+}
+
+/* Mirror one host path read-only: symlinks as symlinks, dirs and files bound. */
+static int expose_host_path(const char *host, const char *dst, struct aegis_error *err)
+{
+	struct stat st;
+
+	if (lstat(host, &st) < 0)
+		return errno == ENOENT ? 0 : error_sys(err, "stat %s", host);
+	if (S_ISLNK(st.st_mode))
+		return copy_symlink(host, dst, err);
+	if (S_ISDIR(st.st_mode)) {
+		if (mounts_mkdir(dst, err) < 0)
+			return -1;
+	} else if (S_ISREG(st.st_mode)) {
+		if (mounts_touch(dst, err) < 0)
+			return -1;
+	} else {
+		return 0;	/* sockets, fifos, devices: never exposed */
+	}
+	return mounts_bind(host, dst, true, err);
+}
+
+static int write_new_file(const char *path, const char *content, struct aegis_error *err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+	int r;
+
+	if (fd < 0)
+		return error_sys(err, "create %s", path);
+	r = write_all(fd, content, strlen(content));
+	close(fd);
+	return r < 0 ? error_sys(err, "write %s", path) : 0;
+}
+
+static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
+{
+	char host[PATH_MAX], dst[PATH_MAX], hosts[256];
+
+	if (mounts_mkdir("etc", err) < 0)
+		return -1;
+	for (int i = 0; etc_allow[i]; i++) {
+		snprintf(host, sizeof host, "/etc/%s", etc_allow[i]);
+		snprintf(dst, sizeof dst, "etc/%s", etc_allow[i]);
+		if (expose_host_path(host, dst, err) < 0)
+			return -1;
+	}
+	/* Identity files describe the sandbox, never the host's accounts. */
+	snprintf(hosts, sizeof hosts,
+		 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n",
+		 spec->hostname);
+	if (write_new_file("etc/passwd",
+			   "root:x:0:0:root:/root:/bin/sh\n"
+			   "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", err) < 0 ||
+	    write_new_file("etc/group", "root:x:0:\nnogroup:x:65534:\n", err) < 0 ||
+	    write_new_file("etc/hosts", hosts, err) < 0)
+		return -1;
+	snprintf(hosts, sizeof hosts, "%s\n", spec->hostname);
+	return write_new_file("etc/hostname", hosts, err);
+}
+
+static int mount_workspace(const struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	const struct aegis_spec *spec = ctx->spec;
+	char opts[64];
+
+	if (mounts_mkdir("workspace", err) < 0)
+		return -1;
+	if (ctx->workspace_fd >= 0) {
+		/* Prepared by the supervisor (idmapped, flags set): just attach it. */
+		if (syscall(SYS_move_mount, ctx->workspace_fd, "", AT_FDCWD, "workspace",
+			    MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			return error_sys(err, "workspace: attach %s", spec->workspace);
+		return 0;
+	}
+	if (spec->workspace) {
+		if (mounts_bind(spec->workspace, "workspace", spec->workspace_ro, err) < 0)
+			return error_prefix(err, "workspace");
+		return 0;
+	}
+	snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)spec->tmp_bytes);
+	return mounts_tmpfs("workspace", opts, MS_NOSUID | MS_NODEV, err);
+}
+
+int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	char dst[32], host[32], opts[64];
+
+	/* Nothing we mount propagates to the host, nothing of the host's to us. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return error_sys(err, "make mounts private");
+	if (mounts_tmpfs(STAGING, "mode=0755,size=1m,nr_inodes=4096", MS_NOSUID | MS_NODEV, err) < 0)
+		return -1;
+	if (chdir(STAGING) < 0)
+		return error_sys(err, "chdir " STAGING);
+	for (int i = 0; host_dirs[i]; i++) {
+		snprintf(host, sizeof host, "/%s", host_dirs[i]);
+		snprintf(dst, sizeof dst, "%s", host_dirs[i]);
+		if (expose_host_path(host, dst, err) < 0)
+			return -1;
+	}
+	if (build_etc(ctx->spec, err) < 0)
+		return -1;
+	if (devfs_mount(".", err) < 0 || procfs_mount(".", err) < 0)
+		return -1;
+	snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)ctx->spec->tmp_bytes);
+	if (mounts_mkdir("tmp", err) < 0 || mounts_tmpfs("tmp", opts, MS_NOSUID | MS_NODEV, err) < 0)
+		return -1;
+	if (mount_workspace(ctx, err) < 0)
+		return -1;
+	/* root's home lives in the sandbox's own /tmp, never the host's /root. */
+	if (symlink("tmp", "root") < 0)
+		return error_sys(err, "symlink /root");
+	/* pivot_root(".", ".") stacks the old root on top; detaching it leaves
+	 * no path back to the host tree (bubblewrap and runc do the same). */
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return error_sys(err, "pivot_root");
+	if (umount2(".", MNT_DETACH) < 0)
+		return error_sys(err, "detach old root");
+	if (chdir("/") < 0)
+		return error_sys(err, "chdir /");
+	return mounts_setattr("/", MOUNT_ATTR_RDONLY, false, err);
+}

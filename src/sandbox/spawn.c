@@ -1,0 +1,287 @@
+/* spawn.c — aegis_run(): one command in a fresh sandbox, start to end.
+ *
+ * The two functions that matter read as the ordered list of containment
+ * steps: sandbox_child() inside, aegis_run() in the supervisor. Review
+ * changes to the order here as a whole. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/mount.h>
+#include <linux/sched.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/util.h"
+#include "sandbox.h"
+
+#define SANDBOX_NAMESPACES (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | \
+			    CLONE_NEWIPC | CLONE_NEWUTS)
+
+/* Keep the sync channel as fd 3 and close every other descriptor: nothing
+ * of the supervisor's (cgroup dirs, workspace tree, host files) crosses. */
+static int close_fds(struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	if (ctx->sync_fd != 3) {
+		if (dup3(ctx->sync_fd, 3, O_CLOEXEC) < 0)
+			return error_sys(err, "dup sync channel");
+		ctx->sync_fd = 3;
+	}
+	if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
+		return error_sys(err, "close_range");
+	return 0;
+}
+
+/* Inside the new namespaces, between clone and the command. */
+__attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
+{
+	struct sync_msg msg = { 0 };
+	struct aegis_error *err = &msg.err;
+	struct rlimit no_core = { 0, 0 };
+
+	/* 1. wait until the supervisor has mapped our ids and placed us in the cgroup */
+	if (sync_recv(ctx->sync_fd, &msg) != 1 || msg.kind != SYNC_GO)
+		_exit(125);
+	msg.kind = SYNC_ERROR;
+	/* 2. become root of the user namespace (an unprivileged uid on the host) */
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+		error_sys(err, "become sandbox root");
+		goto fail;
+	}
+	/* 3. cgroup namespace rooted at the run's own cgroup: no view of the host's tree */
+	if (unshare(CLONE_NEWCGROUP) < 0) {
+		error_sys(err, "cgroup namespace");
+		goto fail;
+	}
+	/* 4. identity and network: own hostname, loopback only */
+	if (sethostname(ctx->spec->hostname, strlen(ctx->spec->hostname)) < 0) {
+		error_sys(err, "sethostname");
+		goto fail;
+	}
+	if (netns_loopback_up(err) < 0)
+		goto fail;
+	/* 5. own root filesystem, old root detached */
+	if (rootfs_build(ctx, err) < 0)
+		goto fail;
+	if (ctx->workspace_fd >= 0)
+		close(ctx->workspace_fd);
+	/* 6. new session: no controlling terminal to inject keystrokes into */
+	if (setsid() < 0) {
+		error_sys(err, "setsid");
+		goto fail;
+	}
+	/* 7. no core dumps leave the sandbox's memory on disk */
+	if (setrlimit(RLIMIT_CORE, &no_core) < 0) {
+		error_sys(err, "RLIMIT_CORE");
+		goto fail;
+	}
+	/* 8. no capabilities, and nothing (setuid, file caps) can give any back */
+	if (caps_drop_all(err) < 0)
+		goto fail;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		error_sys(err, "no_new_privs");
+		goto fail;
+	}
+	/* 9. only 0, 1, 2 (and our sync channel, close-on-exec) stay open */
+	if (close_fds(ctx, err) < 0)
+		goto fail;
+	/* 10. seccomp last: everything above needed syscalls it refuses */
+	if (seccomp_apply(err) < 0)
+		goto fail;
+	/* 11. PID 1 runs the command */
+	harness_run(ctx);
+fail:
+	sync_send(ctx->sync_fd, &msg);
+	_exit(125);
+}
+
+static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
+{
+	struct stat st;
+
+	if (!spec->argv || !spec->argv[0] || !spec->argv[0][0])
+		return error_set(err, AEGIS_E_INVALID, 0, "no command given");
+	if (!spec->cwd || spec->cwd[0] != '/')
+		return error_set(err, AEGIS_E_INVALID, 0, "cwd must be an absolute path inside the sandbox: %s",
+				 spec->cwd ? spec->cwd : "(none)");
+	if (strncmp(spec->cwd, "/proc", 5) == 0 && (spec->cwd[5] == '/' || !spec->cwd[5]))
+		return error_set(err, AEGIS_E_INVALID, 0, "cwd may not be under /proc: %s", spec->cwd);
+	if (spec->memory_bytes < (4u << 20))
+		return error_set(err, AEGIS_E_INVALID, 0, "memory limit below 4 MiB");
+	if (spec->pids < 2)
+		return error_set(err, AEGIS_E_INVALID, 0, "pids limit must be at least 2");
+	if (spec->tmp_bytes == 0)
+		return error_set(err, AEGIS_E_INVALID, 0, "tmp size must be positive");
+	if (!spec->hostname || !spec->hostname[0] || strlen(spec->hostname) > 63)
+		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");
+	if (spec->workspace) {
+		if (stat(spec->workspace, &st) < 0)
+			return error_set(err, AEGIS_E_INVALID, errno, "workspace %s", spec->workspace);
+		if (!S_ISDIR(st.st_mode))
+			return error_set(err, AEGIS_E_INVALID, 0, "workspace %s is not a directory",
+					 spec->workspace);
+	}
+	return 0;
+}
+
+/* Run by root, the workspace is attached through an idmapped mount: files
+ * owned by the directory's owner appear owned by sandbox root, so the
+ * sandbox can work in it while its uid stays unprivileged on the host.
+ * (Rootless, a plain bind inside already shows our own uid as root.) */
+static int workspace_prepare(const struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	const struct aegis_spec *spec = ctx->spec;
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+			    (spec->workspace_ro ? MOUNT_ATTR_RDONLY : 0),
+	};
+	_cleanup_close_ int tree = -1, userns = -1;
+	struct stat st;
+
+	tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
+			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (tree < 0)
+		return error_sys(err, "workspace %s: open_tree", spec->workspace);
+	if (fstat(tree, &st) < 0)
+		return error_sys(err, "workspace %s: stat", spec->workspace);
+	userns = userns_idmap_fd(st.st_uid, st.st_gid, ctx->host_uid, ctx->host_gid, err);
+	if (userns < 0)
+		return error_prefix(err, "workspace %s", spec->workspace);
+	attr.userns_fd = (uint64_t)userns;
+	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+		return error_sys(err, "workspace %s: idmapped mount (filesystem unsupported?)",
+				 spec->workspace);
+	return steal_fd(&tree);
+}
+
+static pid_t clone_sandbox(struct cgroup *cg, int *pidfd)
+{
+	struct clone_args args = {
+		.flags = SANDBOX_NAMESPACES | CLONE_PIDFD,
+		.pidfd = (uint64_t)(uintptr_t)pidfd,
+		.exit_signal = SIGCHLD,
+	};
+
+	if (cg->version == 2) {
+		args.flags |= CLONE_INTO_CGROUP;
+		args.cgroup = (uint64_t)cg->dirfd;
+	}
+	return (pid_t)syscall(SYS_clone3, &args, sizeof args);
+}
+
+int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err)
+{
+	struct sandbox_ctx ctx = { .spec = spec, .workspace_fd = -1 };
+	struct supervise_io io = { -1, -1 };
+	struct cgroup cg = { .dirfd = -1 };
+	int sv[2] = { -1, -1 }, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int pidfd = -1, rc = -1, status;
+	sigset_t forward, saved;
+	struct rusage ru;
+	pid_t pid;
+
+	memset(res, 0, sizeof *res);
+	if (check_spec(spec, err) < 0)
+		return -1;
+	/* Root's supplementary groups would follow the sandbox (a user namespace
+	 * cannot drop them once setgroups is denied): shed them first. */
+	if (geteuid() == 0 && setgroups(0, NULL) < 0)
+		return error_sys(err, "drop supplementary groups");
+	userns_host_ids(&ctx.host_uid, &ctx.host_gid);
+	if (!(ctx.envp = env_build(spec, err)))
+		return -1;
+	if (cgroup_create(&cg, spec, err) < 0)
+		goto out;
+	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
+	if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0)
+		goto out;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		error_sys(err, "socketpair");
+		goto out;
+	}
+	if (spec->capture && (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)) {
+		error_sys(err, "capture pipes");
+		goto out;
+	}
+	sigemptyset(&forward);
+	for (int s = 1; s < 32; s++)
+		if (s == SIGINT || s == SIGTERM || s == SIGHUP || s == SIGQUIT ||
+		    s == SIGUSR1 || s == SIGUSR2 || s == SIGWINCH)
+			sigaddset(&forward, s);
+	sigprocmask(SIG_BLOCK, &forward, &saved);
+
+	pid = clone_sandbox(&cg, &pidfd);
+	if (pid == 0) {
+		sigprocmask(SIG_SETMASK, &saved, NULL);
+		close(sv[0]);
+		ctx.sync_fd = sv[1];
+		if (spec->capture && (dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0))
+			_exit(125);
+		sandbox_child(&ctx);
+	}
+	if (pid < 0) {
+		error_sys(err, "clone into new namespaces");
+		goto restore;
+	}
+	close(sv[1]);
+	sv[1] = -1;
+	if (spec->capture) {
+		close(out[1]);
+		close(errp[1]);
+		out[1] = errp[1] = -1;
+		io.out_fd = out[0];
+		io.err_fd = errp[0];
+		out[0] = errp[0] = -1;
+	}
+	{
+		struct sync_msg go = { .kind = SYNC_GO };
+		if (userns_write_maps(pid, ctx.host_uid, ctx.host_gid, err) < 0 ||
+		    (cg.version == 1 && cgroup_enter(&cg, pid, err) < 0) ||
+		    (sync_send(sv[0], &go) < 0 && error_sys(err, "start sandbox"))) {
+			syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+			waitpid(pid, &status, 0);
+			goto restore;
+		}
+	}
+	rc = supervise(pid, pidfd, sv[0], spec, &io, res, err);
+	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
+		;
+	res->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
+	res->sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+	res->peak_memory_bytes = cgroup_peak_memory(&cg);
+	if (!res->peak_memory_bytes)
+		res->peak_memory_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+restore:
+	sigprocmask(SIG_SETMASK, &saved, NULL);
+out:
+	for (int i = 0; i < 2; i++) {
+		if (sv[i] >= 0) close(sv[i]);
+		if (out[i] >= 0) close(out[i]);
+		if (errp[i] >= 0) close(errp[i]);
+	}
+	if (io.out_fd >= 0) close(io.out_fd);
+	if (io.err_fd >= 0) close(io.err_fd);
+	if (pidfd >= 0) close(pidfd);
+	if (ctx.workspace_fd >= 0) close(ctx.workspace_fd);
+	cgroup_destroy(&cg);
+	env_free(ctx.envp);
+	return rc;
+}
+
+void aegis_result_free(struct aegis_result *res)
+{
+	free(res->out.data);
+	free(res->err.data);
+	res->out.data = res->err.data = NULL;
+}

@@ -1,0 +1,50 @@
+"""Shared fixtures for the integration tests: they drive the real binaries.
+
+AEGIS_BIN   path of the aegis binary under test (default: build/aegis)
+AEGIS_PROBE path of the hostile probe binary (default: build/tests/probe/aegis-probe)
+"""
+import os
+import subprocess
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _path(env, default):
+    return os.path.abspath(os.environ.get(env, os.path.join(ROOT, default)))
+
+
+AEGIS = _path("AEGIS_BIN", "build/aegis")
+PROBE = _path("AEGIS_PROBE", "build/tests/probe/aegis-probe")
+
+
+def run(args, input=None, timeout=60, **kw):
+    """Run a command, capture output as text, never raise on exit status."""
+    return subprocess.run(args, input=input, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def aegis(*args, **kw):
+    """`aegis ARGS...` → CompletedProcess."""
+    return run([AEGIS, *args], **kw)
+
+
+def sandboxed(*argv, opts=(), **kw):
+    """`aegis run OPTS -- ARGV...` → CompletedProcess."""
+    return run([AEGIS, "run", *opts, "--", *argv], **kw)
+
+
+def probe_inside(name, *args, opts=(), **kw):
+    """Run one probe inside a sandbox; the probe binary is mounted read-only at /workspace."""
+    return sandboxed("/workspace/" + os.path.basename(PROBE), name, *args,
+                     opts=("--workspace-ro", os.path.dirname(PROBE), *opts), **kw)
+
+
+def probe_outside(name, *args, **kw):
+    """The same probe on the host: the native baseline that proves the probe works."""
+    return run([PROBE, name, *args], **kw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _binaries_exist():
+    assert os.access(AEGIS, os.X_OK), f"aegis binary missing: {AEGIS} (run make first)"
