@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -16,58 +18,58 @@
 #include "../common/error.h"
 #include "sandbox.h"
 
-/* Why the command never ran, sent up the exec pipe by the forked child. */
-struct exec_failure {
-	int stage;	/* 0: chdir to cwd, 1: execve */
-	int err;
-};
-
 static void noop(int sig)
 {
 	(void)sig;
 }
 
-__attribute__((noreturn)) static void start_command(const struct sandbox_ctx *ctx, int report_fd,
-						    const sigset_t *oldmask)
-{
-	const struct aegis_spec *spec = ctx->spec;
-	struct exec_failure f = { 0, 0 };
-
-	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
-	sigprocmask(SIG_SETMASK, oldmask, NULL);
-	if (chdir(spec->cwd) < 0) {
-		f.err = errno;
-	} else {
-		f.stage = 1;
-		execvpe(spec->argv[0], spec->argv, ctx->envp);
-		f.err = errno;
-	}
-	(void)!write(report_fd, &f, sizeof f);
-	_exit(127);
-}
-
 /* Tell the supervisor why the command did not start, in its own words. */
-static void report_exec_failure(const struct sandbox_ctx *ctx, const struct exec_failure *f)
+static void report_start_failure(const struct sandbox_ctx *ctx, bool in_chdir, int e)
 {
 	struct sync_msg msg = { .kind = SYNC_ERROR };
 	const char *cmd = ctx->spec->argv[0];
 
-	if (f->stage == 0)
-		error_set(&msg.err, AEGIS_E_INVALID, f->err, "cwd %s", ctx->spec->cwd);
-	else if (f->err == ENOENT)
+	if (in_chdir)
+		error_set(&msg.err, AEGIS_E_INVALID, e, "cwd %s", ctx->spec->cwd);
+	else if (e == ENOENT)
 		error_set(&msg.err, AEGIS_E_NOTFOUND, 0, "%s: command not found", cmd);
 	else
-		error_set(&msg.err, AEGIS_E_NOEXEC, f->err, "%s: cannot execute", cmd);
+		error_set(&msg.err, AEGIS_E_NOEXEC, e, "%s: cannot execute", cmd);
 	sync_send(ctx->sync_fd, &msg);
+	_exit(127);
+}
+
+/* posix_spawn (vfork underneath): no copy of our page tables, and exec
+ * errors come back as its return value. The PATH lookup uses our environ,
+ * which is the command's. */
+static pid_t start_command(const struct sandbox_ctx *ctx, const sigset_t *mask)
+{
+	extern char **environ;
+	posix_spawnattr_t attr;
+	sigset_t all;
+	pid_t pid;
+	int r;
+
+	if (chdir(ctx->spec->cwd) < 0)
+		report_start_failure(ctx, true, errno);
+	environ = ctx->envp;
+	sigfillset(&all);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setsigmask(&attr, mask);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	r = posix_spawnp(&pid, ctx->spec->argv[0], NULL, &attr, ctx->spec->argv, ctx->envp);
+	posix_spawnattr_destroy(&attr);
+	if (r != 0)
+		report_start_failure(ctx, false, r);
+	return pid;
 }
 
 void harness_run(const struct sandbox_ctx *ctx)
 {
 	struct sync_msg msg = { .kind = SYNC_EXIT };
-	struct exec_failure failure;
 	sigset_t all, old;
-	int report[2], status = 0;
+	int status = 0;
 	pid_t cmd;
 
 	/* Non-dumpable: the command cannot read or write our memory or open
@@ -81,24 +83,7 @@ void harness_run(const struct sandbox_ctx *ctx)
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
 
-	if (pipe2(report, O_CLOEXEC) < 0) {
-		error_sys(&msg.err, "harness: pipe");
-		goto fail;
-	}
-	cmd = fork();
-	if (cmd < 0) {
-		error_sys(&msg.err, "harness: fork");
-		goto fail;
-	}
-	if (cmd == 0)
-		start_command(ctx, report[1], &old);
-	close(report[1]);
-	/* EOF means exec succeeded (CLOEXEC closed the pipe). */
-	if (read(report[0], &failure, sizeof failure) == (ssize_t)sizeof failure) {
-		report_exec_failure(ctx, &failure);
-		_exit(127);
-	}
-	close(report[0]);
+	cmd = start_command(ctx, &old);
 
 	for (;;) {
 		siginfo_t si;
@@ -119,8 +104,4 @@ void harness_run(const struct sandbox_ctx *ctx)
 			}
 		}
 	}
-fail:
-	msg.kind = SYNC_ERROR;
-	sync_send(ctx->sync_fd, &msg);
-	_exit(125);
 }

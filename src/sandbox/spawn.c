@@ -26,8 +26,12 @@
 #include "../common/util.h"
 #include "sandbox.h"
 
-#define SANDBOX_NAMESPACES (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | \
-			    CLONE_NEWIPC | CLONE_NEWUTS)
+/* clone() makes only the user and pid namespaces; the child unshares the
+ * rest itself (they are owned by its user namespace all the same), so the
+ * costly mount and network namespaces are built while the supervisor
+ * writes the id maps and the cgroup: two cores, half the wait. */
+#define CLONE_NAMESPACES (CLONE_NEWUSER | CLONE_NEWPID)
+#define CHILD_NAMESPACES (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 
 /* Keep the sync channel as fd 3 and close every other descriptor: nothing
  * of the supervisor's (cgroup dirs, workspace tree, host files) crosses. */
@@ -50,7 +54,13 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	struct aegis_error *err = &msg.err;
 	struct rlimit no_core = { 0, 0 };
 
-	/* 1. wait until the supervisor has mapped our ids and placed us in the cgroup */
+	/* 1. mount, network, ipc and uts namespaces, while the supervisor works */
+	if (unshare(CHILD_NAMESPACES) < 0) {
+		msg.kind = SYNC_ERROR;
+		error_sys(err, "create namespaces");
+		goto fail;
+	}
+	/* wait until the supervisor has mapped our ids and placed us in the cgroup */
 	if (sync_recv(ctx->sync_fd, &msg) != 1 || msg.kind != SYNC_GO)
 		_exit(125);
 	msg.kind = SYNC_ERROR;
@@ -168,7 +178,7 @@ static int workspace_prepare(const struct sandbox_ctx *ctx, struct aegis_error *
 static pid_t clone_sandbox(struct cgroup *cg, int *pidfd)
 {
 	struct clone_args args = {
-		.flags = SANDBOX_NAMESPACES | CLONE_PIDFD,
+		.flags = CLONE_NAMESPACES | CLONE_PIDFD,
 		.pidfd = (uint64_t)(uintptr_t)pidfd,
 		.exit_signal = SIGCHLD,
 	};
@@ -201,9 +211,9 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	userns_host_ids(&ctx.host_uid, &ctx.host_gid);
 	if (!(ctx.envp = env_build(spec, err)))
 		return -1;
-	if (cgroup_create(&cg, spec, err) < 0)
+	/* v2 places the child at clone (CLONE_INTO_CGROUP): the cgroup comes first. */
+	if (cgroup_version() == 2 && cgroup_create(&cg, spec, err) < 0)
 		goto out;
-	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
 	if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0)
 		goto out;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -246,14 +256,17 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	}
 	{
 		struct sync_msg go = { .kind = SYNC_GO };
-		if (userns_write_maps(pid, ctx.host_uid, ctx.host_gid, err) < 0 ||
-		    (cg.version == 1 && cgroup_enter(&cg, pid, err) < 0) ||
+		bool v1 = cg.version != 2;
+		if ((v1 && cgroup_create(&cg, spec, err) < 0) ||
+		    userns_write_maps(pid, ctx.host_uid, ctx.host_gid, err) < 0 ||
+		    (v1 && cgroup_enter(&cg, pid, err) < 0) ||
 		    (sync_send(sv[0], &go) < 0 && error_sys(err, "start sandbox"))) {
 			syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 			waitpid(pid, &status, 0);
 			goto restore;
 		}
 	}
+	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
 	rc = supervise(pid, pidfd, sv[0], spec, &io, res, err);
 	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;

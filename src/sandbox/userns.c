@@ -73,6 +73,8 @@ int userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gid,
 	pid = fork();
 	if (pid == 0) {
 		/* Unshare, say so, and live until the parent holds the ns fd. */
+		close(ready[0]);
+		close(done[1]);
 		if (unshare(CLONE_NEWUSER) < 0)
 			_exit(1);
 		(void)!write(ready[1], &c, 1);
