@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# deps.sh — make sure the Debian packages Aegis needs are installed.
+#
+#   scripts/deps.sh build   what `make` needs
+#   scripts/deps.sh test    plus what `make check` needs
+#   scripts/deps.sh bench   plus the peers `make bench` compares against
+#
+# As root, missing packages are installed with apt-get; otherwise the
+# missing ones are listed and the script fails.
+set -euo pipefail
+
+build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev)
+test=(python3 python3-pytest procps iproute2 util-linux passwd)
+bench=(bubblewrap runc)
+
+want=("${build[@]}")
+case "${1:-build}" in
+build) ;;
+test) want+=("${test[@]}") ;;
+bench) want+=("${test[@]}" "${bench[@]}") ;;
+*) echo "deps.sh: unknown set '$1' (build, test or bench)" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${want[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+	[ "$status" = installed ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "aegis: missing Debian packages: ${missing[*]}" >&2
+	echo "aegis: install them with: sudo apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+echo "aegis: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
