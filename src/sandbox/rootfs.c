@@ -106,36 +106,57 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 	return write_new_file("etc/hostname", hosts, err);
 }
 
-static int mount_workspace(const struct sandbox_ctx *ctx, struct aegis_error *err)
+/* The host workspace as a detached mount tree, taken before anything is
+ * mounted over the host view (the staging tmpfs would hide a workspace
+ * under /tmp). Run by root the supervisor already made it, idmapped. */
+static int workspace_tree(const struct sandbox_ctx *ctx, struct aegis_error *err)
 {
 	const struct aegis_spec *spec = ctx->spec;
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+			    (spec->workspace_ro ? MOUNT_ATTR_RDONLY : 0),
+	};
+	int tree;
+
+	if (ctx->workspace_fd >= 0 || !spec->workspace)
+		return ctx->workspace_fd;
+	tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
+			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (tree < 0)
+		return error_sys(err, "workspace %s", spec->workspace);
+	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+		error_sys(err, "workspace %s: set mount flags", spec->workspace);
+		close(tree);
+		return -1;
+	}
+	return tree;
+}
+
+static int mount_workspace(const struct sandbox_ctx *ctx, int tree, struct aegis_error *err)
+{
 	char opts[64];
 
 	if (mounts_mkdir("workspace", err) < 0)
 		return -1;
-	if (ctx->workspace_fd >= 0) {
-		/* Prepared by the supervisor (idmapped, flags set): just attach it. */
-		if (syscall(SYS_move_mount, ctx->workspace_fd, "", AT_FDCWD, "workspace",
-			    MOVE_MOUNT_F_EMPTY_PATH) < 0)
-			return error_sys(err, "workspace: attach %s", spec->workspace);
+	if (tree >= 0) {
+		if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "workspace", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			return error_sys(err, "workspace: attach %s", ctx->spec->workspace);
 		return 0;
 	}
-	if (spec->workspace) {
-		if (mounts_bind(spec->workspace, "workspace", spec->workspace_ro, err) < 0)
-			return error_prefix(err, "workspace");
-		return 0;
-	}
-	snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)spec->tmp_bytes);
+	snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)ctx->spec->tmp_bytes);
 	return mounts_tmpfs("workspace", opts, MS_NOSUID | MS_NODEV, err);
 }
 
 int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 {
 	char dst[32], host[32], opts[64];
+	int tree;
 
 	/* Nothing we mount propagates to the host, nothing of the host's to us. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return error_sys(err, "make mounts private");
+	if ((tree = workspace_tree(ctx, err)) < 0 && ctx->spec->workspace)
+		return -1;
 	if (mounts_tmpfs(STAGING, "mode=0755,size=1m,nr_inodes=4096", MS_NOSUID | MS_NODEV, err) < 0)
 		return -1;
 	if (chdir(STAGING) < 0)
@@ -153,7 +174,7 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)ctx->spec->tmp_bytes);
 	if (mounts_mkdir("tmp", err) < 0 || mounts_tmpfs("tmp", opts, MS_NOSUID | MS_NODEV, err) < 0)
 		return -1;
-	if (mount_workspace(ctx, err) < 0)
+	if (mount_workspace(ctx, tree, err) < 0)
 		return -1;
 	/* root's home lives in the sandbox's own /tmp, never the host's /root. */
 	if (symlink("tmp", "root") < 0)

@@ -18,7 +18,7 @@ int main(void)
 	ok(parse_duration_ms("10x", &v) < 0, "unknown unit refused");
 	ok(parse_duration_ms("s", &v) < 0, "unit without number refused");
 	ok(parse_duration_ms("99999999999999999999s", &v) < 0, "overflow refused");
-	ok(parse_duration_ms("18446744073709551s", &v) < 0, "overflow after scaling refused");
+	ok(parse_duration_ms("18446744073709552s", &v) < 0, "overflow after scaling refused");
 	ok(parse_size("512m", &v) == 0 && v == 512ULL << 20, "512m");
 	ok(parse_size("1g", &v) == 0 && v == 1ULL << 30, "1g");
 	ok(parse_size("1G", &v) == 0 && v == 1ULL << 30, "1G");

@@ -1,0 +1,149 @@
+"""Rootless `aegis run`: the same sandbox, started by an unprivileged user.
+
+The test (run as root, as CI does) makes an unprivileged user, delegates a
+cgroup to it the way a cgroup manager would, and runs aegis as that user.
+"""
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import AEGIS, PROBE
+
+USER = "aegis-rootless"
+DELEGATED = "/aegis-rootless-test"
+
+
+def _cgroup_dirs():
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return ["/sys/fs/cgroup" + DELEGATED]
+    return [f"/sys/fs/cgroup/{c}{DELEGATED}" for c in ("memory", "pids")]
+
+
+def _public_dir(prefix):
+    """A directory the unprivileged user can reach (pytest's tmp is 0700)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture(scope="module")
+def user():
+    assert os.geteuid() == 0, "the rootless tests set up a user and must start as root"
+    try:
+        pw = pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", USER], check=True)
+        pw = pwd.getpwnam(USER)
+    # Binaries where the user can reach them, wherever the checkout lives.
+    bindir = _public_dir("aegis-rootless-bin-")
+    for p in (AEGIS, PROBE):
+        shutil.copy2(p, bindir)
+    # Delegate a cgroup, as systemd does for a user session.
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+            f.write("+memory +pids")
+    for d in _cgroup_dirs():
+        os.makedirs(d, exist_ok=True)
+        for root, dirs, files in os.walk(d):
+            for n in [root] + [os.path.join(root, x) for x in files]:
+                os.chown(n, pw.pw_uid, pw.pw_gid)
+    work = _public_dir("aegis-rootless-ws-")
+    os.chown(work, pw.pw_uid, pw.pw_gid)
+    yield {"uid": pw.pw_uid, "gid": pw.pw_gid, "bin": bindir, "work": work}
+    shutil.rmtree(bindir)
+    shutil.rmtree(work)
+
+
+def as_user(user, *args, **kw):
+    return subprocess.run(list(args), user=user["uid"], group=user["gid"], extra_groups=[],
+                          capture_output=True, text=True, timeout=60, cwd="/", **kw)
+
+
+def rootless(user, *argv, opts=()):
+    return as_user(user, os.path.join(user["bin"], "aegis"), "run",
+                   "--cgroup-parent", DELEGATED, *opts, "--", *argv)
+
+
+def probe_in(user, name, *args):
+    return rootless(user, "/workspace/aegis-probe", name, *args, opts=("--workspace-ro", user["bin"]))
+
+
+def probe_out(user, name, *args):
+    return as_user(user, os.path.join(user["bin"], "aegis-probe"), name, *args)
+
+
+def test_rootless_run_and_exit_status(user):
+    p = rootless(user, "sh", "-c", "echo hi; exit 5")
+    assert p.stdout == "hi\n" and p.returncode == 5, p
+
+
+def test_rootless_sandbox_root_is_the_callers_uid(user):
+    p = rootless(user, "sh", "-c", "id -u; cat /proc/self/uid_map")
+    lines = p.stdout.split("\n")
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", str(user["uid"]), "1"], p.stdout
+
+
+def test_rootless_no_privileges(user):
+    p = rootless(user, "grep", "-E", "^(CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):", "/proc/self/status")
+    fields = dict(l.split(":\t") for l in p.stdout.splitlines())
+    assert fields["CapEff"] == fields["CapBnd"] == fields["CapAmb"] == "0000000000000000"
+    assert fields["NoNewPrivs"] == "1" and fields["Seccomp"] == "2"
+
+
+def test_rootless_workspace_is_writable_and_owned_by_user(user):
+    p = rootless(user, "sh", "-c", "echo data > /workspace/out", opts=("--workspace", user["work"]))
+    assert p.returncode == 0, p
+    st = os.stat(os.path.join(user["work"], "out"))
+    assert st.st_uid == user["uid"]
+
+
+@pytest.mark.parametrize("probe", ["unshare-user", "io-uring", "keyctl", "socket-unix-ok"])
+def test_rootless_hostile_spot_checks(user, probe):
+    """E-14, E-26, E-28: blocked inside; the same unprivileged user can do it outside."""
+    if probe == "socket-unix-ok":
+        assert probe_in(user, "socket-unix").returncode == 0
+        return
+    outside = probe_out(user, probe)
+    assert outside.returncode == 0, f"baseline failed: {outside.stdout}{outside.stderr}"
+    inside = probe_in(user, probe)
+    assert inside.returncode == 1 and "EPERM" in inside.stdout, inside
+
+
+def test_rootless_int80_killed(user):
+    """E-36: the same unprivileged user can make an int 0x80 call outside; inside it is killed."""
+    assert probe_out(user, "int80").returncode == 0
+    assert probe_in(user, "int80").returncode == 128 + 31
+
+
+def test_rootless_fork_bomb_bounded(user):
+    """R-01: the delegated cgroup's pids limit holds for rootless runs too."""
+    p = rootless(user, "/workspace/aegis-probe", "fork-bomb", "2",
+                 opts=("--workspace-ro", user["bin"], "--pids", "64", "--timeout", "20s"))
+    assert p.returncode == 0, p
+    forks = int(p.stdout.split("forks=")[1].split()[0]) if "forks=" in p.stdout else None
+    assert forks is not None and forks < 64, p.stdout
+
+
+def test_rootless_memory_limit(user):
+    p = rootless(user, "python3", "-c", "b = bytearray(512 << 20)", opts=("--memory", "64m"))
+    assert p.returncode == 137, p
+
+
+def test_rootless_without_delegated_cgroup_fails_clearly(user):
+    p = as_user(user, os.path.join(user["bin"], "aegis"), "run",
+                "--cgroup-parent", "/not-delegated-to-anyone", "--", "true")
+    assert p.returncode == 125
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cgroup" in lines[0] and "--cgroup-parent" in lines[0], p.stderr
+
+
+def test_rootless_leaves_no_cgroup(user):
+    assert rootless(user, "true").returncode == 0
+    for d in _cgroup_dirs():
+        assert not [x for x in os.listdir(d) if x.startswith("run-")]
