@@ -89,6 +89,10 @@ static int make_dir(const char *path, bool may_exist, struct aegis_error *err)
 {
 	if (mkdir(path, 0755) == 0 || (may_exist && errno == EEXIST))
 		return 0;
+	/* A run cgroup left by a supervisor that was killed, whose pid came
+	 * round again: an empty one can go; a populated one is not ours. */
+	if (!may_exist && errno == EEXIST && rmdir(path) == 0 && mkdir(path, 0755) == 0)
+		return 0;
 	return error_sys(err, "cgroup: mkdir %s", path);
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -24,15 +25,16 @@
 
 static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", NULL };
 
-/* What programs need from /etc; nothing holding credentials or host config. */
+/* What programs need from /etc; nothing holding credentials or host config.
+ * Files are copied (cheaper than a mount each, and nothing to tear down);
+ * directories are bound read-only. */
 static const char *const etc_allow[] = {
-	"alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf",
-	"debian_version", "environment", "gai.conf", "host.conf", "inputrc",
-	"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime",
-	"magic", "magic.mime", "mime.types", "nsswitch.conf", "os-release",
-	"profile", "protocols", "python3", "python3.11", "perl", "rpc", "services",
-	"shells", "ssl", "terminfo", "timezone", "vim", "xattr.conf", NULL,
+	"alternatives", "bash.bashrc", "debian_version", "inputrc", "ld.so.cache",
+	"localtime", "mime.types", "nsswitch.conf", "os-release", "profile",
+	"protocols", "services", "shells", "ssl", NULL,
 };
+
+#define COPY_MAX (1 << 20)	/* larger regular files are bound instead */
 
 static int copy_symlink(const char *host, const char *dst, struct aegis_error *err)
 {
@@ -47,8 +49,39 @@ static int copy_symlink(const char *host, const char *dst, struct aegis_error *e
 	return 0;
 }
 
-/* Mirror one host path read-only: symlinks as symlinks, dirs and files bound. */
-static int expose_host_path(const char *host, const char *dst, struct aegis_error *err)
+static int copy_file(const char *host, const char *dst, off_t size, struct aegis_error *err)
+{
+	int in = open(host, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), out = -1, r = -1;
+
+	if (in < 0)
+		return error_sys(err, "open %s", host);
+	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (out < 0) {
+		error_sys(err, "create %s", dst);
+		goto done;
+	}
+	while (size > 0) {
+		ssize_t n = sendfile(out, in, NULL, (size_t)size);
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			error_sys(err, "copy %s", host);
+			goto done;
+		}
+		size -= n;
+	}
+	r = 0;
+done:
+	close(in);
+	if (out >= 0)
+		close(out);
+	return r;
+}
+
+/* Mirror one host path read-only: symlinks as symlinks, small files
+ * copied, directories and large files bound. */
+static int expose_host_path(const char *host, const char *dst, bool copy_small,
+			    struct aegis_error *err)
 {
 	struct stat st;
 
@@ -60,6 +93,8 @@ static int expose_host_path(const char *host, const char *dst, struct aegis_erro
 		if (mounts_mkdir(dst, err) < 0)
 			return -1;
 	} else if (S_ISREG(st.st_mode)) {
+		if (copy_small && st.st_size <= COPY_MAX)
+			return copy_file(host, dst, st.st_size, err);
 		if (mounts_touch(dst, err) < 0)
 			return -1;
 	} else {
@@ -89,7 +124,7 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 	for (int i = 0; etc_allow[i]; i++) {
 		snprintf(host, sizeof host, "/etc/%s", etc_allow[i]);
 		snprintf(dst, sizeof dst, "etc/%s", etc_allow[i]);
-		if (expose_host_path(host, dst, err) < 0)
+		if (expose_host_path(host, dst, true, err) < 0)
 			return -1;
 	}
 	/* Identity files describe the sandbox, never the host's accounts. */
@@ -164,7 +199,7 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	for (int i = 0; host_dirs[i]; i++) {
 		snprintf(host, sizeof host, "/%s", host_dirs[i]);
 		snprintf(dst, sizeof dst, "%s", host_dirs[i]);
-		if (expose_host_path(host, dst, err) < 0)
+		if (expose_host_path(host, dst, false, err) < 0)
 			return -1;
 	}
 	if (build_etc(ctx->spec, err) < 0)

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -47,6 +48,13 @@ static int close_fds(struct sandbox_ctx *ctx, struct aegis_error *err)
 	return 0;
 }
 
+static bool supervisor_gone(int sync_fd)
+{
+	struct pollfd p = { .fd = sync_fd, .events = POLLRDHUP };
+
+	return poll(&p, 1, 0) != 0;
+}
+
 /* Inside the new namespaces, between clone and the command. */
 __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 {
@@ -54,6 +62,10 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	struct aegis_error *err = &msg.err;
 	struct rlimit no_core = { 0, 0 };
 
+	/* 0. die with the supervisor: a killed `aegis run` leaves nothing running
+	 * (if it is already gone, the sync channel below reads EOF) */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		_exit(125);
 	/* 1. mount, network, ipc and uts namespaces, while the supervisor works */
 	if (unshare(CHILD_NAMESPACES) < 0) {
 		msg.kind = SYNC_ERROR;
@@ -69,6 +81,10 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "become sandbox root");
 		goto fail;
 	}
+	/* The kernel clears the parent-death signal on a uid change: arm it
+	 * again, then make sure the supervisor did not die in between. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || supervisor_gone(ctx->sync_fd))
+		_exit(125);
 	/* 3. cgroup namespace rooted at the run's own cgroup: no view of the host's tree */
 	if (unshare(CLONE_NEWCGROUP) < 0) {
 		error_sys(err, "cgroup namespace");

@@ -218,8 +218,10 @@ def test_sandbox_root_is_unprivileged_on_host():
 
 def test_nothing_outlives_the_run():
     marker = "aegis-outlive-marker"
-    p = sandboxed("sh", "-c", f"(exec -a {marker} sleep 300 &) ; (exec -a {marker} sleep 300 &); echo started")
-    assert p.returncode == 0 and "started" in p.stdout
+    p = sandboxed("bash", "-c", f"(exec -a {marker} sleep 300 &); (exec -a {marker} sleep 300 &); "
+                  "sleep 0.2; ps -eo args")
+    running = [l for l in p.stdout.splitlines() if l.startswith(marker)]
+    assert p.returncode == 0 and len(running) == 2, p  # they did run inside
     ps = run(["ps", "-eo", "args"]).stdout
     assert marker not in ps
 
@@ -275,3 +277,59 @@ def test_version_help_doctor():
     dj = json.loads(aegis("doctor", "--json").stdout)
     assert dj["ready"] is True and dj["cgroup_version"] in ("v1", "v2")
     assert dj["seccomp_filter"] is True and dj["landlock_abi"] >= 1
+
+
+
+def _cgroup_base():
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "/sys/fs/cgroup"
+    return "/sys/fs/cgroup/memory"
+
+
+def test_killed_supervisor_takes_the_sandbox_with_it():
+    """SIGKILL to `aegis run` itself: nothing it started keeps running."""
+    marker = "aegis-orphan-marker"
+    proc = subprocess.Popen([AEGIS, "run", "--", "bash", "-c", f"exec -a {marker} sleep 60"])
+    deadline = time.monotonic() + 10
+    while marker not in run(["ps", "-eo", "args"]).stdout:
+        assert time.monotonic() < deadline, "sandboxed sleep never started"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while marker in run(["ps", "-eo", "args"]).stdout:
+        assert time.monotonic() < deadline, "sandbox outlived its killed supervisor"
+        time.sleep(0.05)
+
+
+def _spawn_with_pid(pid, argv):
+    """Start argv with a chosen pid (root: ns_last_pid), retrying on races."""
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if p.pid == pid:
+            return p
+        p.wait()
+    raise AssertionError(f"could not start a process with pid {pid}")
+
+
+def test_stale_run_cgroup_is_replaced():
+    """A supervisor killed by SIGKILL leaves its empty run cgroup behind; a
+    later run that gets the same pid must replace it, not fail."""
+    proc = subprocess.Popen([AEGIS, "run", "--", "sleep", "30"])
+    stale = f"{_cgroup_base()}/aegis/run-{proc.pid}"
+    deadline = time.monotonic() + 10
+    while not os.path.isdir(stale):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while open(f"{stale}/cgroup.procs").read().strip():
+        assert time.monotonic() < deadline, "sandbox still populated"
+        time.sleep(0.02)
+    again = _spawn_with_pid(proc.pid, [AEGIS, "run", "--", "echo", "reused"])
+    out, err = again.communicate(timeout=30)
+    assert again.returncode == 0 and out == "reused\n", err
+    assert not os.path.isdir(stale)
