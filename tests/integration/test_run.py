@@ -300,6 +300,15 @@ def test_killed_supervisor_takes_the_sandbox_with_it():
     while marker in run(["ps", "-eo", "args"]).stdout:
         assert time.monotonic() < deadline, "sandbox outlived its killed supervisor"
         time.sleep(0.05)
+    _remove_run_cgroups(proc.pid)
+
+
+def _remove_run_cgroups(pid):
+    """A killed supervisor cannot remove its cgroup; the test does (G3)."""
+    for hierarchy in ("", "/memory", "/pids"):
+        d = f"/sys/fs/cgroup{hierarchy}/aegis/run-{pid}"
+        if os.path.isdir(d):
+            os.rmdir(d)
 
 
 def _spawn_with_pid(pid, argv):
