@@ -24,7 +24,7 @@ demo: build
 	$(BUILD)/aegis run -- echo "hello from aegis"
 
 $(ASAN_BUILD)/build.ninja:
-	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false \
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dstatic=false \
 		-Dbuildtype=debug
 
 asan: deps $(ASAN_BUILD)/build.ninja

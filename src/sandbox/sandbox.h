@@ -67,8 +67,13 @@ int mounts_setattr(const char *path, uint64_t set, bool recursive, struct aegis_
 int mounts_mkdir(const char *path, struct aegis_error *err);
 int mounts_touch(const char *path, struct aegis_error *err);
 
-/* netns.c */
-int netns_loopback_up(struct aegis_error *err);
+/* netns.c — made by a helper in parallel with the root filesystem. */
+struct netns_prep {
+	pid_t pid;
+	int pidfd, ready_fd, release_fd;
+};
+int netns_prepare(struct netns_prep *prep, struct aegis_error *err);
+int netns_join(struct netns_prep *prep, struct aegis_error *err);
 
 /* caps.c */
 int caps_drop_all(struct aegis_error *err);

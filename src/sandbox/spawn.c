@@ -29,10 +29,11 @@
 
 /* clone() makes only the user and pid namespaces; the child unshares the
  * rest itself (they are owned by its user namespace all the same), so the
- * costly mount and network namespaces are built while the supervisor
- * writes the id maps and the cgroup: two cores, half the wait. */
+ * namespaces are built while the supervisor writes the id maps and the
+ * cgroup: two cores, half the wait. The network namespace comes from a
+ * helper, in parallel with the root filesystem (netns.c). */
 #define CLONE_NAMESPACES (CLONE_NEWUSER | CLONE_NEWPID)
-#define CHILD_NAMESPACES (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+#define CHILD_NAMESPACES (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
 
 /* Keep the sync channel as fd 3 and close every other descriptor: nothing
  * of the supervisor's (cgroup dirs, workspace tree, host files) crosses. */
@@ -61,12 +62,13 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	struct sync_msg msg = { 0 };
 	struct aegis_error *err = &msg.err;
 	struct rlimit no_core = { 0, 0 };
+	struct netns_prep net;
 
 	/* 0. die with the supervisor: a killed `aegis run` leaves nothing running
 	 * (if it is already gone, the sync channel below reads EOF) */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		_exit(125);
-	/* 1. mount, network, ipc and uts namespaces, while the supervisor works */
+	/* 1. mount, ipc and uts namespaces, while the supervisor works */
 	if (unshare(CHILD_NAMESPACES) < 0) {
 		msg.kind = SYNC_ERROR;
 		error_sys(err, "create namespaces");
@@ -90,42 +92,45 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "cgroup namespace");
 		goto fail;
 	}
-	/* 4. identity and network: own hostname, loopback only */
+	/* 4. network namespace with loopback only, made alongside step 6 */
+	if (netns_prepare(&net, err) < 0)
+		goto fail;
+	/* 5. own hostname */
 	if (sethostname(ctx->spec->hostname, strlen(ctx->spec->hostname)) < 0) {
 		error_sys(err, "sethostname");
 		goto fail;
 	}
-	if (netns_loopback_up(err) < 0)
-		goto fail;
-	/* 5. own root filesystem, old root detached */
+	/* 6. own root filesystem, old root detached */
 	if (rootfs_build(ctx, err) < 0)
+		goto fail;
+	if (netns_join(&net, err) < 0)
 		goto fail;
 	if (ctx->workspace_fd >= 0)
 		close(ctx->workspace_fd);
-	/* 6. new session: no controlling terminal to inject keystrokes into */
+	/* 7. new session: no controlling terminal to inject keystrokes into */
 	if (setsid() < 0) {
 		error_sys(err, "setsid");
 		goto fail;
 	}
-	/* 7. no core dumps leave the sandbox's memory on disk */
+	/* 8. no core dumps leave the sandbox's memory on disk */
 	if (setrlimit(RLIMIT_CORE, &no_core) < 0) {
 		error_sys(err, "RLIMIT_CORE");
 		goto fail;
 	}
-	/* 8. no capabilities, and nothing (setuid, file caps) can give any back */
+	/* 9. no capabilities, and nothing (setuid, file caps) can give any back */
 	if (caps_drop_all(err) < 0)
 		goto fail;
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
 		error_sys(err, "no_new_privs");
 		goto fail;
 	}
-	/* 9. only 0, 1, 2 (and our sync channel, close-on-exec) stay open */
+	/* 10. only 0, 1, 2 (and our sync channel, close-on-exec) stay open */
 	if (close_fds(ctx, err) < 0)
 		goto fail;
-	/* 10. seccomp last: everything above needed syscalls it refuses */
+	/* 11. seccomp last: everything above needed syscalls it refuses */
 	if (seccomp_apply(err) < 0)
 		goto fail;
-	/* 11. PID 1 runs the command */
+	/* 12. PID 1 runs the command */
 	harness_run(ctx);
 fail:
 	sync_send(ctx->sync_fd, &msg);
