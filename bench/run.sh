@@ -17,15 +17,8 @@ SKIP_AEGIS=${BENCH_SKIP_AEGIS:-0}
 die() { echo "bench: $*" >&2; exit 1; }
 
 # --- tools ------------------------------------------------------------------
-missing=()
-for t in bwrap runc hyperfine; do command -v "$t" >/dev/null || missing+=("$t"); done
-if ((${#missing[@]})); then
-	if [[ $(id -u) == 0 ]]; then
-		apt-get install -y bubblewrap runc hyperfine
-	else
-		die "missing tools: ${missing[*]} (install: apt-get install -y bubblewrap runc hyperfine)"
-	fi
-fi
+# bwrap and runc come from Debian (scripts/deps.sh bench installs them as root).
+"$ROOT/scripts/deps.sh" bench || die "missing peers (see above)"
 for t in gcc unshare; do command -v "$t" >/dev/null || die "missing tool: $t"; done
 if [[ $SKIP_AEGIS != 1 ]]; then
 	[[ -x $AEGIS_BIN ]] || die "aegis binary not found at $AEGIS_BIN (set AEGIS_BIN or build it)"

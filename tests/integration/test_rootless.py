@@ -57,6 +57,8 @@ def user():
     yield {"uid": pw.pw_uid, "gid": pw.pw_gid, "bin": bindir, "work": work}
     shutil.rmtree(bindir)
     shutil.rmtree(work)
+    for d in _cgroup_dirs():
+        os.rmdir(d)
 
 
 def as_user(user, *args, **kw):
