@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,11 +16,6 @@
 
 #include "../common/error.h"
 #include "sandbox.h"
-
-static void noop(int sig)
-{
-	(void)sig;
-}
 
 /* Tell the supervisor why the command did not start, in its own words. */
 static void report_start_failure(const struct sandbox_ctx *ctx, bool in_chdir, int e)
@@ -39,51 +33,27 @@ static void report_start_failure(const struct sandbox_ctx *ctx, bool in_chdir, i
 	_exit(127);
 }
 
-/* posix_spawn (vfork underneath): no copy of our page tables, and exec
- * errors come back as its return value. The PATH lookup uses our environ,
- * which is the command's. */
-static pid_t start_command(const struct sandbox_ctx *ctx, const sigset_t *mask)
-{
-	extern char **environ;
-	posix_spawnattr_t attr;
-	sigset_t all;
-	pid_t pid;
-	int r;
-
-	if (chdir(ctx->spec->cwd) < 0)
-		report_start_failure(ctx, true, errno);
-	environ = ctx->envp;
-	sigfillset(&all);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	posix_spawnattr_setsigmask(&attr, mask);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	r = posix_spawnp(&pid, ctx->spec->argv[0], NULL, &attr, ctx->spec->argv, ctx->envp);
-	posix_spawnattr_destroy(&attr);
-	if (r != 0)
-		report_start_failure(ctx, false, r);
-	return pid;
-}
-
 void harness_run(const struct sandbox_ctx *ctx)
 {
 	struct sync_msg msg = { .kind = SYNC_EXIT };
 	sigset_t all, old;
-	int status = 0;
+	int status = 0, e;
 	pid_t cmd;
 
 	/* Non-dumpable: the command cannot read or write our memory or open
 	 * /proc/1/exe (the aegis binary) through /proc. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	/* A handler makes each signal deliverable to a namespace's PID 1;
-	 * blocking it lets us take them in order with sigwaitinfo. */
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, noop);
+	/* A namespace's PID 1 drops signals left at their default action, but
+	 * a blocked signal is always queued: block them all and take them in
+	 * order with sigwaitinfo. */
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
 
-	cmd = start_command(ctx, &old);
+	if (chdir(ctx->spec->cwd) < 0)
+		report_start_failure(ctx, true, errno);
+	cmd = command_start(ctx, &old, &e);
+	if (cmd < 0)
+		report_start_failure(ctx, false, e);
 
 	for (;;) {
 		siginfo_t si;

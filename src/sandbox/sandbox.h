@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include <aegis/aegis.h>
@@ -80,6 +81,9 @@ int caps_drop_all(struct aegis_error *err);
 
 /* seccomp.c */
 int seccomp_apply(struct aegis_error *err);
+
+/* command.c — start the command from PID 1; -1 with *err an errno. */
+pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *err);
 
 /* harness.c — PID 1 inside the sandbox. Never returns. */
 __attribute__((noreturn)) void harness_run(const struct sandbox_ctx *ctx);
