@@ -7,7 +7,7 @@ ASAN_BUILD ?= build-asan
 PREFIX ?= /usr/local
 PYTEST = /usr/bin/python3 -m pytest
 
-.PHONY: all build deps demo check unit integration asan install bench clean
+.PHONY: all build deps demo check asan fuzz install bench clean
 
 all: build
 
@@ -30,11 +30,21 @@ $(ASAN_BUILD)/build.ninja:
 asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
-# Every test, against the normal build and again against the ASan+UBSan build.
+# libFuzzer targets for the parsers of user input (clang).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SRC = src/common/util.c src/common/error.c src/sandbox/env.c
+fuzz:
+	@scripts/deps.sh test
+	mkdir -p $(FUZZ_BUILD)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-D_GNU_SOURCE -Iinclude tests/fuzz/fuzz_parse.c $(FUZZ_SRC) -o $(FUZZ_BUILD)/fuzz_parse
+
+# Every test, against the normal build and again against the ASan+UBSan
+# build, plus a bounded run of each fuzz target.
 check:
 	@scripts/deps.sh test
-	$(MAKE) build asan
-	scripts/check.sh $(BUILD) $(ASAN_BUILD)
+	$(MAKE) build asan fuzz
+	scripts/check.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 install: build
 	meson install -C $(BUILD)
@@ -44,4 +54,4 @@ bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

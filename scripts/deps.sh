@@ -10,7 +10,7 @@
 set -euo pipefail
 
 build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev)
-test=(python3 python3-pytest procps iproute2 util-linux passwd)
+test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev)
 bench=(bubblewrap runc)
 
 want=("${build[@]}")

@@ -39,6 +39,8 @@ struct launch {
 	int err;		/* written by the child if exec fails */
 };
 
+/* Runs on a borrowed stack in PID 1's memory: no sanitizer bookkeeping. */
+__attribute__((no_sanitize_address, no_sanitize_undefined))
 static int launch_child(void *arg)
 {
 	struct launch *l = arg;
