@@ -244,9 +244,10 @@ def test_signals_are_forwarded():
 
 
 def test_no_cgroup_left_behind():
-    before = set(os.listdir("/sys/fs/cgroup/memory/aegis")) if os.path.isdir("/sys/fs/cgroup/memory/aegis") else set()
+    parent = f"{_cgroup_base()}/aegis"
+    before = set(os.listdir(parent)) if os.path.isdir(parent) else set()
     assert sandboxed("true").returncode == 0
-    after = set(os.listdir("/sys/fs/cgroup/memory/aegis"))
+    after = set(os.listdir(parent))
     assert not {d for d in after - before if d.startswith("run-")}
 
 
