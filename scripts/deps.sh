@@ -9,7 +9,7 @@
 # missing ones are listed and the script fails.
 set -euo pipefail
 
-build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev)
+build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev libssl-dev)
 test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev)
 bench=(bubblewrap runc)
 

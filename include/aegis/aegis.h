@@ -28,17 +28,56 @@ struct aegis_error {
 	char msg[256];
 };
 
-/* Defaults are safe: no network, bounded memory, pids and /tmp. */
+/* Resource limits of one sandbox. Where 0 means "none" it says so. */
+struct aegis_limits {
+	uint64_t wall_ms;	/* wall-clock time; 0: none */
+	uint64_t cpu_ms;	/* total CPU time of everything in the sandbox; 0: none */
+	uint32_t cpus_milli;	/* CPU bandwidth in thousandths of a CPU; 0: none */
+	uint64_t memory_bytes;	/* cgroup memory, no swap */
+	uint64_t pids;		/* processes and threads */
+	uint64_t disk_bytes;	/* each writable layer: /tmp, an ephemeral /workspace, overlay upper */
+	uint64_t output_bytes;	/* per stream (stdout, stderr); the rest is cut and flagged */
+	uint64_t nofile;	/* RLIMIT_NOFILE */
+	uint64_t execs;		/* execve calls in the run; 0: none */
+};
+
+#define AEGIS_LIMITS_DEFAULT { \
+	.memory_bytes = 1ULL << 30, .pids = 512, .disk_bytes = 256ULL << 20, \
+	.output_bytes = 16ULL << 20, .nofile = 1024 }
+
+/* Bit per limit, for "which limits did this policy set". */
+enum aegis_limit_bit {
+	AEGIS_LIMIT_WALL = 1 << 0, AEGIS_LIMIT_CPU = 1 << 1, AEGIS_LIMIT_CPUS = 1 << 2,
+	AEGIS_LIMIT_MEMORY = 1 << 3, AEGIS_LIMIT_PIDS = 1 << 4, AEGIS_LIMIT_DISK = 1 << 5,
+	AEGIS_LIMIT_OUTPUT = 1 << 6, AEGIS_LIMIT_NOFILE = 1 << 7, AEGIS_LIMIT_EXECS = 1 << 8,
+};
+
+/* The policy part of a spec (DESIGN.md §2). Lists are NULL-terminated and
+ * NULL when absent. Paths are paths inside the sandbox. */
+struct aegis_policy {
+	char *name;			/* "default", "strict" or the file it came from */
+	char **cmd_allow;		/* executables (paths or globs); NULL: no allowlist */
+	char **cmd_deny;		/* executables refused even if allowed */
+	char **argv_deny;		/* argv prefixes refused at exec, e.g. "git push" */
+	char **files_read;		/* readable paths (besides the system dirs) */
+	char **files_write;		/* writable paths */
+	char **files_deny;		/* hidden paths */
+	char *net_mode;			/* "none" (the only mode until the network issue) */
+	bool best_effort;		/* "enforcement": "best-effort" */
+	struct aegis_limits limits;	/* those named in limits_set */
+	uint32_t limits_set;		/* enum aegis_limit_bit */
+};
+
+/* Defaults are safe: no network, bounded memory, pids, disk and output. */
 struct aegis_spec {
 	char *const *argv;		/* command and arguments; argv[0] resolved on PATH */
 	char *const *env;		/* extra "K=V" entries over the clean default env */
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
 	bool workspace_ro;
-	uint64_t timeout_ms;		/* 0: none */
-	uint64_t memory_bytes;		/* cgroup memory limit, no swap */
-	uint64_t pids;			/* cgroup pids limit */
-	uint64_t tmp_bytes;		/* size of /tmp (and of /workspace when ephemeral) */
+	struct aegis_limits limits;
+	const struct aegis_policy *policy;	/* NULL: the built-in default */
+	const char *audit_path;		/* append the run's audit events here; NULL: none */
 	bool capture;			/* capture stdout/stderr into the result instead of passing them */
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
@@ -46,8 +85,8 @@ struct aegis_spec {
 };
 
 #define AEGIS_SPEC_DEFAULT { \
-	.cwd = "/workspace", .memory_bytes = 1ULL << 30, .pids = 512, \
-	.tmp_bytes = 256ULL << 20, .capture_max = 1 << 20, .hostname = "aegis" }
+	.cwd = "/workspace", .limits = AEGIS_LIMITS_DEFAULT, \
+	.capture_max = 1 << 20, .hostname = "aegis" }
 
 enum aegis_end {
 	AEGIS_END_EXITED,	/* exit_code is the command's status */

@@ -14,6 +14,8 @@ static const char usage[] =
 	"commands:\n"
 	"  run [options] -- CMD [ARGS...]   run one command in a new sandbox\n"
 	"  doctor [--json]                  what this host supports and which mode runs\n"
+	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
+	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
 	"  help                             this text\n"
 	"  --version                        print the version\n"
 	"\n"
@@ -54,6 +56,10 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "doctor"))
 		return cmd_doctor(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "audit"))
+		return cmd_audit(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "policy"))
+		return cmd_policy(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
 		return fputs(usage, stdout), 0;
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))

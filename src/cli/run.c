@@ -87,7 +87,7 @@ static int parse_value(int opt, const char *arg, struct run_flags *f)
 	case OPT_TIMEOUT:
 		if (parse_duration_ms(arg, &v) < 0 || v == 0)
 			return cli_usage_error("--timeout: not a positive duration: '%s' (e.g. 30s, 500ms, 2m)", arg);
-		s->timeout_ms = v;
+		s->limits.wall_ms = v;
 		return 0;
 	case OPT_MEMORY:
 	case OPT_TMP:
@@ -95,14 +95,14 @@ static int parse_value(int opt, const char *arg, struct run_flags *f)
 		if (parse_size(arg, &v) < 0 || v == 0)
 			return cli_usage_error("--%s: not a positive size: '%s' (e.g. 512m, 1g)",
 					       opt == OPT_MEMORY ? "memory" : opt == OPT_TMP ? "tmp-size" : "output-max", arg);
-		if (opt == OPT_MEMORY) s->memory_bytes = v;
-		else if (opt == OPT_TMP) s->tmp_bytes = v;
+		if (opt == OPT_MEMORY) s->limits.memory_bytes = v;
+		else if (opt == OPT_TMP) s->limits.disk_bytes = v;
 		else s->capture_max = (size_t)v;
 		return 0;
 	case OPT_PIDS:
 		if (parse_u64(arg, &v) < 0 || v == 0)
 			return cli_usage_error("--pids: not a positive number: '%s'", arg);
-		s->pids = v;
+		s->limits.pids = v;
 		return 0;
 	}
 	return cli_usage_error("internal: unhandled option");
@@ -213,7 +213,7 @@ static int execute(struct run_flags *f)
 		print_json_result(&res);
 	if (res.end == AEGIS_END_TIMEOUT)
 		fprintf(stderr, "aegis: timeout: the sandbox was killed after %llu ms\n",
-			(unsigned long long)f->spec.timeout_ms);
+			(unsigned long long)f->spec.limits.wall_ms);
 	aegis_result_free(&res);
 	return res.exit_code;
 }

@@ -111,14 +111,14 @@ static int create_v1(struct cgroup *cg, const char *parent, const struct aegis_s
 		cg->created = true;
 	}
 	snprintf(dir, sizeof dir, CGROUP_ROOT "/memory%s", cg->rel);
-	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->memory_bytes);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.memory_bytes);
 	if (write_knob(dir, "memory.limit_in_bytes", val, false, err) < 0)
 		return -1;
 	/* memsw exists only with swap accounting; where it does, no swap. */
 	if (write_knob(dir, "memory.memsw.limit_in_bytes", val, true, err) < 0)
 		return -1;
 	snprintf(dir, sizeof dir, CGROUP_ROOT "/pids%s", cg->rel);
-	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->pids);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.pids);
 	return write_knob(dir, "pids.max", val, false, err);
 }
 
@@ -141,12 +141,12 @@ static int create_v2(struct cgroup *cg, const char *parent, const struct aegis_s
 	if (make_dir(dir, false, err) < 0)
 		return -1;
 	cg->created = true;
-	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->memory_bytes);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.memory_bytes);
 	if (write_knob(dir, "memory.max", val, false, err) < 0 ||
 	    write_knob(dir, "memory.swap.max", "0", true, err) < 0 ||
 	    write_knob(dir, "memory.oom.group", "1", false, err) < 0)
 		return -1;
-	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->pids);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.pids);
 	if (write_knob(dir, "pids.max", val, false, err) < 0)
 		return -1;
 	cg->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -178,7 +178,7 @@ static int mount_workspace(const struct sandbox_ctx *ctx, int tree, struct aegis
 			return error_sys(err, "workspace: attach %s", ctx->spec->workspace);
 		return 0;
 	}
-	snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)ctx->spec->tmp_bytes);
+	snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)ctx->spec->limits.disk_bytes);
 	return mounts_tmpfs("workspace", opts, MS_NOSUID | MS_NODEV, err);
 }
 
@@ -206,7 +206,7 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 		return -1;
 	if (devfs_mount(".", err) < 0 || procfs_mount(".", err) < 0)
 		return -1;
-	snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)ctx->spec->tmp_bytes);
+	snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)ctx->spec->limits.disk_bytes);
 	if (mounts_mkdir("tmp", err) < 0 || mounts_tmpfs("tmp", opts, MS_NOSUID | MS_NODEV, err) < 0)
 		return -1;
 	if (mount_workspace(ctx, tree, err) < 0)

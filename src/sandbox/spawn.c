@@ -148,11 +148,11 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 				 spec->cwd ? spec->cwd : "(none)");
 	if (strncmp(spec->cwd, "/proc", 5) == 0 && (spec->cwd[5] == '/' || !spec->cwd[5]))
 		return error_set(err, AEGIS_E_INVALID, 0, "cwd may not be under /proc: %s", spec->cwd);
-	if (spec->memory_bytes < (4u << 20))
+	if (spec->limits.memory_bytes < (4u << 20))
 		return error_set(err, AEGIS_E_INVALID, 0, "memory limit below 4 MiB");
-	if (spec->pids < 2)
+	if (spec->limits.pids < 2)
 		return error_set(err, AEGIS_E_INVALID, 0, "pids limit must be at least 2");
-	if (spec->tmp_bytes == 0)
+	if (spec->limits.disk_bytes == 0)
 		return error_set(err, AEGIS_E_INVALID, 0, "tmp size must be positive");
 	if (!spec->hostname || !spec->hostname[0] || strlen(spec->hostname) > 63)
 		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");

@@ -73,7 +73,7 @@ static void handle_sync(int fd, bool *open, int *status, bool *got_exit, bool *f
 int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 	      struct supervise_io *io, struct aegis_result *res, struct aegis_error *err)
 {
-	uint64_t start = now_us(), deadline = spec->timeout_ms ? start + spec->timeout_ms * 1000 : 0;
+	uint64_t start = now_us(), deadline = spec->limits.wall_ms ? start + spec->limits.wall_ms * 1000 : 0;
 	bool sync_open = true, exited = false, got_exit = false, failed = false, timed_out = false;
 	int status = 0, sigfd;
 	sigset_t mask;
