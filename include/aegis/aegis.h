@@ -92,6 +92,7 @@ enum aegis_end {
 	AEGIS_END_EXITED,	/* exit_code is the command's status */
 	AEGIS_END_SIGNALED,	/* killed by term_signal; exit_code 128+N */
 	AEGIS_END_TIMEOUT,	/* wall-clock limit; exit_code 124 */
+	AEGIS_END_LIMIT,	/* another limit stopped the sandbox; exit_code 137 */
 };
 
 struct aegis_stream {
@@ -106,7 +107,11 @@ struct aegis_result {
 	int term_signal;
 	uint64_t wall_us, user_us, sys_us;
 	uint64_t peak_memory_bytes;
+	uint64_t execs;			/* execve calls seen */
+	const char *unenforced;		/* best-effort policy: rules the kernel could not enforce */
 	const char *cgroup_mode;	/* "v1" or "v2" */
+	const char *limit;		/* first limit hit: timeout, oom, pids, disk_full,
+					 * output_truncated, execs, cpu; NULL if none */
 	struct aegis_stream out, err;
 };
 

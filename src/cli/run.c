@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "../common/util.h"
-#include "cli.h"
+#include "run_flags.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -22,120 +22,23 @@ static const char run_usage[] =
 	"  --workspace-ro DIR    bind DIR read-only at /workspace\n"
 	"  --env NAME=VALUE      set a variable (repeatable; the environment starts clean)\n"
 	"  --cwd DIR             working directory inside (default /workspace)\n"
-	"  --timeout DURATION    kill the sandbox after DURATION (30s, 500ms, 2m)\n"
-	"  --memory SIZE         memory limit, no swap (default 1g)\n"
-	"  --pids N              process/thread limit (default 512)\n"
-	"  --tmp-size SIZE       size of /tmp and of an empty /workspace (default 256m)\n"
+	"  --policy NAME|FILE    policy: default, strict, or a JSON policy file\n"
+	"  --audit FILE          append this run's audit events to FILE (JSON Lines, hash-chained)\n"
+	"limits (override the policy's; a hit stops the sandbox with a typed reason):\n"
+	"  --timeout DURATION    wall-clock time (30s, 500ms, 2m); exit 124\n"
+	"  --cpu-time DURATION   total CPU time of the sandbox\n"
+	"  --cpus N              CPU bandwidth, e.g. 0.5 or 2\n"
+	"  --memory SIZE         memory, no swap (default 1g); OOM exits 137\n"
+	"  --pids N              processes and threads (default 512)\n"
+	"  --disk SIZE           each writable layer: /tmp, an empty /workspace (default 256m)\n"
+	"  --output SIZE         stdout and stderr each; the rest is cut (default 16m)\n"
+	"  --nofile N            open files per process (default 1024)\n"
+	"  --execs N             execve calls in the run (default: no limit)\n"
 	"  --hostname NAME       hostname inside (default aegis)\n"
 	"  --cgroup-parent PATH  create the run's cgroup below PATH (delegated cgroups)\n"
 	"  --json                print one JSON result object on stdout; output is captured\n"
 	"  --output-max SIZE     bytes of stdout/stderr kept with --json (default 1m)\n"
 	"  -h, --help            this text\n";
-
-enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_TIMEOUT, OPT_MEMORY,
-       OPT_PIDS, OPT_TMP, OPT_HOSTNAME, OPT_CGROUP_PARENT, OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD };
-
-static const struct option run_options[] = {
-	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
-	{ "workspace-ro", required_argument, NULL, OPT_WORKSPACE_RO },
-	{ "env", required_argument, NULL, OPT_ENV },
-	{ "cwd", required_argument, NULL, OPT_CWD },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "memory", required_argument, NULL, OPT_MEMORY },
-	{ "pids", required_argument, NULL, OPT_PIDS },
-	{ "tmp-size", required_argument, NULL, OPT_TMP },
-	{ "hostname", required_argument, NULL, OPT_HOSTNAME },
-	{ "cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT },
-	{ "json", no_argument, NULL, OPT_JSON },
-	{ "output-max", required_argument, NULL, OPT_OUTPUT_MAX },
-	{ "cmd", required_argument, NULL, OPT_CMD },
-	{ "help", no_argument, NULL, 'h' },
-	{ NULL, 0, NULL, 0 },
-};
-
-struct run_flags {
-	struct aegis_spec spec;
-	char **env;
-	size_t nenv;
-	const char *cmd;	/* aegix --cmd */
-	bool json;
-};
-
-static int parse_value(int opt, const char *arg, struct run_flags *f)
-{
-	struct aegis_spec *s = &f->spec;
-	uint64_t v;
-
-	switch (opt) {
-	case OPT_WORKSPACE:
-	case OPT_WORKSPACE_RO:
-		if (s->workspace)
-			return cli_usage_error("--workspace given twice");
-		s->workspace = arg;
-		s->workspace_ro = opt == OPT_WORKSPACE_RO;
-		return 0;
-	case OPT_ENV:
-		if (!strchr(arg, '=') || arg[0] == '=')
-			return cli_usage_error("--env: expected NAME=VALUE, got '%s'", arg);
-		f->env[f->nenv++] = (char *)arg;
-		return 0;
-	case OPT_CWD: s->cwd = arg; return 0;
-	case OPT_HOSTNAME: s->hostname = arg; return 0;
-	case OPT_CGROUP_PARENT: s->cgroup_parent = arg; return 0;
-	case OPT_JSON: f->json = true; return 0;
-	case OPT_CMD: f->cmd = arg; return 0;
-	case OPT_TIMEOUT:
-		if (parse_duration_ms(arg, &v) < 0 || v == 0)
-			return cli_usage_error("--timeout: not a positive duration: '%s' (e.g. 30s, 500ms, 2m)", arg);
-		s->limits.wall_ms = v;
-		return 0;
-	case OPT_MEMORY:
-	case OPT_TMP:
-	case OPT_OUTPUT_MAX:
-		if (parse_size(arg, &v) < 0 || v == 0)
-			return cli_usage_error("--%s: not a positive size: '%s' (e.g. 512m, 1g)",
-					       opt == OPT_MEMORY ? "memory" : opt == OPT_TMP ? "tmp-size" : "output-max", arg);
-		if (opt == OPT_MEMORY) s->limits.memory_bytes = v;
-		else if (opt == OPT_TMP) s->limits.disk_bytes = v;
-		else s->capture_max = (size_t)v;
-		return 0;
-	case OPT_PIDS:
-		if (parse_u64(arg, &v) < 0 || v == 0)
-			return cli_usage_error("--pids: not a positive number: '%s'", arg);
-		s->limits.pids = v;
-		return 0;
-	}
-	return cli_usage_error("internal: unhandled option");
-}
-
-/* Parse options up to the command. Returns -1 to exit 0 (help), 125 on error, 0 ok. */
-static int parse_flags(int argc, char **argv, struct run_flags *f, bool aegix)
-{
-	int opt;
-
-	f->env = calloc((size_t)argc + 1, sizeof *f->env);
-	if (!f->env)
-		return cli_usage_error("out of memory");
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "+h", run_options, NULL)) != -1) {
-		if (opt == 'h') {
-			fputs(run_usage, stdout);
-			return -1;
-		}
-		if (opt == '?' || opt == ':') {
-			if (optopt)
-				return cli_usage_error("run: option '-%c' is unknown or needs a value", optopt);
-			return cli_usage_error("run: option '%s' is unknown or needs a value", argv[optind - 1]);
-		}
-		if (opt == OPT_CMD && !aegix)
-			return cli_usage_error("run: --cmd is for aegix; use 'aegis run -- CMD'");
-		if (parse_value(opt, optarg, f) != 0)
-			return EXIT_AEGIS_ERROR;
-	}
-	f->spec.env = f->env;
-	return 0;
-}
 
 /* Captured output is bytes; JSON wants UTF-8: invalid bytes become U+FFFD. */
 static json_t *json_bytes(const struct aegis_stream *s)
@@ -167,7 +70,7 @@ static json_t *json_bytes(const struct aegis_stream *s)
 
 static void print_json_result(const struct aegis_result *r)
 {
-	static const char *const ends[] = { "exited", "signaled", "timeout" };
+	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
 	json_t *o = json_pack("{s:i, s:s, s:o, s:f, s:f, s:f, s:I, s:s, s:o, s:o, s:b, s:b}",
 			      "exit_code", r->exit_code, "end", ends[r->end],
 			      "signal", r->term_signal ? json_integer(r->term_signal) : json_null(),
@@ -179,8 +82,10 @@ static void print_json_result(const struct aegis_result *r)
 			      "stdout", json_bytes(&r->out), "stderr", json_bytes(&r->err),
 			      "stdout_truncated", r->out.truncated, "stderr_truncated", r->err.truncated);
 
-	if (r->end == AEGIS_END_TIMEOUT)
-		json_object_set_new(o, "limit", json_string("timeout"));
+	json_object_set_new(o, "limit", r->limit ? json_string(r->limit) : json_null());
+	json_object_set_new(o, "execs", json_integer((json_int_t)r->execs));
+	if (r->unenforced)
+		json_object_set_new(o, "unenforced", json_string(r->unenforced));
 	json_dumpf(o, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(o);
@@ -194,6 +99,24 @@ static void print_json_error(const struct aegis_error *err, int status)
 	json_dumpf(o, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(o);
+}
+
+/* One line on stderr naming the limit that was hit, if any. */
+static void report_limit(const struct aegis_spec *spec, const struct aegis_result *r)
+{
+	if (!r->limit)
+		return;
+	if (r->end == AEGIS_END_TIMEOUT)
+		fprintf(stderr, "aegis: timeout: the sandbox was killed after %llu ms\n",
+			(unsigned long long)spec->limits.wall_ms);
+	else if (strcmp(r->limit, "output_truncated") == 0)
+		fprintf(stderr, "aegis: output_truncated: %s cut after %llu bytes\n",
+			r->out.truncated && r->err.truncated ? "stdout and stderr" :
+			r->out.truncated ? "stdout" : "stderr",
+			(unsigned long long)spec->limits.output_bytes);
+	else
+		fprintf(stderr, "aegis: %s: %s\n", r->limit,
+			r->end == AEGIS_END_LIMIT ? "limit hit, the sandbox was stopped" : "limit hit");
 }
 
 static int execute(struct run_flags *f)
@@ -211,9 +134,7 @@ static int execute(struct run_flags *f)
 	}
 	if (f->json)
 		print_json_result(&res);
-	if (res.end == AEGIS_END_TIMEOUT)
-		fprintf(stderr, "aegis: timeout: the sandbox was killed after %llu ms\n",
-			(unsigned long long)f->spec.limits.wall_ms);
+	report_limit(&f->spec, &res);
 	aegis_result_free(&res);
 	return res.exit_code;
 }
@@ -221,8 +142,10 @@ static int execute(struct run_flags *f)
 int cmd_run(int argc, char **argv)
 {
 	struct run_flags f = { .spec = AEGIS_SPEC_DEFAULT };
-	int r = parse_flags(argc, argv, &f, false);
+	int r = run_flags_parse(argc, argv, &f, false);
 
+	if (r < 0)
+		fputs(run_usage, stdout);
 	if (r == 0) {
 		if (optind >= argc)
 			r = cli_usage_error("run: no command given (usage: aegis run [options] -- CMD [ARGS...])");
@@ -231,7 +154,7 @@ int cmd_run(int argc, char **argv)
 			r = execute(&f);
 		}
 	}
-	free(f.env);
+	run_flags_free(&f);
 	return r < 0 ? 0 : r;
 }
 
@@ -239,9 +162,11 @@ int cmd_run(int argc, char **argv)
 int cmd_aegix(int argc, char **argv)
 {
 	struct run_flags f = { .spec = AEGIS_SPEC_DEFAULT };
-	int r = parse_flags(argc, argv, &f, true);
+	int r = run_flags_parse(argc, argv, &f, true);
 	char *sh[] = { "/bin/sh", "-c", NULL, NULL };
 
+	if (r < 0)
+		fputs(run_usage, stdout);
 	if (r == 0) {
 		if (!f.cmd && optind < argc) {
 			f.spec.argv = argv + optind;
@@ -256,6 +181,6 @@ int cmd_aegix(int argc, char **argv)
 			r = execute(&f);
 		}
 	}
-	free(f.env);
+	run_flags_free(&f);
 	return r < 0 ? 0 : r;
 }

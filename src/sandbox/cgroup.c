@@ -19,8 +19,23 @@
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
 
-/* v1 controllers a run needs; each is its own hierarchy. */
-static const char *const v1_controllers[] = { "memory", "pids", NULL };
+/* v1: each controller is its own hierarchy; a run joins memory and pids,
+ * and cpu / cpuacct only when a CPU limit asks for them. */
+static void choose_v1_controllers(struct cgroup *cg, const struct aegis_limits *l)
+{
+	struct stat cpu, acct;
+
+	cg->nv1 = 0;
+	cg->v1[cg->nv1++] = "memory";
+	cg->v1[cg->nv1++] = "pids";
+	if (l->cpus_milli)
+		cg->v1[cg->nv1++] = "cpu";
+	/* cpu and cpuacct are often one hierarchy under two names */
+	if (l->cpu_ms && !(l->cpus_milli && stat(CGROUP_ROOT "/cpu", &cpu) == 0 &&
+			   stat(CGROUP_ROOT "/cpuacct", &acct) == 0 &&
+			   cpu.st_ino == acct.st_ino && cpu.st_dev == acct.st_dev))
+		cg->v1[cg->nv1++] = "cpuacct";
+}
 
 int cgroup_version(void)
 {
@@ -99,27 +114,38 @@ static int make_dir(const char *path, bool may_exist, struct aegis_error *err)
 static int create_v1(struct cgroup *cg, const char *parent, const struct aegis_spec *spec,
 		     struct aegis_error *err)
 {
+	const struct aegis_limits *l = &spec->limits;
 	char dir[512], val[32];
 
-	for (int i = 0; v1_controllers[i]; i++) {
-		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", v1_controllers[i], parent);
+	choose_v1_controllers(cg, l);
+	for (int i = 0; i < cg->nv1; i++) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", cg->v1[i], parent);
 		if (make_dir(dir, true, err) < 0)
 			return -1;
-		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", v1_controllers[i], cg->rel);
+		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", cg->v1[i], cg->rel);
 		if (make_dir(dir, false, err) < 0)
 			return -1;
 		cg->created = true;
 	}
 	snprintf(dir, sizeof dir, CGROUP_ROOT "/memory%s", cg->rel);
-	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.memory_bytes);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)l->memory_bytes);
 	if (write_knob(dir, "memory.limit_in_bytes", val, false, err) < 0)
 		return -1;
 	/* memsw exists only with swap accounting; where it does, no swap. */
 	if (write_knob(dir, "memory.memsw.limit_in_bytes", val, true, err) < 0)
 		return -1;
 	snprintf(dir, sizeof dir, CGROUP_ROOT "/pids%s", cg->rel);
-	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.pids);
-	return write_knob(dir, "pids.max", val, false, err);
+	snprintf(val, sizeof val, "%llu", (unsigned long long)l->pids);
+	if (write_knob(dir, "pids.max", val, false, err) < 0)
+		return -1;
+	if (l->cpus_milli) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "/cpu%s", cg->rel);
+		snprintf(val, sizeof val, "%u", (unsigned)l->cpus_milli * 100u);
+		if (write_knob(dir, "cpu.cfs_period_us", "100000", false, err) < 0 ||
+		    write_knob(dir, "cpu.cfs_quota_us", val, false, err) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 static int create_v2(struct cgroup *cg, const char *parent, const struct aegis_spec *spec,
@@ -130,12 +156,14 @@ static int create_v2(struct cgroup *cg, const char *parent, const struct aegis_s
 	snprintf(dir, sizeof dir, CGROUP_ROOT "%s", parent);
 	if (make_dir(dir, true, err) < 0)
 		return -1;
+	const char *ctrls = spec->limits.cpus_milli || spec->limits.cpu_ms ? "+memory +pids +cpu"
+									   : "+memory +pids";
 	if (geteuid() == 0) {
 		/* Root owns the tree: make sure the controllers reach our parent. */
-		if (write_knob(CGROUP_ROOT, "cgroup.subtree_control", "+memory +pids", false, err) < 0)
+		if (write_knob(CGROUP_ROOT, "cgroup.subtree_control", ctrls, false, err) < 0)
 			return -1;
 	}
-	if (write_knob(dir, "cgroup.subtree_control", "+memory +pids", false, err) < 0)
+	if (write_knob(dir, "cgroup.subtree_control", ctrls, false, err) < 0)
 		return -1;
 	snprintf(dir, sizeof dir, CGROUP_ROOT "%s", cg->rel);
 	if (make_dir(dir, false, err) < 0)
@@ -149,6 +177,11 @@ static int create_v2(struct cgroup *cg, const char *parent, const struct aegis_s
 	snprintf(val, sizeof val, "%llu", (unsigned long long)spec->limits.pids);
 	if (write_knob(dir, "pids.max", val, false, err) < 0)
 		return -1;
+	if (spec->limits.cpus_milli) {
+		snprintf(val, sizeof val, "%u 100000", (unsigned)spec->limits.cpus_milli * 100u);
+		if (write_knob(dir, "cpu.max", val, false, err) < 0)
+			return -1;
+	}
 	cg->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cg->dirfd < 0)
 		return error_sys(err, "cgroup: open %s", dir);
@@ -195,8 +228,8 @@ int cgroup_enter(struct cgroup *cg, pid_t pid, struct aegis_error *err)
 			return error_sys(err, "cgroup: enter %s", path);
 		return 0;
 	}
-	for (int i = 0; v1_controllers[i]; i++) {
-		snprintf(path, sizeof path, CGROUP_ROOT "/%s%s/cgroup.procs", v1_controllers[i], cg->rel);
+	for (int i = 0; i < cg->nv1; i++) {
+		snprintf(path, sizeof path, CGROUP_ROOT "/%s%s/cgroup.procs", cg->v1[i], cg->rel);
 		if (write_file_at(AT_FDCWD, path, val, strlen(val)) < 0)
 			return error_sys(err, "cgroup: enter %s", path);
 	}
@@ -223,18 +256,58 @@ uint64_t cgroup_peak_memory(struct cgroup *cg)
 	return read_u64(path);
 }
 
+/* "name N" from a flat keyed file such as pids.events; 0 if absent. */
+static uint64_t read_key(const char *path, const char *name)
+{
+	char buf[1024], *p;
+	size_t n = strlen(name);
+
+	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+		return 0;
+	for (p = buf; (p = strstr(p, name)); p += n)
+		if ((p == buf || p[-1] == '\n') && p[n] == ' ')
+			return strtoull(p + n + 1, NULL, 10);
+	return 0;
+}
+
 bool cgroup_oom_killed(struct cgroup *cg)
 {
-	char path[512], buf[1024], *p;
+	char path[512];
 
 	if (cg->version == 2)
 		snprintf(path, sizeof path, CGROUP_ROOT "%s/memory.events", cg->rel);
 	else
 		snprintf(path, sizeof path, CGROUP_ROOT "/memory%s/memory.oom_control", cg->rel);
-	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
-		return false;
-	p = strstr(buf, "oom_kill ");
-	return p && strtoull(p + 9, NULL, 10) > 0;
+	return read_key(path, "oom_kill") > 0;
+}
+
+bool cgroup_pids_hit(struct cgroup *cg)
+{
+	char path[512];
+
+	if (cg->version == 2)
+		snprintf(path, sizeof path, CGROUP_ROOT "%s/pids.events", cg->rel);
+	else
+		snprintf(path, sizeof path, CGROUP_ROOT "/pids%s/pids.events", cg->rel);
+	return read_key(path, "max") > 0;
+}
+
+uint64_t cgroup_cpu_usage_us(struct cgroup *cg)
+{
+	char path[512];
+
+	if (cg->version == 2) {
+		snprintf(path, sizeof path, CGROUP_ROOT "%s/cpu.stat", cg->rel);
+		return read_key(path, "usage_usec");
+	}
+	for (int i = 0; i < cg->nv1; i++) {
+		if (strcmp(cg->v1[i], "cpuacct") && strcmp(cg->v1[i], "cpu"))
+			continue;
+		snprintf(path, sizeof path, CGROUP_ROOT "/%s%s/cpuacct.usage", cg->v1[i], cg->rel);
+		if (access(path, F_OK) == 0)
+			return read_u64(path) / 1000;
+	}
+	return 0;
 }
 
 static void remove_dir(const char *dir)
@@ -264,8 +337,8 @@ void cgroup_destroy(struct cgroup *cg)
 		(void)write_knob(dir, "cgroup.kill", "1", true, NULL);
 		remove_dir(dir);
 	} else {
-		for (int i = 0; v1_controllers[i]; i++) {
-			snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", v1_controllers[i], cg->rel);
+		for (int i = 0; i < cg->nv1; i++) {
+			snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", cg->v1[i], cg->rel);
 			remove_dir(dir);
 		}
 	}

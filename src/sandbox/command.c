@@ -1,10 +1,11 @@
 /* command.c — finding and starting the sandboxed command from PID 1.
  *
- * A vfork-style clone on a small stack: no copy of PID 1's page tables, the
- * parent resumes once the child has exec'd or failed, and the failure's
- * errno comes back through the shared memory. Written out rather than
- * posix_spawn because glibc's leaves its internal signals (32, 33) ignored
- * in the child, and ignored signals survive exec. */
+ * A plain fork, not vfork: the child must be dumpable while it execs so the
+ * supervisor's exec watcher can read the path and argv from its memory (PID
+ * 1 itself stays non-dumpable, and a vfork child shares its memory and so its
+ * dumpable flag). The exec error comes back through a close-on-exec pipe.
+ * Written out rather than posix_spawn because glibc's leaves its internal
+ * signals (32, 33) ignored in the child, and ignored signals survive exec. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -30,28 +32,21 @@ struct kernel_sigaction {
 	uint64_t mask;
 };
 
-struct launch {
-	const char *path;
-	char *const *argv;
-	char *const *envp;
-	const sigset_t *mask;
-	uint64_t ignored;	/* signals to put back to default */
-	int err;		/* written by the child if exec fails */
-};
-
-/* Runs on a borrowed stack in PID 1's memory: no sanitizer bookkeeping. */
-__attribute__((no_sanitize_address, no_sanitize_undefined))
-static int launch_child(void *arg)
+__attribute__((noreturn))
+static void launch_child(const char *path, char *const *argv, char *const *envp,
+			 const sigset_t *mask, uint64_t ignored, int report_fd)
 {
-	struct launch *l = arg;
 	struct kernel_sigaction dfl = { .handler = SIG_DFL };
+	int e;
 
 	for (int sig = 1; sig <= 64; sig++)
-		if (l->ignored & (1ULL << (sig - 1)))
+		if (ignored & (1ULL << (sig - 1)))
 			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
-	sigprocmask(SIG_SETMASK, l->mask, NULL);
-	execve(l->path, l->argv, l->envp);
-	l->err = errno;
+	sigprocmask(SIG_SETMASK, mask, NULL);
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	execve(path, argv, envp);
+	e = errno;
+	(void)!write(report_fd, &e, sizeof e);
 	_exit(127);
 }
 
@@ -96,28 +91,37 @@ static int resolve(const char *cmd, char *const *envp, char *out, size_t len)
 
 pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *err)
 {
-	static char stack[64 * 1024] __attribute__((aligned(16)));
 	char path[4096];
-	struct launch l = {
-		.path = path, .argv = ctx->spec->argv, .envp = ctx->envp, .mask = mask,
-		.ignored = ignored_signals(),
-	};
+	uint64_t ignored = ignored_signals();
+	int report[2], e;
 	pid_t pid;
 
 	*err = resolve(ctx->spec->argv[0], ctx->envp, path, sizeof path);
 	if (*err)
 		return -1;
-	pid = clone(launch_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &l);
-	if (pid < 0) {
+	if (pipe2(report, O_CLOEXEC) < 0) {
 		*err = errno;
 		return -1;
 	}
-	if (l.err) {
-		/* exec failed: the child has exited; reap it before reporting */
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		*err = l.err;
+	pid = fork();
+	if (pid == 0) {
+		close(report[0]);
+		launch_child(path, ctx->spec->argv, ctx->envp, mask, ignored, report[1]);
+	}
+	close(report[1]);
+	if (pid < 0) {
+		*err = errno;
+		close(report[0]);
 		return -1;
 	}
+	/* EOF: the exec happened (close-on-exec); four bytes: its errno. */
+	if (read(report[0], &e, sizeof e) == (ssize_t)sizeof e) {
+		close(report[0]);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		*err = e;
+		return -1;
+	}
+	close(report[0]);
 	return pid;
 }

@@ -11,11 +11,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/statfs.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../common/error.h"
 #include "sandbox.h"
+
+#define DISK_TICK_MS 50
 
 /* Tell the supervisor why the command did not start, in its own words. */
 static void report_start_failure(const struct sandbox_ctx *ctx, bool in_chdir, int e)
@@ -31,6 +35,22 @@ static void report_start_failure(const struct sandbox_ctx *ctx, bool in_chdir, i
 		error_set(&msg.err, AEGIS_E_NOEXEC, e, "%s: cannot execute", cmd);
 	sync_send(ctx->sync_fd, &msg);
 	_exit(127);
+}
+
+/* The writable layers are size-limited tmpfs; a full one is the disk
+ * limit being hit. Checked from inside, where they are mounted. */
+static bool disk_full(const struct sandbox_ctx *ctx)
+{
+	static const char *const layers[] = { "/tmp", "/dev/shm", "/workspace" };
+	struct statfs sfs;
+
+	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+		if (i == 2 && ctx->spec->workspace)
+			continue;	/* a host directory: not ours to bound */
+		if (statfs(layers[i], &sfs) == 0 && sfs.f_blocks && sfs.f_bavail == 0)
+			return true;
+	}
+	return false;
 }
 
 void harness_run(const struct sandbox_ctx *ctx)
@@ -56,12 +76,18 @@ void harness_run(const struct sandbox_ctx *ctx)
 		report_start_failure(ctx, false, e);
 
 	for (;;) {
+		struct timespec tick = { 0, DISK_TICK_MS * 1000000L };
 		siginfo_t si;
-		int sig = sigwaitinfo(&all, &si);
+		int sig = sigtimedwait(&all, &si, &tick);
 		pid_t pid;
 
-		if (sig < 0)
+		if (sig < 0) {
+			if (errno == EAGAIN && disk_full(ctx)) {
+				struct sync_msg limit = { .kind = SYNC_LIMIT, .limit = "disk_full" };
+				sync_send(ctx->sync_fd, &limit);
+			}
 			continue;
+		}
 		if (sig != SIGCHLD) {
 			kill(cmd, sig);
 			continue;
@@ -69,6 +95,8 @@ void harness_run(const struct sandbox_ctx *ctx)
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 			if (pid == cmd) {
 				msg.wait_status = status;
+				if (disk_full(ctx))
+					strcpy(msg.limit, "disk_full");
 				sync_send(ctx->sync_fd, &msg);
 				_exit(0);
 			}

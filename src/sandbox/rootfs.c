@@ -6,6 +6,7 @@
  * /dev, a size-limited /tmp and the /workspace. No /home, /root, /var, /run. */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,9 @@
 #include "../common/error.h"
 #include "../common/util.h"
 #include "sandbox.h"
+
+/* An empty mode-0 file in the root, mounted over every hidden file. */
+#define HIDDEN ".aegis-hidden"
 
 /* Where the new root is assembled in our private view of the host tree. */
 #define STAGING "/tmp"
@@ -211,6 +215,9 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 		return -1;
 	if (mount_workspace(ctx, tree, err) < 0)
 		return -1;
+	/* what hidden files are replaced by: empty, unreadable, unwritable */
+	if (mounts_touch(HIDDEN, err) < 0 || chmod(HIDDEN, 0) < 0)
+		return error_sys(err, "create " HIDDEN);
 	/* root's home lives in the sandbox's own /tmp, never the host's /root. */
 	if (symlink("tmp", "root") < 0)
 		return error_sys(err, "symlink /root");
@@ -223,4 +230,52 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	if (chdir("/") < 0)
 		return error_sys(err, "chdir /");
 	return mounts_setattr("/", MOUNT_ATTR_RDONLY, false, err);
+}
+
+static int hide_one(const char *path, struct aegis_error *err)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return 0;	/* nothing there to hide */
+	if (S_ISDIR(st.st_mode)) {
+		if (mounts_tmpfs(path, "mode=000,size=0,nr_inodes=1",
+				 MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, err) < 0)
+			return -1;
+		return 0;
+	}
+	if (mount("/" HIDDEN, path, NULL, MS_BIND, NULL) < 0)
+		return error_sys(err, "hide %s", path);
+	return mounts_setattr(path, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID |
+			      MOUNT_ATTR_NODEV, false, err);
+}
+
+/* Denied commands and files.deny disappear under a mount: unreadable, not
+ * executable, not writable, and (being mount points) not renamed or removed,
+ * so a symlink swap cannot point the path elsewhere. Globs are matched
+ * inside the sandbox; symlinks are followed, so every name of a denied
+ * binary is covered. */
+int rootfs_hide(const struct aegis_policy *p, struct aegis_error *err)
+{
+	char *const *lists[2] = { p ? p->cmd_deny : NULL, p ? p->files_deny : NULL };
+
+	for (int l = 0; l < 2; l++) {
+		for (char *const *e = lists[l]; e && *e; e++) {
+			glob_t g;
+			int r = 0;
+			if (!strpbrk(*e, "*?[")) {
+				if (hide_one(*e, err) < 0)
+					return -1;
+				continue;
+			}
+			if (glob(*e, GLOB_NOSORT, NULL, &g) != 0)
+				continue;
+			for (size_t i = 0; i < g.gl_pathc && r == 0; i++)
+				r = hide_one(g.gl_pathv[i], err);
+			globfree(&g);
+			if (r < 0)
+				return -1;
+		}
+	}
+	return 0;
 }

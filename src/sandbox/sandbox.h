@@ -19,19 +19,23 @@ struct sandbox_ctx {
 	char **envp;		/* final environment of the command */
 	int sync_fd;		/* SOCK_SEQPACKET to the supervisor */
 	int workspace_fd;	/* detached (idmapped) tree for /workspace, or -1 */
+	int landlock_abi;	/* 0: no landlock rules to apply */
 	uid_t host_uid;		/* what sandbox root maps to on the host */
 	gid_t host_gid;
 };
 
 /* sync.c — messages from the sandbox to the supervisor. */
-enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT };
+enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER };
 struct sync_msg {
 	enum sync_kind kind;
 	int wait_status;		/* SYNC_EXIT: the command's wait status */
+	char limit[16];			/* SYNC_LIMIT, SYNC_EXIT: a limit PID 1 saw, e.g. disk_full */
 	struct aegis_error err;		/* SYNC_ERROR */
 };
 int sync_send(int fd, const struct sync_msg *msg);
 int sync_recv(int fd, struct sync_msg *msg);	/* 1 got one, 0 EOF, -1 error */
+int sync_send_fd(int fd, const struct sync_msg *msg, int passed);
+int sync_recv_fd(int fd, struct sync_msg *msg, int *passed);	/* *passed -1 if none */
 
 /* userns.c */
 void userns_host_ids(uid_t *uid, gid_t *gid);
@@ -45,17 +49,23 @@ struct cgroup {
 	char rel[256];		/* path below the hierarchy root, e.g. /aegis/run-123 */
 	int dirfd;		/* v2: the run's cgroup dir (for CLONE_INTO_CGROUP) */
 	bool created;
+	const char *v1[4];	/* v1: the hierarchies the run joined */
+	int nv1;
 };
 int cgroup_version(void);
 int cgroup_create(struct cgroup *cg, const struct aegis_spec *spec, struct aegis_error *err);
 int cgroup_enter(struct cgroup *cg, pid_t pid, struct aegis_error *err);
 uint64_t cgroup_peak_memory(struct cgroup *cg);
 bool cgroup_oom_killed(struct cgroup *cg);
+bool cgroup_pids_hit(struct cgroup *cg);
+uint64_t cgroup_cpu_usage_us(struct cgroup *cg);
 void cgroup_destroy(struct cgroup *cg);
 bool cgroup_can_create(const char *parent, char *controllers, size_t len);
 
 /* rootfs.c — the sandbox's own root: host image, /etc, /tmp, /workspace. */
 int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err);
+/* Hide the policy's denied commands and files.deny (after pivot). */
+int rootfs_hide(const struct aegis_policy *p, struct aegis_error *err);
 
 /* procfs.c, devfs.c — run inside rootfs_build, paths relative to the new root. */
 int procfs_mount(const char *root, struct aegis_error *err);
@@ -79,8 +89,25 @@ int netns_join(struct netns_prep *prep, struct aegis_error *err);
 /* caps.c */
 int caps_drop_all(struct aegis_error *err);
 
+/* landlock.c — command and file rules. */
+int landlock_abi(void);
+bool landlock_needed(const struct aegis_policy *p);
+int landlock_apply(const struct aegis_policy *p, int abi, struct aegis_error *err);
+
 /* seccomp.c */
 int seccomp_apply(struct aegis_error *err);
+int seccomp_exec_listener(struct aegis_error *err);
+
+/* execwatch.c — the supervisor's side of the exec listener. */
+struct record;
+struct execwatch {
+	int fd;				/* listener, -1 until PID 1 sends it */
+	uint64_t count;			/* execs seen */
+	const struct aegis_spec *spec;
+	struct record *rec;
+};
+/* Answer one exec; returns "execs" when that limit was hit, else NULL. */
+const char *execwatch_handle(struct execwatch *w);
 
 /* command.c — start the command from PID 1; -1 with *err an errno. */
 pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *err);
@@ -94,9 +121,22 @@ void env_free(char **envp);
 
 /* supervise.c — the parent side after clone. */
 struct supervise_io {
-	int out_fd, err_fd;	/* read ends of capture pipes, or -1 */
+	int out_fd, err_fd;	/* read ends of the command's stdout and stderr pipes */
 };
-int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
-	      struct supervise_io *io, struct aegis_result *res, struct aegis_error *err);
+struct record;
+int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, struct cgroup *cg,
+	      struct record *rec, struct supervise_io *io, struct aegis_result *res,
+	      struct aegis_error *err);
+
+/* record.c — the run's audit events (nothing when no audit path). */
+struct audit_log;
+struct record {
+	struct audit_log *log;
+	char id[17];		/* random run id, hex */
+};
+int record_start(struct record *r, const struct aegis_spec *spec, const char *cgroup_mode,
+		 struct aegis_error *err);
+void record_end(struct record *r, const struct aegis_result *res, const struct aegis_error *failure);
+void record_exec(struct record *r, int pid, const char *path, char **argv, int argc, const char *rule);
 
 #endif

@@ -11,6 +11,8 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "../common/error.h"
 #include "sandbox.h"
@@ -38,6 +40,27 @@ static int install_arch_gate(struct aegis_error *err)
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
 		return error_sys(err, "seccomp: install the architecture gate");
 	return 0;
+}
+
+/* Filter 3: every execve and execveat waits for the supervisor's exec
+ * watcher (execwatch.c), which records it and may refuse it. Returns the
+ * listener fd, which the caller hands to the supervisor. */
+int seccomp_exec_listener(struct aegis_error *err)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execve, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execveat, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+	};
+	struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+	int fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+			      &prog);
+
+	if (fd < 0)
+		return error_sys(err, "seccomp: install the exec watch");
+	return fd;
 }
 
 int seccomp_apply(struct aegis_error *err)

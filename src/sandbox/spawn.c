@@ -62,6 +62,7 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	struct sync_msg msg = { 0 };
 	struct aegis_error *err = &msg.err;
 	struct rlimit no_core = { 0, 0 };
+	struct rlimit nofile = { ctx->spec->limits.nofile, ctx->spec->limits.nofile };
 	struct netns_prep net;
 
 	/* 0. die with the supervisor: a killed `aegis run` leaves nothing running
@@ -100,8 +101,8 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "sethostname");
 		goto fail;
 	}
-	/* 6. own root filesystem, old root detached */
-	if (rootfs_build(ctx, err) < 0)
+	/* 6. own root filesystem, old root detached; denied paths hidden */
+	if (rootfs_build(ctx, err) < 0 || rootfs_hide(ctx->spec->policy, err) < 0)
 		goto fail;
 	if (netns_join(&net, err) < 0)
 		goto fail;
@@ -112,9 +113,13 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "setsid");
 		goto fail;
 	}
-	/* 8. no core dumps leave the sandbox's memory on disk */
+	/* 8. no core dumps leave the sandbox's memory on disk; bounded fds */
 	if (setrlimit(RLIMIT_CORE, &no_core) < 0) {
 		error_sys(err, "RLIMIT_CORE");
+		goto fail;
+	}
+	if (setrlimit(RLIMIT_NOFILE, &nofile) < 0) {
+		error_sys(err, "RLIMIT_NOFILE %llu", (unsigned long long)nofile.rlim_max);
 		goto fail;
 	}
 	/* 9. no capabilities, and nothing (setuid, file caps) can give any back */
@@ -124,13 +129,28 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "no_new_privs");
 		goto fail;
 	}
-	/* 10. only 0, 1, 2 (and our sync channel, close-on-exec) stay open */
+	/* 10. the policy's command and file rules, in the kernel */
+	if (ctx->landlock_abi && landlock_apply(ctx->spec->policy, ctx->landlock_abi, err) < 0)
+		goto fail;
+	/* 11. only 0, 1, 2 (and our sync channel, close-on-exec) stay open */
 	if (close_fds(ctx, err) < 0)
 		goto fail;
-	/* 11. seccomp last: everything above needed syscalls it refuses */
+	/* 12. seccomp last: everything above needed syscalls it refuses; then
+	 * every exec waits for the supervisor's exec watcher */
 	if (seccomp_apply(err) < 0)
 		goto fail;
-	/* 12. PID 1 runs the command */
+	{
+		struct sync_msg hand = { .kind = SYNC_LISTENER };
+		int listener = seccomp_exec_listener(err);
+		if (listener < 0)
+			goto fail;
+		if (sync_send_fd(ctx->sync_fd, &hand, listener) < 0) {
+			error_sys(err, "hand the exec watch to the supervisor");
+			goto fail;
+		}
+		close(listener);
+	}
+	/* 13. PID 1 runs the command */
 	harness_run(ctx);
 fail:
 	sync_send(ctx->sync_fd, &msg);
@@ -152,8 +172,12 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 		return error_set(err, AEGIS_E_INVALID, 0, "memory limit below 4 MiB");
 	if (spec->limits.pids < 2)
 		return error_set(err, AEGIS_E_INVALID, 0, "pids limit must be at least 2");
+	if (spec->limits.nofile < 16 || spec->limits.nofile > (1 << 20))
+		return error_set(err, AEGIS_E_INVALID, 0, "nofile limit must be between 16 and 1048576");
+	if (spec->limits.output_bytes == 0)
+		return error_set(err, AEGIS_E_INVALID, 0, "output limit must be positive");
 	if (spec->limits.disk_bytes == 0)
-		return error_set(err, AEGIS_E_INVALID, 0, "tmp size must be positive");
+		return error_set(err, AEGIS_E_INVALID, 0, "disk limit must be positive");
 	if (!spec->hostname || !spec->hostname[0] || strlen(spec->hostname) > 63)
 		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");
 	if (spec->workspace) {
@@ -216,6 +240,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	struct sandbox_ctx ctx = { .spec = spec, .workspace_fd = -1 };
 	struct supervise_io io = { -1, -1 };
 	struct cgroup cg = { .dirfd = -1 };
+	struct record rec;
 	int sv[2] = { -1, -1 }, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	int pidfd = -1, rc = -1, status;
 	sigset_t forward, saved;
@@ -230,8 +255,24 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	if (geteuid() == 0 && setgroups(0, NULL) < 0)
 		return error_sys(err, "drop supplementary groups");
 	userns_host_ids(&ctx.host_uid, &ctx.host_gid);
+	/* A rule the kernel cannot enforce fails the run, unless the policy
+	 * says best-effort; then the result says what was not enforced. */
+	if (landlock_needed(spec->policy)) {
+		ctx.landlock_abi = landlock_abi();
+		if (!ctx.landlock_abi && !spec->policy->best_effort)
+			return error_set(err, AEGIS_E_UNSUPPORTED, 0,
+					 "policy needs landlock for its command/file rules and this kernel has none "
+					 "(set \"enforcement\": \"best-effort\" to run without them)");
+		if (!ctx.landlock_abi)
+			res->unenforced = "commands.allow, files.read, files.write (no landlock)";
+	}
 	if (!(ctx.envp = env_build(spec, err)))
 		return -1;
+	/* Nothing runs unless its start is on record. */
+	if (record_start(&rec, spec, cgroup_version() == 2 ? "v2" : "v1", err) < 0) {
+		env_free(ctx.envp);
+		return -1;
+	}
 	/* v2 places the child at clone (CLONE_INTO_CGROUP): the cgroup comes first. */
 	if (cgroup_version() == 2 && cgroup_create(&cg, spec, err) < 0)
 		goto out;
@@ -241,8 +282,10 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		error_sys(err, "socketpair");
 		goto out;
 	}
-	if (spec->capture && (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)) {
-		error_sys(err, "capture pipes");
+	/* stdout and stderr always come through us: that is where the output
+	 * limit is counted, whether the bytes are passed on or captured. */
+	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+		error_sys(err, "output pipes");
 		goto out;
 	}
 	sigemptyset(&forward);
@@ -257,7 +300,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		sigprocmask(SIG_SETMASK, &saved, NULL);
 		close(sv[0]);
 		ctx.sync_fd = sv[1];
-		if (spec->capture && (dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0))
+		if (dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
 			_exit(125);
 		sandbox_child(&ctx);
 	}
@@ -267,14 +310,12 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	}
 	close(sv[1]);
 	sv[1] = -1;
-	if (spec->capture) {
-		close(out[1]);
-		close(errp[1]);
-		out[1] = errp[1] = -1;
-		io.out_fd = out[0];
-		io.err_fd = errp[0];
-		out[0] = errp[0] = -1;
-	}
+	close(out[1]);
+	close(errp[1]);
+	out[1] = errp[1] = -1;
+	io.out_fd = out[0];
+	io.err_fd = errp[0];
+	out[0] = errp[0] = -1;
 	{
 		struct sync_msg go = { .kind = SYNC_GO };
 		bool v1 = cg.version != 2;
@@ -288,7 +329,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		}
 	}
 	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
-	rc = supervise(pid, pidfd, sv[0], spec, &io, res, err);
+	rc = supervise(pid, pidfd, sv[0], spec, &cg, &rec, &io, res, err);
 	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;
 	res->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
@@ -310,6 +351,7 @@ out:
 	if (ctx.workspace_fd >= 0) close(ctx.workspace_fd);
 	cgroup_destroy(&cg);
 	env_free(ctx.envp);
+	record_end(&rec, res, rc < 0 ? err : NULL);
 	return rc;
 }
 

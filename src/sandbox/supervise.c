@@ -1,7 +1,10 @@
 /* supervise.c — the supervisor's side of a run, after clone.
  *
- * One poll loop: the sandbox's PID 1 (pidfd), its sync channel, captured
- * output, signals to forward, and the wall-clock deadline. */
+ * One poll loop: the sandbox's PID 1 (pidfd), its sync channel, the
+ * command's stdout and stderr (always through us, so the output limit holds
+ * whether output is passed on or captured), signals to forward, and a tick
+ * for the limits the kernel does not stop by itself. The first limit hit
+ * stops the whole sandbox and becomes the run's typed reason. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -15,70 +18,188 @@
 #include "../common/util.h"
 #include "sandbox.h"
 
+#define TICK_MS 25	/* how often pids, CPU and OOM are looked at */
+
 /* Signals a user sends to `aegis run` that belong to the command. */
 static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH };
+
+struct stream {
+	int in;			/* read end of the command's pipe, -1 at EOF */
+	int out;		/* where it goes: 1 or 2, or -1 when captured */
+	struct aegis_stream *cap;
+	uint64_t seen;		/* bytes the command wrote */
+};
+
+struct run_state {
+	const struct aegis_spec *spec;
+	struct execwatch watch;
+	struct cgroup *cg;
+	struct aegis_result *res;
+	int pidfd;
+	const char *limit;	/* first limit hit */
+	bool stopped;		/* we killed the sandbox */
+};
 
 static int send_signal(int pidfd, int sig)
 {
 	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
-/* Keep at most spec->capture_max bytes of a stream; read and drop the rest
- * so the command never blocks on a full pipe. Returns 0 at EOF. */
-static int capture_read(int fd, struct aegis_stream *s, size_t max)
+static void stop_for(struct run_state *st, const char *limit)
 {
-	char buf[65536];
-	ssize_t n = read(fd, buf, sizeof buf);
-
-	if (n < 0)
-		return errno == EINTR || errno == EAGAIN ? 1 : 0;
-	if (n == 0)
-		return 0;
-	if (s->len < max) {
-		size_t keep = (size_t)n < max - s->len ? (size_t)n : max - s->len;
-		char *grown = realloc(s->data, s->len + keep + 1);
-		if (!grown)
-			return 0;
-		s->data = grown;
-		memcpy(s->data + s->len, buf, keep);
-		s->len += keep;
-		s->data[s->len] = '\0';
-		if (keep < (size_t)n)
-			s->truncated = true;
-	} else {
-		s->truncated = true;
-	}
-	return 1;
+	if (!st->limit)
+		st->limit = limit;
+	if (!st->stopped)
+		send_signal(st->pidfd, SIGKILL);
+	st->stopped = true;
 }
 
-static void handle_sync(int fd, bool *open, int *status, bool *got_exit, bool *failed,
-			struct aegis_error *err)
+static void keep(struct aegis_stream *s, const char *buf, size_t n, size_t max)
+{
+	size_t room = s->len < max ? max - s->len : 0, take = n < room ? n : room;
+	char *grown;
+
+	if (take < n)
+		s->truncated = true;
+	if (!take || !(grown = realloc(s->data, s->len + take + 1)))
+		return;
+	s->data = grown;
+	memcpy(s->data + s->len, buf, take);
+	s->len += take;
+	s->data[s->len] = '\0';
+}
+
+/* Move one chunk of a stream on. Past the output limit the bytes are read
+ * and dropped, so the command never blocks on a full pipe. */
+static void pump(struct run_state *st, struct stream *s)
+{
+	uint64_t limit = st->spec->limits.output_bytes;
+	char buf[65536];
+	ssize_t n = read(s->in, buf, sizeof buf);
+	size_t pass;
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		close(s->in);
+		s->in = -1;
+		return;
+	}
+	pass = s->seen >= limit ? 0 : (size_t)(limit - s->seen < (uint64_t)n ? limit - s->seen : (uint64_t)n);
+	s->seen += (uint64_t)n;
+	if (pass < (size_t)n) {
+		s->cap->truncated = true;
+		if (!st->limit)
+			st->limit = "output_truncated";	/* cut, not stopped */
+	}
+	if (s->out < 0) {
+		keep(s->cap, buf, pass, st->spec->capture_max);
+	} else if (pass && write_all(s->out, buf, pass) < 0 && errno == EPIPE) {
+		/* Our reader went away: so does the command's, as with a plain pipe. */
+		close(s->in);
+		s->in = -1;
+	}
+}
+
+/* Limits enforced by watching: pids exhaustion, total CPU time, OOM kills. */
+static void tick(struct run_state *st)
+{
+	const struct aegis_limits *l = &st->spec->limits;
+
+	if (cgroup_oom_killed(st->cg))
+		stop_for(st, "oom");
+	else if (cgroup_pids_hit(st->cg))
+		stop_for(st, "pids");
+	else if (l->cpu_ms && cgroup_cpu_usage_us(st->cg) >= l->cpu_ms * 1000)
+		stop_for(st, "cpu");
+}
+
+static void handle_sync(int fd, bool *open, struct run_state *st, int *status, bool *got_exit,
+			bool *failed, struct aegis_error *err)
 {
 	struct sync_msg msg;
-	int r = sync_recv(fd, &msg);
+	int passed, r = sync_recv_fd(fd, &msg, &passed);
 
+	if (passed >= 0 && (r <= 0 || msg.kind != SYNC_LISTENER || st->watch.fd >= 0)) {
+		close(passed);
+		passed = -1;
+	}
 	if (r <= 0) {
 		*open = false;
 		return;
 	}
-	if (msg.kind == SYNC_EXIT) {
+	switch (msg.kind) {
+	case SYNC_LISTENER:
+		st->watch.fd = passed;
+		break;
+	case SYNC_EXIT:
 		*status = msg.wait_status;
 		*got_exit = true;
-	} else if (msg.kind == SYNC_ERROR && !*failed) {
-		*err = msg.err;
-		*failed = true;
+		if (msg.limit[0] && !st->limit)
+			st->limit = strcmp(msg.limit, "disk_full") == 0 ? "disk_full" : "unknown";
+		break;
+	case SYNC_LIMIT:
+		stop_for(st, strcmp(msg.limit, "disk_full") == 0 ? "disk_full" : "unknown");
+		break;
+	case SYNC_ERROR:
+		if (!*failed) {
+			*err = msg.err;
+			*failed = true;
+		}
+		break;
+	default:
+		break;
 	}
 }
 
-int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
-	      struct supervise_io *io, struct aegis_result *res, struct aegis_error *err)
+static int result_of(struct run_state *st, bool got_exit, int status, struct aegis_error *err)
 {
-	uint64_t start = now_us(), deadline = spec->limits.wall_ms ? start + spec->limits.wall_ms * 1000 : 0;
-	bool sync_open = true, exited = false, got_exit = false, failed = false, timed_out = false;
+	struct aegis_result *res = st->res;
+
+	res->limit = st->limit;
+	if (st->stopped) {
+		/* We stopped the sandbox: the limit is the cause, whatever PID 1 said. */
+		res->end = AEGIS_END_LIMIT;
+		res->term_signal = SIGKILL;
+		res->exit_code = strcmp(st->limit, "timeout") == 0 ? 124 : 128 + SIGKILL;
+		if (strcmp(st->limit, "timeout") == 0)
+			res->end = AEGIS_END_TIMEOUT;
+		return 0;
+	}
+	if (!got_exit)
+		return error_set(err, AEGIS_E_SETUP, 0, "sandbox init ended without reporting a status");
+	if (WIFSIGNALED(status)) {
+		res->end = AEGIS_END_SIGNALED;
+		res->term_signal = WTERMSIG(status);
+		res->exit_code = 128 + res->term_signal;
+		/* the kernel's OOM killer took the command itself */
+		if (res->term_signal == SIGKILL && cgroup_oom_killed(st->cg))
+			res->limit = "oom";
+	} else {
+		res->end = AEGIS_END_EXITED;
+		res->exit_code = WEXITSTATUS(status);
+	}
+	return 0;
+}
+
+int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, struct cgroup *cg,
+	      struct record *rec, struct supervise_io *io, struct aegis_result *res,
+	      struct aegis_error *err)
+{
+	uint64_t start = now_us(), next_tick = start + TICK_MS * 1000;
+	uint64_t deadline = spec->limits.wall_ms ? start + spec->limits.wall_ms * 1000 : 0;
+	struct run_state st = { .spec = spec, .cg = cg, .res = res, .pidfd = pidfd,
+				.watch = { .fd = -1, .spec = spec, .rec = rec } };
+	struct stream streams[2] = {
+		{ .in = io->out_fd, .out = spec->capture ? -1 : 1, .cap = &res->out },
+		{ .in = io->err_fd, .out = spec->capture ? -1 : 2, .cap = &res->err },
+	};
+	bool sync_open = true, exited = false, got_exit = false, failed = false;
 	int status = 0, sigfd;
 	sigset_t mask;
 
 	(void)pid;
+	io->out_fd = io->err_fd = -1;	/* the streams own them now */
 	sigemptyset(&mask);
 	for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
 		sigaddset(&mask, forwarded[i]);
@@ -86,69 +207,62 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 	if (sigfd < 0)
 		return error_sys(err, "signalfd");
 
-	while (!exited || sync_open || io->out_fd >= 0 || io->err_fd >= 0) {
-		struct pollfd p[5] = {
+	while (!exited || sync_open || streams[0].in >= 0 || streams[1].in >= 0) {
+		struct pollfd p[6] = {
 			{ .fd = exited ? -1 : pidfd, .events = POLLIN },
 			{ .fd = sync_open ? sync_fd : -1, .events = POLLIN },
 			{ .fd = exited ? -1 : sigfd, .events = POLLIN },
-			{ .fd = io->out_fd, .events = POLLIN },
-			{ .fd = io->err_fd, .events = POLLIN },
+			{ .fd = streams[0].in, .events = POLLIN },
+			{ .fd = streams[1].in, .events = POLLIN },
+			{ .fd = exited ? -1 : st.watch.fd, .events = POLLIN },
 		};
-		int wait_ms = -1;
+		uint64_t now = now_us(), wake = next_tick;
+		int wait_ms;
 
-		if (deadline && !exited) {
-			uint64_t now = now_us();
-			if (now >= deadline) {
-				if (!timed_out)
-					send_signal(pidfd, SIGKILL);
-				timed_out = true;
-			} else {
-				wait_ms = (int)((deadline - now + 999) / 1000);
-			}
+		if (!exited && deadline && now >= deadline)
+			stop_for(&st, "timeout");
+		if (!exited && now >= next_tick) {
+			tick(&st);
+			next_tick = now + TICK_MS * 1000;
 		}
-		if (poll(p, 5, timed_out ? -1 : wait_ms) < 0) {
+		if (deadline && deadline < wake)
+			wake = deadline;
+		wait_ms = exited || st.stopped ? -1 : (int)((wake > now ? wake - now : 0) + 999) / 1000;
+		if (poll(p, 6, wait_ms) < 0) {
 			if (errno == EINTR)
 				continue;
 			close(sigfd);
 			return error_sys(err, "poll");
 		}
 		if (p[1].revents)
-			handle_sync(sync_fd, &sync_open, &status, &got_exit, &failed, err);
+			handle_sync(sync_fd, &sync_open, &st, &status, &got_exit, &failed, err);
 		if (p[2].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si)
 				send_signal(pidfd, (int)si.ssi_signo);
 		}
-		if (p[3].revents && !capture_read(io->out_fd, &res->out, spec->capture_max)) {
-			close(io->out_fd);
-			io->out_fd = -1;
-		}
-		if (p[4].revents && !capture_read(io->err_fd, &res->err, spec->capture_max)) {
-			close(io->err_fd);
-			io->err_fd = -1;
+		for (int i = 0; i < 2; i++)
+			if (p[3 + i].revents)
+				pump(&st, &streams[i]);
+		if (p[5].revents & POLLIN) {
+			const char *limit = execwatch_handle(&st.watch);
+			if (limit)
+				stop_for(&st, limit);
 		}
 		if (p[0].revents)
 			exited = true;	/* PID 1 gone: the whole pid namespace is gone */
 	}
 	close(sigfd);
+	if (st.watch.fd >= 0)
+		close(st.watch.fd);
+	res->execs = st.watch.count;
 	res->wall_us = now_us() - start;
-
-	if (timed_out) {
-		res->end = AEGIS_END_TIMEOUT;
-		res->exit_code = 124;
-		return 0;
-	}
-	if (failed)
+	/* A limit hit in the last moments, before a tick saw it. */
+	if (!st.limit && cgroup_oom_killed(cg))
+		st.limit = "oom";
+	else if (!st.limit && cgroup_pids_hit(cg))
+		st.limit = "pids";
+	if (failed && !st.stopped)
 		return -1;
-	if (!got_exit)
-		return error_set(err, AEGIS_E_SETUP, 0, "sandbox init ended without reporting a status");
-	if (WIFSIGNALED(status)) {
-		res->end = AEGIS_END_SIGNALED;
-		res->term_signal = WTERMSIG(status);
-		res->exit_code = 128 + res->term_signal;
-	} else {
-		res->end = AEGIS_END_EXITED;
-		res->exit_code = WEXITSTATUS(status);
-	}
-	return 0;
+	return result_of(&st, got_exit, status, err);
 }

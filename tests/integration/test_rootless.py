@@ -124,12 +124,11 @@ def test_rootless_int80_killed(user):
 
 
 def test_rootless_fork_bomb_bounded(user):
-    """R-01: the delegated cgroup's pids limit holds for rootless runs too."""
+    """R-01: the delegated cgroup's pids limit holds for rootless runs too,
+    and stops the sandbox with the typed reason."""
     p = rootless(user, "/workspace/aegis-probe", "fork-bomb", "2",
                  opts=("--workspace-ro", user["bin"], "--pids", "64", "--timeout", "20s"))
-    assert p.returncode == 0, p
-    forks = int(p.stdout.split("forks=")[1].split()[0]) if "forks=" in p.stdout else None
-    assert forks is not None and forks < 64, p.stdout
+    assert p.returncode == 137 and "pids" in p.stderr, p
 
 
 def test_rootless_memory_limit(user):

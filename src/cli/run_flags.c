@@ -1,0 +1,196 @@
+/* run_flags.c — `aegis run` flags → struct run_flags (spec, policy, limits).
+ *
+ * Limits come from three places, later ones winning: the engine defaults,
+ * the policy (--policy), then the flags on the command line. */
+#include <getopt.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/policy.h"
+#include "../common/util.h"
+#include "run_flags.h"
+
+enum limit_kind { KIND_DURATION, KIND_SIZE, KIND_COUNT, KIND_CPUS };
+
+struct limit_flag {
+	const char *name;
+	enum limit_kind kind;
+	uint32_t bit;
+	size_t offset;		/* into struct aegis_limits */
+	uint64_t min;
+};
+
+#define LIMIT(n, k, b, field, m) { n, k, b, offsetof(struct aegis_limits, field), m }
+static const struct limit_flag limit_flags[] = {
+	LIMIT("timeout", KIND_DURATION, AEGIS_LIMIT_WALL, wall_ms, 1),
+	LIMIT("cpu-time", KIND_DURATION, AEGIS_LIMIT_CPU, cpu_ms, 1),
+	LIMIT("cpus", KIND_CPUS, AEGIS_LIMIT_CPUS, cpus_milli, 1),
+	LIMIT("memory", KIND_SIZE, AEGIS_LIMIT_MEMORY, memory_bytes, 4 << 20),
+	LIMIT("pids", KIND_COUNT, AEGIS_LIMIT_PIDS, pids, 2),
+	LIMIT("disk", KIND_SIZE, AEGIS_LIMIT_DISK, disk_bytes, 1),
+	LIMIT("tmp-size", KIND_SIZE, AEGIS_LIMIT_DISK, disk_bytes, 1),	/* older name of --disk */
+	LIMIT("output", KIND_SIZE, AEGIS_LIMIT_OUTPUT, output_bytes, 1),
+	LIMIT("nofile", KIND_COUNT, AEGIS_LIMIT_NOFILE, nofile, 16),
+	LIMIT("execs", KIND_COUNT, AEGIS_LIMIT_EXECS, execs, 1),
+};
+#define NLIMITS (sizeof limit_flags / sizeof limit_flags[0])
+
+enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_HOSTNAME, OPT_CGROUP_PARENT,
+       OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_LIMIT_BASE = 512 };
+
+static const struct option plain_options[] = {
+	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
+	{ "workspace-ro", required_argument, NULL, OPT_WORKSPACE_RO },
+	{ "env", required_argument, NULL, OPT_ENV },
+	{ "cwd", required_argument, NULL, OPT_CWD },
+	{ "hostname", required_argument, NULL, OPT_HOSTNAME },
+	{ "cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "output-max", required_argument, NULL, OPT_OUTPUT_MAX },
+	{ "cmd", required_argument, NULL, OPT_CMD },
+	{ "policy", required_argument, NULL, OPT_POLICY },
+	{ "audit", required_argument, NULL, OPT_AUDIT },
+	{ "help", no_argument, NULL, 'h' },
+};
+
+static int parse_limit(const struct limit_flag *lf, const char *arg, struct aegis_limits *l)
+{
+	uint64_t v = 0;
+	char *end;
+	double cpus;
+
+	switch (lf->kind) {
+	case KIND_DURATION:
+		if (parse_duration_ms(arg, &v) < 0 || v < lf->min)
+			return cli_usage_error("--%s: not a positive duration: '%s' (e.g. 30s, 500ms, 2m)",
+					       lf->name, arg);
+		break;
+	case KIND_SIZE:
+		if (parse_size(arg, &v) < 0 || v < lf->min)
+			return cli_usage_error("--%s: not a size of at least %llu bytes: '%s' (e.g. 512m, 1g)",
+					       lf->name, (unsigned long long)lf->min, arg);
+		break;
+	case KIND_COUNT:
+		if (parse_u64(arg, &v) < 0 || v < lf->min)
+			return cli_usage_error("--%s: not a whole number of at least %llu: '%s'",
+					       lf->name, (unsigned long long)lf->min, arg);
+		break;
+	case KIND_CPUS:
+		cpus = strtod(arg, &end);
+		if (!*arg || *end || !isfinite(cpus) || cpus < 0.001 || cpus > 1024)
+			return cli_usage_error("--cpus: not a number of CPUs between 0.001 and 1024: '%s'", arg);
+		*(uint32_t *)((char *)l + lf->offset) = (uint32_t)lround(cpus * 1000);
+		return 0;
+	}
+	*(uint64_t *)((char *)l + lf->offset) = v;
+	return 0;
+}
+
+static int parse_plain(int opt, const char *arg, struct run_flags *f)
+{
+	struct aegis_spec *s = &f->spec;
+	uint64_t v;
+
+	switch (opt) {
+	case OPT_WORKSPACE:
+	case OPT_WORKSPACE_RO:
+		if (s->workspace)
+			return cli_usage_error("--workspace given twice");
+		s->workspace = arg;
+		s->workspace_ro = opt == OPT_WORKSPACE_RO;
+		return 0;
+	case OPT_ENV:
+		if (!strchr(arg, '=') || arg[0] == '=')
+			return cli_usage_error("--env: expected NAME=VALUE, got '%s'", arg);
+		f->env[f->nenv++] = (char *)arg;
+		return 0;
+	case OPT_CWD: s->cwd = arg; return 0;
+	case OPT_HOSTNAME: s->hostname = arg; return 0;
+	case OPT_CGROUP_PARENT: s->cgroup_parent = arg; return 0;
+	case OPT_JSON: f->json = true; return 0;
+	case OPT_CMD: f->cmd = arg; return 0;
+	case OPT_POLICY: f->policy_name = arg; return 0;
+	case OPT_AUDIT: s->audit_path = arg; return 0;
+	case OPT_OUTPUT_MAX:
+		if (parse_size(arg, &v) < 0 || v == 0)
+			return cli_usage_error("--output-max: not a positive size: '%s' (e.g. 64k, 1m)", arg);
+		s->capture_max = (size_t)v;
+		return 0;
+	}
+	return cli_usage_error("internal: unhandled option");
+}
+
+/* Policy limits over the defaults, then the flags over both. */
+static int apply_policy(struct run_flags *f, const struct aegis_limits *flags, uint32_t set)
+{
+	struct aegis_error err = { 0 };
+
+	if (policy_load(f->policy_name ? f->policy_name : "default", &f->policy, &err) < 0)
+		return cli_fail(&err);
+	f->have_policy = true;
+	f->spec.policy = &f->policy;
+	policy_apply_limits(&f->policy, &f->spec.limits);
+	for (size_t i = 0; i < NLIMITS; i++) {
+		const struct limit_flag *lf = &limit_flags[i];
+		if (!(set & lf->bit))
+			continue;
+		if (lf->kind == KIND_CPUS)
+			f->spec.limits.cpus_milli = flags->cpus_milli;
+		else
+			*(uint64_t *)((char *)&f->spec.limits + lf->offset) =
+				*(const uint64_t *)((const char *)flags + lf->offset);
+	}
+	return 0;
+}
+
+int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
+{
+	struct option options[sizeof plain_options / sizeof plain_options[0] + NLIMITS + 1];
+	struct aegis_limits flag_limits = { 0 };
+	uint32_t set = 0;
+	size_t n = 0;
+	int opt;
+
+	memcpy(options, plain_options, sizeof plain_options);
+	n = sizeof plain_options / sizeof plain_options[0];
+	for (size_t i = 0; i < NLIMITS; i++)
+		options[n++] = (struct option){ limit_flags[i].name, required_argument, NULL,
+						OPT_LIMIT_BASE + (int)i };
+	options[n] = (struct option){ 0 };
+	f->env = calloc((size_t)argc + 1, sizeof *f->env);
+	if (!f->env)
+		return cli_usage_error("out of memory");
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "+h", options, NULL)) != -1) {
+		if (opt == 'h')
+			return -1;
+		if (opt == '?' || opt == ':') {
+			if (optopt)
+				return cli_usage_error("run: option '-%c' is unknown or needs a value", optopt);
+			return cli_usage_error("run: option '%s' is unknown or needs a value", argv[optind - 1]);
+		}
+		if (opt == OPT_CMD && !aegix)
+			return cli_usage_error("run: --cmd is for aegix; use 'aegis run -- CMD'");
+		if (opt >= OPT_LIMIT_BASE) {
+			const struct limit_flag *lf = &limit_flags[opt - OPT_LIMIT_BASE];
+			if (parse_limit(lf, optarg, &flag_limits) != 0)
+				return EXIT_AEGIS_ERROR;
+			set |= lf->bit;
+		} else if (parse_plain(opt, optarg, f) != 0) {
+			return EXIT_AEGIS_ERROR;
+		}
+	}
+	f->spec.env = f->env;
+	return apply_policy(f, &flag_limits, set);
+}
+
+void run_flags_free(struct run_flags *f)
+{
+	free(f->env);
+	if (f->have_policy)
+		policy_free(&f->policy);
+}

@@ -1,0 +1,139 @@
+/* record.c — what a run writes to its audit log: run.start (what was asked:
+ * argv, environment names but never values, image, policy digest, limits),
+ * limit (the typed reason), run.end (status and usage). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "../common/audit.h"
+#include "../common/error.h"
+#include "../common/policy.h"
+#include "sandbox.h"
+
+/* Arguments are bytes; the log is UTF-8: invalid bytes become '?'. */
+static json_t *text(const char *s)
+{
+	json_t *j = json_string(s);
+	char *copy;
+
+	if (j || !(copy = strdup(s)))
+		return j ? j : json_string("?");
+	for (char *p = copy; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
+static json_t *string_list(char *const *list, bool names_only)
+{
+	json_t *a = json_array();
+
+	for (; list && *list; list++) {
+		size_t n = names_only ? strcspn(*list, "=") : strlen(*list);
+		json_array_append_new(a, json_stringn(*list, n));
+	}
+	return a;
+}
+
+static json_t *limits_json(const struct aegis_limits *l)
+{
+	json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+			      "memory_bytes", (json_int_t)l->memory_bytes, "pids", (json_int_t)l->pids,
+			      "disk_bytes", (json_int_t)l->disk_bytes,
+			      "output_bytes", (json_int_t)l->output_bytes,
+			      "nofile", (json_int_t)l->nofile, "execs", (json_int_t)l->execs);
+
+	if (l->wall_ms)
+		json_object_set_new(o, "wall_ms", json_integer((json_int_t)l->wall_ms));
+	if (l->cpu_ms)
+		json_object_set_new(o, "cpu_ms", json_integer((json_int_t)l->cpu_ms));
+	if (l->cpus_milli)
+		json_object_set_new(o, "cpus", json_real(l->cpus_milli / 1000.0));
+	return o;
+}
+
+int record_start(struct record *r, const struct aegis_spec *spec, const char *cgroup_mode,
+		 struct aegis_error *err)
+{
+	unsigned char raw[8];
+	char digest[65];
+	json_t *ev;
+
+	r->log = NULL;
+	if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+		memset(raw, 0, sizeof raw);
+	for (size_t i = 0; i < sizeof raw; i++)
+		snprintf(r->id + 2 * i, 3, "%02x", raw[i]);
+	if (!spec->audit_path)
+		return 0;
+	if (audit_open(spec->audit_path, &r->log, err) < 0)
+		return -1;
+	ev = json_pack("{s:s, s:o, s:o, s:s, s:s, s:s?, s:s}", "id", r->id,
+		       "argv", string_list(spec->argv, false), "env", string_list(spec->env, true),
+		       "cwd", spec->cwd, "image", "host", "workspace", spec->workspace,
+		       "workspace_mode", spec->workspace ? (spec->workspace_ro ? "ro" : "rw") : "tmpfs");
+	if (spec->policy) {
+		policy_digest(spec->policy, digest);
+		json_object_set_new(ev, "policy", json_pack("{s:s, s:s+}", "name", spec->policy->name,
+							    "digest", "sha256:", digest));
+	}
+	json_object_set_new(ev, "limits", limits_json(&spec->limits));
+	json_object_set_new(ev, "backend", json_string("ns"));
+	json_object_set_new(ev, "cgroup", json_string(cgroup_mode));
+	json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
+	if (audit_append(r->log, "run.start", ev, err) < 0) {
+		audit_close(r->log);
+		r->log = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+void record_end(struct record *r, const struct aegis_result *res, const struct aegis_error *failure)
+{
+	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
+	struct aegis_error ignored;
+	json_t *ev;
+
+	if (!r->log)
+		return;
+	if (res->limit)
+		audit_append(r->log, "limit", json_pack("{s:s, s:s}", "id", r->id, "reason", res->limit),
+			     &ignored);
+	if (failure) {
+		ev = json_pack("{s:s, s:s, s:s}", "id", r->id, "end", "error", "error", failure->msg);
+	} else {
+		ev = json_pack("{s:s, s:s, s:i, s:o, s:o, s:f, s:f, s:I}", "id", r->id,
+			       "end", ends[res->end], "exit_code", res->exit_code,
+			       "signal", res->term_signal ? json_integer(res->term_signal) : json_null(),
+			       "limit", res->limit ? json_string(res->limit) : json_null(),
+			       "wall_ms", res->wall_us / 1000.0,
+			       "cpu_ms", (res->user_us + res->sys_us) / 1000.0,
+			       "peak_memory_bytes", (json_int_t)res->peak_memory_bytes);
+	}
+	audit_append(r->log, "run.end", ev, &ignored);
+	audit_close(r->log);
+	r->log = NULL;
+}
+
+void record_exec(struct record *r, int pid, const char *path, char **argv, int argc, const char *rule)
+{
+	struct aegis_error ignored;
+	json_t *args;
+
+	if (!r || !r->log)
+		return;
+	args = json_array();
+	for (int i = 0; i < argc; i++)
+		json_array_append_new(args, text(argv[i]));
+	audit_append(r->log, "exec", json_pack("{s:s, s:i, s:o, s:o, s:s, s:s?}", "id", r->id,
+						"pid", pid, "path", text(path), "argv", args,
+						"verdict", rule ? "deny" : "allow", "rule", rule),
+		     &ignored);
+}
