@@ -232,12 +232,36 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	return mounts_setattr("/", MOUNT_ATTR_RDONLY, false, err);
 }
 
+/* Make every directory above path a mount point (bound onto itself), so
+ * none can be renamed, removed or swapped for a symlink (EBUSY): the hidden
+ * path keeps naming what was hidden (HOSTILE.md E-40). */
+static int pin_ancestors(const char *path, struct aegis_error *err)
+{
+	char dir[4096], *slash;
+	struct statx stx;
+
+	snprintf(dir, sizeof dir, "%s", path);
+	while ((slash = strrchr(dir, '/')) && slash != dir) {
+		*slash = '\0';
+		if (statx(AT_FDCWD, dir, 0, 0, &stx) == 0 &&
+		    (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+		    (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
+			break;	/* a mount point already, and so is everything above */
+		/* recursive, so paths hidden below it stay hidden */
+		if (mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+			return error_sys(err, "pin %s", dir);
+	}
+	return 0;
+}
+
 static int hide_one(const char *path, struct aegis_error *err)
 {
 	struct stat st;
 
 	if (stat(path, &st) < 0)
 		return 0;	/* nothing there to hide */
+	if (pin_ancestors(path, err) < 0)
+		return -1;
 	if (S_ISDIR(st.st_mode)) {
 		if (mounts_tmpfs(path, "mode=000,size=0,nr_inodes=1",
 				 MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, err) < 0)

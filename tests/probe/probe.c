@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -164,7 +165,7 @@ static int usage(const char *msg)
             "  socket-vsock | socket-unix | socket-inet | socket-inet6\n"
             "  socket-family-masked [packet|vsock|alg|netlink|unix|inet]\n"
             "  x32 | int80 | tiocsti | tiocsti-padded | connect-tcp HOST PORT\n"
-            "  personality-readimpl | fork-bomb SECONDS [MAX]\n");
+            "  personality-readimpl | fork-bomb SECONDS [MAX] | exec-race ALLOWED DENIED N\n");
     return 2;
 }
 
@@ -796,6 +797,58 @@ static double now_s(void)
  * deliberately left behind: reaping them is the sandbox's job.  Prints
  *   fork-bomb: forks=N failures=M first_errno=EAGAIN capped=0
  * and exits 0; the test judges. */
+/* Race an argv/path rewrite against the exec check: a thread flips the
+ * path buffer between an allowed and a denied binary while the main thread
+ * execs it (in a child) N times. Prints how many times the denied binary's
+ * marker output appeared: it must be 0 inside a sandbox that denies it.
+ *   exec-race: attempts=N denied_ran=M */
+struct race { char path[256]; const char *a, *b; volatile int stop; };
+
+static void *race_flipper(void *arg)
+{
+    struct race *r = arg;
+    while (!r->stop) {
+        strcpy(r->path, r->a);
+        strcpy(r->path, r->b);
+    }
+    return NULL;
+}
+
+static int probe_exec_race(const char *allowed, const char *denied, const char *n_s)
+{
+    struct race r = { .a = allowed, .b = denied };
+    long n = atol(n_s), ran = 0;
+    pthread_t t;
+
+    strcpy(r.path, allowed);
+    if (n <= 0 || pthread_create(&t, NULL, race_flipper, &r) != 0)
+        return usage("exec-race: ALLOWED DENIED N");
+    for (long i = 0; i < n; i++) {
+        int pfd[2], status;
+        char buf[64];
+        if (pipe(pfd) < 0)
+            break;
+        pid_t pid = fork();
+        if (pid == 0) {
+            char *argv[] = { r.path, NULL };
+            dup2(pfd[1], 1);
+            execv(r.path, argv);
+            _exit(127);
+        }
+        close(pfd[1]);
+        ssize_t got = read(pfd[0], buf, sizeof buf - 1);
+        close(pfd[0]);
+        waitpid(pid, &status, 0);
+        /* whoami prints a user name; true prints nothing */
+        if (got > 0)
+            ran++;
+    }
+    r.stop = 1;
+    pthread_join(t, NULL);
+    printf("exec-race: attempts=%ld denied_ran=%ld\n", n, ran);
+    return 0;
+}
+
 static int probe_fork_bomb(const char *secs_s, const char *max_s)
 {
     double secs = atof(secs_s);
@@ -843,6 +896,7 @@ int main(int argc, char **argv)
     const char *n = argv[1];
     const char *a1 = argc > 2 ? argv[2] : NULL;
     const char *a2 = argc > 3 ? argv[3] : NULL;
+    const char *a3 = argc > 4 ? argv[4] : NULL;
     probe_name = n;
     setvbuf(stdout, NULL, _IOLBF, 0);
 
@@ -941,6 +995,10 @@ int main(int argc, char **argv)
     if (IS("fork-bomb")) {
         NEED(1);
         return probe_fork_bomb(a1, a2);
+    }
+    if (IS("exec-race")) {
+        NEED(3);
+        return probe_exec_race(a1, a2, a3);
     }
 #undef IS
 #undef NEED

@@ -28,6 +28,9 @@ static int is_zero(const void *p, size_t len)
 	return 1;
 }
 
+/* Note: tap.h's ok() evaluates its condition twice, so calls with side
+ * effects are made before it, never inside it. */
+
 /* Refused as AEGIS_E_INVALID, with `want` in a one-line message, and the
  * output left empty so a caller cannot use half a policy. */
 static void refused(const char *text, const char *want)
@@ -49,8 +52,10 @@ static void test_builtins(void)
 	struct aegis_policy p;
 	struct aegis_error err = { 0 };
 	char d1[65], d2[65];
+	int r;
 
-	ok(policy_load("default", &p, &err) == 0, "default profile loads (%s)", err.msg);
+	r = policy_load("default", &p, &err);
+	ok(r == 0, "default profile loads (%s)", err.msg);
 	ok(p.name && !strcmp(p.name, "default"), "default: name");
 	ok(!p.cmd_allow && !p.cmd_deny && !p.argv_deny && !p.files_read && !p.files_write &&
 	   !p.files_deny, "default: no command or file rules");
@@ -61,7 +66,8 @@ static void test_builtins(void)
 	policy_free(&p);
 	ok(is_zero(&p, sizeof p), "policy_free zeroes the struct");
 
-	ok(policy_load("strict", &p, &err) == 0, "strict profile loads (%s)", err.msg);
+	r = policy_load("strict", &p, &err);
+	ok(r == 0, "strict profile loads (%s)", err.msg);
 	ok(p.name && !strcmp(p.name, "strict"), "strict: name");
 	ok(p.cmd_allow && !strcmp(p.cmd_allow[0], "/usr/bin/*") && !strcmp(p.cmd_allow[4], "/sbin/*") &&
 	   !p.cmd_allow[5], "strict: five allow patterns");
@@ -96,8 +102,10 @@ static void test_full(void)
 	struct aegis_error err;
 	char d1[65], d2[65], *text;
 	json_t *j;
+	int r;
 
-	ok(parse(full, &p, &err) == 0, "a full policy parses (%s)", err.msg);
+	r = parse(full, &p, &err);
+	ok(r == 0, "a full policy parses (%s)", err.msg);
 	ok(!strcmp(p.name, "./p.json"), "name is the origin");
 	ok(!strcmp(p.cmd_allow[1], "/opt/tool/bin/x"), "command path normalised");
 	ok(!strcmp(p.argv_deny[0], "git push"), "argv rule spaces collapsed");
@@ -118,7 +126,8 @@ static void test_full(void)
 	ok(text && strncmp(text, "{\"commands\":{\"allow\":", 21) == 0 &&
 	   strstr(text, "\"enforcement\":\"best-effort\"}") == text + strlen(text) - 28,
 	   "canonical JSON: fixed key order");
-	ok(text && parse(text, &q, &err) == 0, "canonical JSON parses again (%s)", err.msg);
+	r = text ? parse(text, &q, &err) : -1;
+	ok(r == 0, "canonical JSON parses again (%s)", err.msg);
 	policy_digest(&p, d1);
 	policy_digest(&q, d2);
 	ok(!strcmp(d1, d2), "round trip keeps the digest");
@@ -128,18 +137,21 @@ static void test_full(void)
 
 	l.wall_ms = 7;
 	policy_free(&p);
-	ok(parse("{\"limits\": {\"memory\": \"64m\"}}", &p, &err) == 0, "memory-only policy");
+	r = parse("{\"limits\": {\"memory\": \"64m\"}}", &p, &err);
+	ok(r == 0, "memory-only policy");
 	policy_apply_limits(&p, &l);
 	ok(l.memory_bytes == 64ULL << 20 && l.wall_ms == 7 && l.pids == 512 && l.nofile == 1024,
 	   "apply_limits copies only the limits set");
 	policy_free(&p);
 
-	ok(parse("{\"limits\": {\"cpus\": 2, \"wall\": 0}, \"commands\": {\"allow\": null, \"deny\": []}}",
-		 &p, &err) == 0 && p.limits.cpus_milli == 2000 && p.limits.wall_ms == 0 &&
+	r = parse("{\"limits\": {\"cpus\": 2, \"wall\": 0}, \"commands\": {\"allow\": null, \"deny\": []}}",
+		  &p, &err);
+	ok(r == 0 && p.limits.cpus_milli == 2000 && p.limits.wall_ms == 0 &&
 	   (p.limits_set & AEGIS_LIMIT_WALL) && !p.cmd_allow && !p.cmd_deny,
 	   "integer cpus, wall 0, null and empty deny mean none");
 	policy_free(&p);
-	ok(parse("{\"limits\": {\"wall_ms\": 1500, \"cpu_ms\": 1}}", &p, &err) == 0 &&
+	r = parse("{\"limits\": {\"wall_ms\": 1500, \"cpu_ms\": 1}}", &p, &err);
+	ok(r == 0 &&
 	   p.limits.wall_ms == 1500 && p.limits.cpu_ms == 1, "canonical wall_ms / cpu_ms accepted");
 	policy_free(&p);
 }
@@ -226,15 +238,25 @@ static void test_errors(void)
 		"a.b.c.d.e.f.g.h: line 1 column 41: nested deeper than 8 levels");
 }
 
+static void *xmalloc(size_t len)
+{
+	void *p = malloc(len);
+
+	if (!p) {
+		perror("malloc");
+		exit(99);
+	}
+	return p;
+}
+
 static char *repeat(const char *unit, size_t times, const char *tail)
 {
 	size_t ul = strlen(unit), tl = strlen(tail);
-	char *s = malloc(ul * times + tl + 1);
+	char *s = xmalloc(ul * times + tl + 1);
 
-	for (size_t i = 0; s && i < times; i++)
+	for (size_t i = 0; i < times; i++)
 		memcpy(s + i * ul, unit, ul);
-	if (s)
-		memcpy(s + ul * times, tail, tl + 1);
+	memcpy(s + ul * times, tail, tl + 1);
 	return s;
 }
 
@@ -245,67 +267,82 @@ static void test_hostile(void)
 	char *text, path[] = "/tmp/aegis-test-policy-XXXXXX", *list;
 	uint64_t t0;
 	size_t len;
-	int fd;
+	ssize_t n;
+	int fd, r;
 
 	/* 100000 '[' then 100000 ']': refused by the depth scan before jansson
 	 * recurses. */
-	text = malloc(200001);
+	text = xmalloc(200001);
 	memset(text, '[', 100000);
 	memset(text + 100000, ']', 100000);
 	text[200000] = '\0';
 	t0 = now_us();
-	ok(policy_parse(text, 200000, "bomb", &p, &err) < 0 && strstr(err.msg, "nested deeper than 8") &&
-	   now_us() - t0 < 1000000, "[[[...]]] 100000 deep refused quickly (%s)", err.msg);
+	r = policy_parse(text, 200000, "bomb", &p, &err);
+	t0 = now_us() - t0;
+	ok(r < 0 && strstr(err.msg, "nested deeper than 8") && t0 < 1000000, "[[[...]]] 100000 deep refused quickly (%s)", err.msg);
 	free(text);
 
 	text = repeat("{\"a\":", 100000, "");
 	t0 = now_us();
-	ok(policy_parse(text, strlen(text), "bomb", &p, &err) < 0 && strstr(err.msg, "nested deeper") &&
-	   now_us() - t0 < 1000000, "{\"a\": x 100000 refused quickly");
+	r = policy_parse(text, strlen(text), "bomb", &p, &err);
+	t0 = now_us() - t0;
+	ok(r < 0 && strstr(err.msg, "nested deeper") && t0 < 1000000, "{\"a\": x 100000 refused quickly");
 	free(text);
 
 	/* Brackets inside strings do not count as nesting. */
-	ok(parse("{\"commands\": {\"allow\": [\"/x/[[[[[[[[[[]\", \"/y/{{{{{{{{{{\"]}}", &p, &err) == 0,
+	r = parse("{\"commands\": {\"allow\": [\"/x/[[[[[[[[[[]\", \"/y/{{{{{{{{{{\"]}}", &p, &err);
+	ok(r == 0,
 	   "brackets inside strings are not nesting (%s)", err.msg);
 	policy_free(&p);
 
 	/* Over the list limit. */
 	list = repeat("\"/a\",", POLICY_LIST_MAX, "\"/b\"]}}");
-	text = malloc(strlen(list) + 32);
-	sprintf(text, "{\"files\": {\"read\": [%s", list);
-	ok(policy_parse(text, strlen(text), "./p.json", &p, &err) < 0 &&
+	text = xmalloc(strlen(list) + 32);
+	strcpy(text, "{\"files\": {\"read\": [");
+	strcat(text, list);
+	r = policy_parse(text, strlen(text), "./p.json", &p, &err);
+	ok(r < 0 &&
 	   strstr(err.msg, "files.read: more than 4096 entries"), "list of 4097 refused (%s)", err.msg);
 	free(text);
 	free(list);
 
 	/* A 2 MiB text and a 2 MiB file: refused before parsing. */
 	len = 2u << 20;
-	text = malloc(len);
+	text = xmalloc(len);
 	memset(text, ' ', len);
 	text[0] = '{';
 	text[len - 1] = '}';
-	ok(policy_parse(text, len, "./big.json", &p, &err) < 0 &&
+	r = policy_parse(text, len, "./big.json", &p, &err);
+	ok(r < 0 &&
 	   !strcmp(err.msg, "policy ./big.json: file is larger than 1 MiB"), "2 MiB text refused");
 	fd = mkstemp(path);
-	ok(fd >= 0 && write(fd, text, len) == (ssize_t)len, "wrote a 2 MiB file");
+	n = fd >= 0 ? write(fd, text, len) : -1;
+	ok(n == (ssize_t)len, "wrote a 2 MiB file");
 	close(fd);
-	ok(policy_load(path, &p, &err) < 0 && strstr(err.msg, "file is larger than 1 MiB") &&
+	r = policy_load(path, &p, &err);
+	ok(r < 0 && strstr(err.msg, "file is larger than 1 MiB") &&
 	   err.code == AEGIS_E_INVALID, "2 MiB file refused (%s)", err.msg);
 	fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	ok(fd >= 0 && write(fd, full, strlen(full)) == (ssize_t)strlen(full), "wrote a policy file");
+	n = fd >= 0 ? write(fd, full, strlen(full)) : -1;
+	ok(n == (ssize_t)strlen(full), "wrote a policy file");
 	close(fd);
-	ok(policy_load(path, &p, &err) == 0 && !strcmp(p.name, path), "policy_load reads a file (%s)", err.msg);
+	r = policy_load(path, &p, &err);
+	ok(r == 0 && !strcmp(p.name, path), "policy_load reads a file (%s)", err.msg);
 	policy_free(&p);
 	unlink(path);
 	free(text);
 
-	ok(policy_load("/nonexistent/p.json", &p, &err) < 0 && err.code == AEGIS_E_INVALID &&
+	r = policy_load("/nonexistent/p.json", &p, &err);
+	ok(r < 0 && err.code == AEGIS_E_INVALID &&
 	   strstr(err.msg, "policy /nonexistent/p.json: No such file"), "missing file (%s)", err.msg);
-	ok(policy_load("/tmp", &p, &err) < 0 && strstr(err.msg, "not a regular file"), "a directory refused");
+	r = policy_load("/tmp", &p, &err);
+	ok(r < 0 && strstr(err.msg, "not a regular file"), "a directory refused");
 
 	/* A NUL byte in the text itself, outside and inside a string. */
-	ok(policy_parse("{}\0", 3, "./p.json", &p, &err) < 0, "raw NUL after the object refused");
-	ok(policy_parse("{\"a\0\":1}", 8, "./p.json", &p, &err) < 0, "raw NUL in a key refused");
+	r = policy_parse("{}\0", 3, "./p.json", &p, &err);
+	ok(r < 0, "raw NUL after the object refused");
+	r = policy_parse("{\"a\0\":1}", 8, "./p.json", &p, &err);
+	ok(r < 0, "raw NUL in a key refused");
 }
 
 int main(void)
