@@ -33,11 +33,14 @@ asan: deps $(ASAN_BUILD)/build.ninja
 # libFuzzer targets for the parsers of user input (clang).
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SRC = src/common/util.c src/common/error.c src/sandbox/env.c
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-D_GNU_SOURCE -Iinclude
 fuzz:
 	@scripts/deps.sh test
 	mkdir -p $(FUZZ_BUILD)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-D_GNU_SOURCE -Iinclude tests/fuzz/fuzz_parse.c $(FUZZ_SRC) -o $(FUZZ_BUILD)/fuzz_parse
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_parse.c $(FUZZ_SRC) -o $(FUZZ_BUILD)/fuzz_parse
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_policy.c src/common/policy.c src/common/util.c \
+		src/common/error.c src/common/hash.c -ljansson -lcrypto -o $(FUZZ_BUILD)/fuzz_policy
 
 # Every test, against the normal build and again against the ASan+UBSan
 # build, plus a bounded run of each fuzz target.

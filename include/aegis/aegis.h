@@ -75,9 +75,11 @@ struct aegis_spec {
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
 	bool workspace_ro;
+	bool workspace_overlay;		/* copy-on-write over workspace; changes go to artifacts_dir */
 	struct aegis_limits limits;
 	const struct aegis_policy *policy;	/* NULL: the built-in default */
 	const char *audit_path;		/* append the run's audit events here; NULL: none */
+	const char *artifacts_dir;	/* stdout, stderr, result.json, audit.jsonl, changes; NULL: none */
 	bool capture;			/* capture stdout/stderr into the result instead of passing them */
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */

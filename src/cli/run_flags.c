@@ -39,7 +39,8 @@ static const struct limit_flag limit_flags[] = {
 #define NLIMITS (sizeof limit_flags / sizeof limit_flags[0])
 
 enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_HOSTNAME, OPT_CGROUP_PARENT,
-       OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_LIMIT_BASE = 512 };
+       OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_ARTIFACTS, OPT_WS_MODE,
+       OPT_LIMIT_BASE = 512 };
 
 static const struct option plain_options[] = {
 	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
@@ -53,6 +54,8 @@ static const struct option plain_options[] = {
 	{ "cmd", required_argument, NULL, OPT_CMD },
 	{ "policy", required_argument, NULL, OPT_POLICY },
 	{ "audit", required_argument, NULL, OPT_AUDIT },
+	{ "artifacts", required_argument, NULL, OPT_ARTIFACTS },
+	{ "workspace-mode", required_argument, NULL, OPT_WS_MODE },
 	{ "help", no_argument, NULL, 'h' },
 };
 
@@ -114,6 +117,13 @@ static int parse_plain(int opt, const char *arg, struct run_flags *f)
 	case OPT_CMD: f->cmd = arg; return 0;
 	case OPT_POLICY: f->policy_name = arg; return 0;
 	case OPT_AUDIT: s->audit_path = arg; return 0;
+	case OPT_ARTIFACTS: s->artifacts_dir = arg; return 0;
+	case OPT_WS_MODE:
+		if (!strcmp(arg, "rw") || !strcmp(arg, "ro") || !strcmp(arg, "overlay")) {
+			f->ws_mode = arg;
+			return 0;
+		}
+		return cli_usage_error("--workspace-mode: expected rw, ro or overlay, got '%s'", arg);
 	case OPT_OUTPUT_MAX:
 		if (parse_size(arg, &v) < 0 || v == 0)
 			return cli_usage_error("--output-max: not a positive size: '%s' (e.g. 64k, 1m)", arg);
@@ -185,6 +195,14 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 		}
 	}
 	f->spec.env = f->env;
+	if (f->ws_mode) {
+		if (!f->spec.workspace)
+			return cli_usage_error("--workspace-mode needs --workspace DIR");
+		if (f->spec.workspace_ro && strcmp(f->ws_mode, "ro"))
+			return cli_usage_error("--workspace-ro conflicts with --workspace-mode %s", f->ws_mode);
+		f->spec.workspace_ro = !strcmp(f->ws_mode, "ro");
+		f->spec.workspace_overlay = !strcmp(f->ws_mode, "overlay");
+	}
 	return apply_policy(f, &flag_limits, set);
 }
 

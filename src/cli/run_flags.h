@@ -16,6 +16,7 @@ struct run_flags {
 	char **env;
 	size_t nenv;
 	const char *cmd;	/* aegix --cmd */
+	const char *ws_mode;	/* --workspace-mode */
 	bool json;
 };
 

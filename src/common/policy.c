@@ -29,6 +29,7 @@
 #define POLICY_DURATION_MAX (365ULL * 24 * 3600 * 1000)	/* ms: 365 days */
 #define POLICY_SIZE_MAX (1ULL << 50)				/* bytes: 1 PiB */
 #define POLICY_ARGV_WORDS_MAX 32
+#define POLICY_ARGV_LEN_MAX 255
 #define POLICY_SHOWN_MAX 64	/* bytes of a user string quoted in a message */
 
 static const char policy_profile_default[] =
@@ -288,7 +289,7 @@ static int policy_syntax_error(const struct policy_ctx *ctx, const char *text, s
 enum policy_entry {
 	POLICY_ENTRY_COMMAND,	/* absolute path or fnmatch glob of an executable */
 	POLICY_ENTRY_ARGV,	/* space-separated words: an argv prefix */
-	POLICY_ENTRY_PATH,	/* absolute path inside the sandbox */
+	POLICY_ENTRY_PATH,	/* absolute path or glob inside the sandbox */
 };
 
 /* Canonical absolute path, in place: "//" and "." components dropped, no
@@ -386,6 +387,10 @@ static const char *policy_check_entry(char *s, enum policy_entry kind)
 			return "control characters are not allowed";
 	switch (kind) {
 	case POLICY_ENTRY_ARGV:
+		/* The exec watcher matches rules of up to 255 bytes; a longer
+		 * one would be cut mid-word there and never match. */
+		if (len > POLICY_ARGV_LEN_MAX)
+			return "longer than 255 bytes";
 		return policy_check_argv(s);
 	case POLICY_ENTRY_COMMAND:
 		if (s[0] == '/' && s[len - 1] == '/')
@@ -397,11 +402,8 @@ static const char *policy_check_entry(char *s, enum policy_entry kind)
 			return "not a program";
 		return policy_check_glob(s);
 	case POLICY_ENTRY_PATH:
-		/* Files rules become landlock rules on real paths: a glob would
-		 * silently match nothing, which for a deny rule is an escape. */
-		if (strpbrk(s, "*?["))
-			return "patterns are not supported in files rules (name the path)";
-		return policy_normalise(s);
+		why = policy_normalise(s);
+		return why ? why : policy_check_glob(s);
 	}
 	return NULL;
 }

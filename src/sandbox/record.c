@@ -58,6 +58,44 @@ static json_t *limits_json(const struct aegis_limits *l)
 	return o;
 }
 
+/* Append to every log of the run (the --audit file, the artifacts copy). */
+static int emit(struct record *r, const char *type, json_t *ev, struct aegis_error *err)
+{
+	int rc = 0;
+
+	for (int i = 0; i < RECORD_LOGS; i++)
+		if (r->logs[i] && audit_append(r->logs[i], type, json_incref(ev), err) < 0)
+			rc = -1;
+	json_decref(ev);
+	return rc;
+}
+
+static void close_logs(struct record *r)
+{
+	for (int i = 0; i < RECORD_LOGS; i++) {
+		if (r->logs[i])
+			audit_close(r->logs[i]);
+		r->logs[i] = NULL;
+	}
+}
+
+static bool recording(const struct record *r)
+{
+	return r && (r->logs[0] || r->logs[1]);
+}
+
+json_t *record_limits_json(const struct aegis_limits *l)
+{
+	return limits_json(l);
+}
+
+const char *record_workspace_mode(const struct aegis_spec *spec)
+{
+	if (!spec->workspace)
+		return "tmpfs";
+	return spec->workspace_overlay ? "overlay" : spec->workspace_ro ? "ro" : "rw";
+}
+
 int record_start(struct record *r, const struct aegis_spec *spec, const char *cgroup_mode,
 		 struct aegis_error *err)
 {
@@ -65,19 +103,28 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 	char digest[65];
 	json_t *ev;
 
-	r->log = NULL;
+	char copy[4096];
+
+	r->logs[0] = r->logs[1] = NULL;
 	if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
 		memset(raw, 0, sizeof raw);
 	for (size_t i = 0; i < sizeof raw; i++)
 		snprintf(r->id + 2 * i, 3, "%02x", raw[i]);
-	if (!spec->audit_path)
-		return 0;
-	if (audit_open(spec->audit_path, &r->log, err) < 0)
+	if (spec->audit_path && audit_open(spec->audit_path, &r->logs[0], err) < 0)
 		return -1;
+	if (spec->artifacts_dir) {
+		snprintf(copy, sizeof copy, "%s/audit.jsonl", spec->artifacts_dir);
+		if (audit_open(copy, &r->logs[1], err) < 0) {
+			close_logs(r);
+			return -1;
+		}
+	}
+	if (!recording(r))
+		return 0;
 	ev = json_pack("{s:s, s:o, s:o, s:s, s:s, s:s?, s:s}", "id", r->id,
 		       "argv", string_list(spec->argv, false), "env", string_list(spec->env, true),
 		       "cwd", spec->cwd, "image", "host", "workspace", spec->workspace,
-		       "workspace_mode", spec->workspace ? (spec->workspace_ro ? "ro" : "rw") : "tmpfs");
+		       "workspace_mode", record_workspace_mode(spec));
 	if (spec->policy) {
 		policy_digest(spec->policy, digest);
 		json_object_set_new(ev, "policy", json_pack("{s:s, s:s+}", "name", spec->policy->name,
@@ -87,9 +134,8 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 	json_object_set_new(ev, "backend", json_string("ns"));
 	json_object_set_new(ev, "cgroup", json_string(cgroup_mode));
 	json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
-	if (audit_append(r->log, "run.start", ev, err) < 0) {
-		audit_close(r->log);
-		r->log = NULL;
+	if (emit(r, "run.start", ev, err) < 0) {
+		close_logs(r);
 		return -1;
 	}
 	return 0;
@@ -101,11 +147,10 @@ void record_end(struct record *r, const struct aegis_result *res, const struct a
 	struct aegis_error ignored;
 	json_t *ev;
 
-	if (!r->log)
+	if (!recording(r))
 		return;
 	if (res->limit)
-		audit_append(r->log, "limit", json_pack("{s:s, s:s}", "id", r->id, "reason", res->limit),
-			     &ignored);
+		emit(r, "limit", json_pack("{s:s, s:s}", "id", r->id, "reason", res->limit), &ignored);
 	if (failure) {
 		ev = json_pack("{s:s, s:s, s:s}", "id", r->id, "end", "error", "error", failure->msg);
 	} else {
@@ -116,10 +161,10 @@ void record_end(struct record *r, const struct aegis_result *res, const struct a
 			       "wall_ms", res->wall_us / 1000.0,
 			       "cpu_ms", (res->user_us + res->sys_us) / 1000.0,
 			       "peak_memory_bytes", (json_int_t)res->peak_memory_bytes);
+		json_object_set_new(ev, "execs", json_integer((json_int_t)res->execs));
 	}
-	audit_append(r->log, "run.end", ev, &ignored);
-	audit_close(r->log);
-	r->log = NULL;
+	emit(r, "run.end", ev, &ignored);
+	close_logs(r);
 }
 
 void record_exec(struct record *r, int pid, const char *path, char **argv, int argc, const char *rule)
@@ -127,13 +172,25 @@ void record_exec(struct record *r, int pid, const char *path, char **argv, int a
 	struct aegis_error ignored;
 	json_t *args;
 
-	if (!r || !r->log)
+	if (!recording(r))
 		return;
 	args = json_array();
 	for (int i = 0; i < argc; i++)
 		json_array_append_new(args, text(argv[i]));
-	audit_append(r->log, "exec", json_pack("{s:s, s:i, s:o, s:o, s:s, s:s?}", "id", r->id,
+	emit(r, "exec", json_pack("{s:s, s:i, s:o, s:o, s:s, s:s?}", "id", r->id,
 						"pid", pid, "path", text(path), "argv", args,
 						"verdict", rule ? "deny" : "allow", "rule", rule),
-		     &ignored);
+	     &ignored);
+}
+
+void record_file_change(struct record *r, const char *path, const char *kind, uint64_t size,
+			const char *sha256)
+{
+	struct aegis_error ignored;
+
+	if (!recording(r))
+		return;
+	emit(r, "file.change", json_pack("{s:s, s:o, s:s, s:I, s:s?}", "id", r->id, "path", text(path),
+					 "kind", kind, "size", (json_int_t)size, "sha256", sha256),
+	     &ignored);
 }

@@ -153,7 +153,7 @@ static int workspace_tree(const struct sandbox_ctx *ctx, struct aegis_error *err
 	const struct aegis_spec *spec = ctx->spec;
 	struct mount_attr attr = {
 		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-			    (spec->workspace_ro ? MOUNT_ATTR_RDONLY : 0),
+			    (spec->workspace_ro || spec->workspace_overlay ? MOUNT_ATTR_RDONLY : 0),
 	};
 	int tree;
 
@@ -171,12 +171,15 @@ static int workspace_tree(const struct sandbox_ctx *ctx, struct aegis_error *err
 	return tree;
 }
 
-static int mount_workspace(const struct sandbox_ctx *ctx, int tree, struct aegis_error *err)
+static int mount_workspace(const struct sandbox_ctx *ctx, int tree, int *upper_fd,
+			   struct aegis_error *err)
 {
 	char opts[64];
 
 	if (mounts_mkdir("workspace", err) < 0)
 		return -1;
+	if (tree >= 0 && ctx->spec->workspace_overlay)
+		return overlay_mount(ctx, tree, "workspace", upper_fd, err);
 	if (tree >= 0) {
 		if (syscall(SYS_move_mount, tree, "", AT_FDCWD, "workspace", MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			return error_sys(err, "workspace: attach %s", ctx->spec->workspace);
@@ -186,7 +189,7 @@ static int mount_workspace(const struct sandbox_ctx *ctx, int tree, struct aegis
 	return mounts_tmpfs("workspace", opts, MS_NOSUID | MS_NODEV, err);
 }
 
-int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
+int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_error *err)
 {
 	char dst[32], host[32], opts[64];
 	int tree;
@@ -213,7 +216,7 @@ int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)ctx->spec->limits.disk_bytes);
 	if (mounts_mkdir("tmp", err) < 0 || mounts_tmpfs("tmp", opts, MS_NOSUID | MS_NODEV, err) < 0)
 		return -1;
-	if (mount_workspace(ctx, tree, err) < 0)
+	if (mount_workspace(ctx, tree, upper_fd, err) < 0)
 		return -1;
 	/* what hidden files are replaced by: empty, unreadable, unwritable */
 	if (mounts_touch(HIDDEN, err) < 0 || chmod(HIDDEN, 0) < 0)

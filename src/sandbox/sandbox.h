@@ -25,7 +25,7 @@ struct sandbox_ctx {
 };
 
 /* sync.c — messages from the sandbox to the supervisor. */
-enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER };
+enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER, SYNC_UPPER };
 struct sync_msg {
 	enum sync_kind kind;
 	int wait_status;		/* SYNC_EXIT: the command's wait status */
@@ -63,7 +63,11 @@ void cgroup_destroy(struct cgroup *cg);
 bool cgroup_can_create(const char *parent, char *controllers, size_t len);
 
 /* rootfs.c — the sandbox's own root: host image, /etc, /tmp, /workspace. */
-int rootfs_build(const struct sandbox_ctx *ctx, struct aegis_error *err);
+int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_error *err);
+
+/* overlay.c — a copy-on-write workspace; *layer_fd: its upper dir (O_PATH). */
+int overlay_mount(const struct sandbox_ctx *ctx, int lower_tree, const char *target, int *layer_fd,
+		  struct aegis_error *err);
 /* Hide the policy's denied commands and files.deny (after pivot). */
 int rootfs_hide(const struct aegis_policy *p, struct aegis_error *err);
 
@@ -119,24 +123,42 @@ __attribute__((noreturn)) void harness_run(const struct sandbox_ctx *ctx);
 char **env_build(const struct aegis_spec *spec, struct aegis_error *err);
 void env_free(char **envp);
 
+struct record;
+/* artifacts.c — what a run leaves in --artifacts DIR. */
+struct artifacts {
+	int dirfd;		/* DIR */
+	int out_fd, err_fd;	/* DIR/stdout, DIR/stderr */
+	int upper_fd;		/* overlay upper layer, handed over by PID 1 */
+};
+int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct aegis_error *err);
+int artifacts_finish(const struct aegis_spec *spec, const struct aegis_result *res,
+		     struct artifacts *a, struct record *rec, struct aegis_error *err);
+void artifacts_close(struct artifacts *a);
+
 /* supervise.c — the parent side after clone. */
 struct supervise_io {
 	int out_fd, err_fd;	/* read ends of the command's stdout and stderr pipes */
 };
 struct record;
 int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, struct cgroup *cg,
-	      struct record *rec, struct supervise_io *io, struct aegis_result *res,
-	      struct aegis_error *err);
+	      struct record *rec, struct artifacts *arts, struct supervise_io *io,
+	      struct aegis_result *res, struct aegis_error *err);
 
 /* record.c — the run's audit events (nothing when no audit path). */
 struct audit_log;
+#define RECORD_LOGS 2
 struct record {
-	struct audit_log *log;
+	struct audit_log *logs[RECORD_LOGS];	/* --audit file, artifacts copy */
 	char id[17];		/* random run id, hex */
 };
 int record_start(struct record *r, const struct aegis_spec *spec, const char *cgroup_mode,
 		 struct aegis_error *err);
 void record_end(struct record *r, const struct aegis_result *res, const struct aegis_error *failure);
 void record_exec(struct record *r, int pid, const char *path, char **argv, int argc, const char *rule);
+void record_file_change(struct record *r, const char *path, const char *kind, uint64_t size,
+			const char *sha256);
+#include <jansson.h>
+json_t *record_limits_json(const struct aegis_limits *l);
+const char *record_workspace_mode(const struct aegis_spec *spec);
 
 #endif

@@ -64,6 +64,7 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	struct rlimit no_core = { 0, 0 };
 	struct rlimit nofile = { ctx->spec->limits.nofile, ctx->spec->limits.nofile };
 	struct netns_prep net;
+	int upper = -1;
 
 	/* 0. die with the supervisor: a killed `aegis run` leaves nothing running
 	 * (if it is already gone, the sync channel below reads EOF) */
@@ -101,9 +102,18 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "sethostname");
 		goto fail;
 	}
-	/* 6. own root filesystem, old root detached; denied paths hidden */
-	if (rootfs_build(ctx, err) < 0 || rootfs_hide(ctx->spec->policy, err) < 0)
+	/* 6. own root filesystem, old root detached; denied paths hidden; an
+	 * overlay workspace's changes readable by the supervisor */
+	if (rootfs_build(ctx, &upper, err) < 0 || rootfs_hide(ctx->spec->policy, err) < 0)
 		goto fail;
+	if (upper >= 0) {
+		struct sync_msg hand = { .kind = SYNC_UPPER };
+		if (sync_send_fd(ctx->sync_fd, &hand, upper) < 0) {
+			error_sys(err, "hand the overlay layer to the supervisor");
+			goto fail;
+		}
+		close(upper);
+	}
 	if (netns_join(&net, err) < 0)
 		goto fail;
 	if (ctx->workspace_fd >= 0)
@@ -180,6 +190,11 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 		return error_set(err, AEGIS_E_INVALID, 0, "disk limit must be positive");
 	if (!spec->hostname || !spec->hostname[0] || strlen(spec->hostname) > 63)
 		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");
+	if (spec->workspace_overlay && (!spec->workspace || spec->workspace_ro))
+		return error_set(err, AEGIS_E_INVALID, 0, "overlay mode needs a read-write host workspace");
+	if (spec->workspace_overlay && !spec->artifacts_dir)
+		return error_set(err, AEGIS_E_INVALID, 0,
+				 "overlay mode needs --artifacts DIR to keep the changes for review");
 	if (spec->workspace) {
 		if (stat(spec->workspace, &st) < 0)
 			return error_set(err, AEGIS_E_INVALID, errno, "workspace %s", spec->workspace);
@@ -199,7 +214,7 @@ static int workspace_prepare(const struct sandbox_ctx *ctx, struct aegis_error *
 	const struct aegis_spec *spec = ctx->spec;
 	struct mount_attr attr = {
 		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-			    (spec->workspace_ro ? MOUNT_ATTR_RDONLY : 0),
+			    (spec->workspace_ro || spec->workspace_overlay ? MOUNT_ATTR_RDONLY : 0),
 	};
 	_cleanup_close_ int tree = -1, userns = -1;
 	struct stat st;
@@ -241,6 +256,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	struct supervise_io io = { -1, -1 };
 	struct cgroup cg = { .dirfd = -1 };
 	struct record rec;
+	struct artifacts arts;
 	int sv[2] = { -1, -1 }, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	int pidfd = -1, rc = -1, status;
 	sigset_t forward, saved;
@@ -269,7 +285,9 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	if (!(ctx.envp = env_build(spec, err)))
 		return -1;
 	/* Nothing runs unless its start is on record. */
-	if (record_start(&rec, spec, cgroup_version() == 2 ? "v2" : "v1", err) < 0) {
+	if (artifacts_open(spec, &arts, err) < 0 ||
+	    record_start(&rec, spec, cgroup_version() == 2 ? "v2" : "v1", err) < 0) {
+		artifacts_close(&arts);
 		env_free(ctx.envp);
 		return -1;
 	}
@@ -329,7 +347,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		}
 	}
 	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
-	rc = supervise(pid, pidfd, sv[0], spec, &cg, &rec, &io, res, err);
+	rc = supervise(pid, pidfd, sv[0], spec, &cg, &rec, &arts, &io, res, err);
 	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;
 	res->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
@@ -351,7 +369,10 @@ out:
 	if (ctx.workspace_fd >= 0) close(ctx.workspace_fd);
 	cgroup_destroy(&cg);
 	env_free(ctx.envp);
+	if (rc == 0 && artifacts_finish(spec, res, &arts, &rec, err) < 0)
+		rc = -1;
 	record_end(&rec, res, rc < 0 ? err : NULL);
+	artifacts_close(&arts);
 	return rc;
 }
 

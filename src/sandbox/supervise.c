@@ -26,12 +26,14 @@ static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGU
 struct stream {
 	int in;			/* read end of the command's pipe, -1 at EOF */
 	int out;		/* where it goes: 1 or 2, or -1 when captured */
+	int copy;		/* artifacts file, or -1 */
 	struct aegis_stream *cap;
 	uint64_t seen;		/* bytes the command wrote */
 };
 
 struct run_state {
 	const struct aegis_spec *spec;
+	struct artifacts *arts;
 	struct execwatch watch;
 	struct cgroup *cg;
 	struct aegis_result *res;
@@ -92,6 +94,8 @@ static void pump(struct run_state *st, struct stream *s)
 		if (!st->limit)
 			st->limit = "output_truncated";	/* cut, not stopped */
 	}
+	if (s->copy >= 0 && pass)
+		(void)write_all(s->copy, buf, pass);
 	if (s->out < 0) {
 		keep(s->cap, buf, pass, st->spec->capture_max);
 	} else if (pass && write_all(s->out, buf, pass) < 0 && errno == EPIPE) {
@@ -120,7 +124,8 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 	struct sync_msg msg;
 	int passed, r = sync_recv_fd(fd, &msg, &passed);
 
-	if (passed >= 0 && (r <= 0 || msg.kind != SYNC_LISTENER || st->watch.fd >= 0)) {
+	if (passed >= 0 && (r <= 0 || (msg.kind != SYNC_LISTENER && msg.kind != SYNC_UPPER) ||
+			    (msg.kind == SYNC_LISTENER && st->watch.fd >= 0))) {
 		close(passed);
 		passed = -1;
 	}
@@ -131,6 +136,12 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 	switch (msg.kind) {
 	case SYNC_LISTENER:
 		st->watch.fd = passed;
+		break;
+	case SYNC_UPPER:
+		if (st->arts->upper_fd < 0)
+			st->arts->upper_fd = passed;
+		else if (passed >= 0)
+			close(passed);
 		break;
 	case SYNC_EXIT:
 		*status = msg.wait_status;
@@ -183,16 +194,16 @@ static int result_of(struct run_state *st, bool got_exit, int status, struct aeg
 }
 
 int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, struct cgroup *cg,
-	      struct record *rec, struct supervise_io *io, struct aegis_result *res,
-	      struct aegis_error *err)
+	      struct record *rec, struct artifacts *arts, struct supervise_io *io,
+	      struct aegis_result *res, struct aegis_error *err)
 {
 	uint64_t start = now_us(), next_tick = start + TICK_MS * 1000;
 	uint64_t deadline = spec->limits.wall_ms ? start + spec->limits.wall_ms * 1000 : 0;
-	struct run_state st = { .spec = spec, .cg = cg, .res = res, .pidfd = pidfd,
+	struct run_state st = { .spec = spec, .arts = arts, .cg = cg, .res = res, .pidfd = pidfd,
 				.watch = { .fd = -1, .spec = spec, .rec = rec } };
 	struct stream streams[2] = {
-		{ .in = io->out_fd, .out = spec->capture ? -1 : 1, .cap = &res->out },
-		{ .in = io->err_fd, .out = spec->capture ? -1 : 2, .cap = &res->err },
+		{ .in = io->out_fd, .out = spec->capture ? -1 : 1, .copy = arts->out_fd, .cap = &res->out },
+		{ .in = io->err_fd, .out = spec->capture ? -1 : 2, .copy = arts->err_fd, .cap = &res->err },
 	};
 	bool sync_open = true, exited = false, got_exit = false, failed = false;
 	int status = 0, sigfd;

@@ -129,7 +129,7 @@ def test_same_file_twice_same_output(tmp_path):
     ('{"limits": {"cpus": 2000}}', ["limits.cpus: must be more than 0 and at most 1024"]),
     ('{"commands": {"allow": ["ls"]}}', ["commands.allow[0]: not an absolute path"]),
     ('{"files": {"write": ["/workspace/../etc"]}}', ['files.write[0]: ".." is not allowed']),
-    ('{"files": {"deny": ["/workspace/*.env"]}}', ["files.deny[0]: patterns are not supported"]),
+    ('{"files": {"deny": ["/workspace/[.env"]}}', ['files.deny[0]: unclosed "[" in pattern']),
     ('{"network": {"mode": "allow"}}', ['network.mode: "allow" is not available yet (only "none")']),
     ('{"enforcement": "lax"}', ['enforcement: expected "strict" or "best-effort", got "lax"']),
     # bad number forms

@@ -7,9 +7,10 @@
 static int tap_n, tap_failed;
 
 #define ok(cond, ...) do { \
+	int tap_ok_ = !!(cond); \
 	tap_n++; \
-	if (!(cond)) tap_failed++; \
-	printf("%s %d - ", (cond) ? "ok" : "not ok", tap_n); \
+	if (!tap_ok_) tap_failed++; \
+	printf("%s %d - ", tap_ok_ ? "ok" : "not ok", tap_n); \
 	printf(__VA_ARGS__); \
 	printf("\n"); \
 } while (0)
