@@ -121,6 +121,14 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *result,
 	      struct aegis_error *err);
 void aegis_result_free(struct aegis_result *result);
 
+/* Apply the changes of an overlay run (its --artifacts DIR) to the host
+ * workspace: all of them or, if any no longer applies cleanly, none. */
+struct aegis_apply_report {
+	size_t applied;
+	char *workspace;	/* malloc'd */
+};
+int aegis_apply(const char *artifacts_dir, struct aegis_apply_report *report, struct aegis_error *err);
+
 /* What this host supports; filled by aegis_doctor(). */
 struct aegis_host {
 	bool userns;			/* unprivileged or root user namespaces work */

@@ -16,6 +16,8 @@ static const char usage[] =
 	"  doctor [--json]                  what this host supports and which mode runs\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
 	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
+	"  apply DIR                        apply an overlay run's reviewed changes to its workspace\n"
+	"  replay DIR [--artifacts NEW]     run again what DIR/result.json recorded\n"
 	"  help                             this text\n"
 	"  --version                        print the version\n"
 	"\n"
@@ -60,6 +62,10 @@ int main(int argc, char **argv)
 		return cmd_audit(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "policy"))
 		return cmd_policy(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "apply"))
+		return cmd_apply(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "replay"))
+		return cmd_replay(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
 		return fputs(usage, stdout), 0;
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))

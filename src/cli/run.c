@@ -123,7 +123,7 @@ static void report_limit(const struct aegis_spec *spec, const struct aegis_resul
 			r->end == AEGIS_END_LIMIT ? "limit hit, the sandbox was stopped" : "limit hit");
 }
 
-static int execute(struct run_flags *f)
+int run_execute(struct run_flags *f)
 {
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
@@ -155,7 +155,7 @@ int cmd_run(int argc, char **argv)
 			r = cli_usage_error("run: no command given (usage: aegis run [options] -- CMD [ARGS...])");
 		else {
 			f.spec.argv = argv + optind;
-			r = execute(&f);
+			r = run_execute(&f);
 		}
 	}
 	run_flags_free(&f);
@@ -174,7 +174,7 @@ int cmd_aegix(int argc, char **argv)
 	if (r == 0) {
 		if (!f.cmd && optind < argc) {
 			f.spec.argv = argv + optind;
-			r = execute(&f);
+			r = run_execute(&f);
 		} else if (!f.cmd) {
 			r = cli_usage_error("aegix: give --cmd \"COMMAND\" (or -- CMD [ARGS...])");
 		} else if (optind < argc) {
@@ -182,7 +182,7 @@ int cmd_aegix(int argc, char **argv)
 		} else {
 			sh[2] = (char *)f.cmd;
 			f.spec.argv = sh;
-			r = execute(&f);
+			r = run_execute(&f);
 		}
 	}
 	run_flags_free(&f);

@@ -23,5 +23,7 @@ struct run_flags {
 /* 0: parsed, optind at the command; -1: --help was asked; else the exit status. */
 int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix);
 void run_flags_free(struct run_flags *f);
+/* Run the spec in f and report as `aegis run` does; returns the exit status. */
+int run_execute(struct run_flags *f);
 
 #endif

@@ -45,7 +45,7 @@ static bool disk_full(const struct sandbox_ctx *ctx)
 	struct statfs sfs;
 
 	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
-		if (i == 2 && ctx->spec->workspace)
+		if (i == 2 && ctx->spec->workspace && !ctx->spec->workspace_overlay)
 			continue;	/* a host directory: not ours to bound */
 		if (statfs(layers[i], &sfs) == 0 && sfs.f_blocks && sfs.f_bavail == 0)
 			return true;

@@ -1,0 +1,125 @@
+/* replay.c — `aegis replay DIR`: run again what DIR/result.json recorded:
+ * the same argv, environment, working directory, workspace, policy and
+ * limits, on the same (host) image. */
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/policy.h"
+#include "run_flags.h"
+
+static const char replay_usage[] =
+	"usage: aegis replay DIR [--artifacts NEWDIR] [--json]\n"
+	"\n"
+	"Run again the command recorded in DIR/result.json by `aegis run --artifacts DIR`,\n"
+	"with the same argv, environment, cwd, workspace, policy and limits.\n";
+
+static char **strings(json_t *arr, const char *what, const char *path)
+{
+	size_t i, n = json_array_size(arr);
+	char **out = calloc(n + 1, sizeof *out);
+	json_t *v;
+
+	if (!out)
+		return NULL;
+	json_array_foreach(arr, i, v) {
+		if (!json_is_string(v)) {
+			cli_usage_error("replay %s: %s[%zu] is not a string", path, what, i);
+			free(out);
+			return NULL;
+		}
+		out[i] = (char *)json_string_value(v);
+	}
+	return out;
+}
+
+static int load_limits(json_t *l, struct aegis_limits *out)
+{
+	static const struct { const char *key; size_t off; } keys[] = {
+		{ "wall_ms", offsetof(struct aegis_limits, wall_ms) },
+		{ "cpu_ms", offsetof(struct aegis_limits, cpu_ms) },
+		{ "memory_bytes", offsetof(struct aegis_limits, memory_bytes) },
+		{ "pids", offsetof(struct aegis_limits, pids) },
+		{ "disk_bytes", offsetof(struct aegis_limits, disk_bytes) },
+		{ "output_bytes", offsetof(struct aegis_limits, output_bytes) },
+		{ "nofile", offsetof(struct aegis_limits, nofile) },
+		{ "execs", offsetof(struct aegis_limits, execs) },
+	};
+	json_t *cpus = json_object_get(l, "cpus_milli");
+
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		json_t *v = json_object_get(l, keys[i].key);
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return -1;
+		*(uint64_t *)((char *)out + keys[i].off) = (uint64_t)json_integer_value(v);
+	}
+	if (!json_is_integer(cpus) || json_integer_value(cpus) < 0 || json_integer_value(cpus) > 1024000)
+		return -1;
+	out->cpus_milli = (uint32_t)json_integer_value(cpus);
+	return 0;
+}
+
+int cmd_replay(int argc, char **argv)
+{
+	struct run_flags f = { .spec = AEGIS_SPEC_DEFAULT };
+	struct aegis_error err = { 0 };
+	char path[4096], *policy_text = NULL;
+	const char *mode;
+	json_error_t je;
+	json_t *r, *ws;
+	char **cmd = NULL;
+	int status = EXIT_AEGIS_ERROR;
+
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return fputs(replay_usage, stdout), 0;
+	if (argc < 2)
+		return cli_usage_error("replay: expected an artifacts directory (usage: aegis replay DIR)");
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			f.json = true;
+		else if (!strcmp(argv[i], "--artifacts") && i + 1 < argc)
+			f.spec.artifacts_dir = argv[++i];
+		else
+			return cli_usage_error("replay: unknown argument '%s'", argv[i]);
+	}
+	snprintf(path, sizeof path, "%s/result.json", argv[1]);
+	if (!(r = json_load_file(path, JSON_REJECT_DUPLICATES, &je)))
+		return cli_usage_error("replay %s: %s", path, je.text);
+	ws = json_object_get(r, "workspace");
+	mode = json_string_value(json_object_get(ws, "mode"));
+	if (json_integer_value(json_object_get(r, "version")) != 1 || !mode ||
+	    !json_is_string(json_object_get(r, "cwd")) || !json_is_string(json_object_get(r, "hostname")) ||
+	    load_limits(json_object_get(r, "limits"), &f.spec.limits) < 0) {
+		status = cli_usage_error("replay %s: not a result.json of this version", path);
+		goto out;
+	}
+	if (!(cmd = strings(json_object_get(r, "argv"), "argv", path)) || !cmd[0] ||
+	    !(f.env = strings(json_object_get(r, "env"), "env", path)))
+		goto out;
+	f.spec.argv = cmd;
+	f.spec.env = f.env;
+	f.spec.cwd = json_string_value(json_object_get(r, "cwd"));
+	f.spec.hostname = json_string_value(json_object_get(r, "hostname"));
+	f.spec.workspace = json_string_value(json_object_get(ws, "path"));
+	f.spec.workspace_ro = !strcmp(mode, "ro");
+	f.spec.workspace_overlay = !strcmp(mode, "overlay");
+	if (json_is_object(json_object_get(r, "policy"))) {
+		policy_text = json_dumps(json_object_get(r, "policy"), JSON_COMPACT);
+		if (!policy_text || policy_parse(policy_text, strlen(policy_text), path, &f.policy, &err) < 0) {
+			status = cli_fail(&err);
+			goto out;
+		}
+		f.have_policy = true;
+		f.spec.policy = &f.policy;
+	}
+	status = run_execute(&f);
+out:
+	free(policy_text);
+	free(cmd);
+	run_flags_free(&f);
+	json_decref(r);
+	return status;
+}
