@@ -259,6 +259,11 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, 
 			const char *limit = execwatch_handle(&st.watch);
 			if (limit)
 				stop_for(&st, limit);
+		} else if (p[5].revents) {
+			/* no process left under the filter: no exec can come, and a
+			 * hung-up fd would make poll return at once, forever */
+			close(st.watch.fd);
+			st.watch.fd = -1;
 		}
 		if (p[0].revents)
 			exited = true;	/* PID 1 gone: the whole pid namespace is gone */
