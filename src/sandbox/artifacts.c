@@ -255,6 +255,14 @@ static int write_changes(struct walk *w, struct aegis_error *err)
 								   : (json_decref(doc), 0);
 }
 
+/* jansson refuses invalid UTF-8: such an argument is kept as "?". */
+static json_t *string_or_mark(const char *s)
+{
+	json_t *j = json_string(s);
+
+	return j ? j : json_string("?");
+}
+
 /* What `aegis replay` needs, and what happened. */
 static json_t *result_json(const struct aegis_spec *spec, const struct aegis_result *res,
 			   const struct record *rec)
@@ -264,9 +272,9 @@ static json_t *result_json(const struct aegis_spec *spec, const struct aegis_res
 	json_t *argv = json_array(), *env = json_array();
 
 	for (char *const *a = spec->argv; *a; a++)
-		json_array_append_new(argv, json_string(*a) ? json_string(*a) : json_string("?"));
+		json_array_append_new(argv, string_or_mark(*a));
 	for (char *const *e = spec->env; e && *e; e++)
-		json_array_append_new(env, json_string(*e) ? json_string(*e) : json_string("?"));
+		json_array_append_new(env, string_or_mark(*e));
 	return json_pack("{s:i, s:s, s:o, s:o, s:s, s:s, s:s, s:{s:s?, s:s}, s:o, s:{s:I, s:I, s:I, s:I, "
 			 "s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:s, s:o, s:o, s:f, s:f, s:I, s:I, s:b, s:b}}",
 			 "version", 1, "run_id", rec->id, "argv", argv, "env", env, "cwd", spec->cwd,
