@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <dirent.h>
 #include <sys/types.h>
 
 /* "30s", "500ms", "2m", "1h", bare number = seconds. -1 on bad input. */
@@ -20,5 +21,11 @@ int write_all(int fd, const void *buf, size_t len);
 ssize_t read_file_at(int dirfd, const char *path, char *buf, size_t cap);
 
 uint64_t now_us(void);
+
+/* openat2 beneath root: no "..", no absolute path, no symlink on the way
+ * (ELOOP/EXDEV), so a name can never lead outside root. -1 with errno. */
+int open_beneath(int root, const char *rel, int flags, mode_t mode);
+/* A directory stream of its own (fresh offset) for the directory dirfd. */
+DIR *opendir_at(int dirfd);
 
 #endif

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,16 +22,6 @@
 #include "../common/hash.h"
 #include "../common/util.h"
 #include "sandbox.h"
-
-static int open_beneath(int root, const char *rel, int flags, mode_t mode)
-{
-	struct open_how how = {
-		.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW), .mode = mode,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-
-	return (int)syscall(SYS_openat2, root, rel, &how, sizeof how);
-}
 
 /* Relative, no empty, "." or ".." component: anything else is refused. */
 static bool rel_ok(const char *rel)
@@ -224,6 +213,11 @@ int aegis_apply(const char *dir, struct aegis_apply_report *rep, struct aegis_er
 	}
 	if (!(changes = load(dirfd, "changes.json", err)) || !(result = load(dirfd, "result.json", err))) {
 		error_prefix(err, "%s is not the artifacts of an overlay run", dir);
+		goto out;
+	}
+	if (strcmp(json_string_value(json_object_get(changes, "mode")) ?: "", "overlay")) {
+		error_set(err, AEGIS_E_INVALID, 0,
+			  "%s: nothing to apply, the run wrote its workspace directly (not overlay mode)", dir);
 		goto out;
 	}
 	wspath = json_string_value(json_object_get(changes, "workspace"));

@@ -4,9 +4,10 @@
  *   DIR/audit.jsonl          the run's audit events
  *   DIR/result.json          the run as asked (argv, env, workspace, policy,
  *                            limits: enough for `aegis replay`) and its result
+ *   DIR/changes.json         a host workspace's changes, with sizes and sha256
+ *   DIR/changes.diff         a unified diff of the text changes (rw mode: of
+ *                            added files only, there is no copy of the old)
  *   DIR/upper/               overlay mode: the changed files, for `aegis apply`
- *   DIR/changes.json         overlay mode: each change with sizes and sha256
- *   DIR/changes.diff         overlay mode: a unified diff of the text changes
  *
  * The overlay's upper layer is read through the fd PID 1 handed over; every
  * name in it is opened relative to its parent with O_NOFOLLOW, so nothing
@@ -40,6 +41,7 @@ struct walk {
 	json_t *changes;
 	int diff_fd;
 	size_t entries;
+	bool complete;
 };
 
 int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct aegis_error *err)
@@ -47,7 +49,8 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 	DIR *d;
 	struct dirent *e;
 
-	a->dirfd = a->out_fd = a->err_fd = a->upper_fd = -1;
+	memset(a, 0, sizeof *a);
+	a->dirfd = a->out_fd = a->err_fd = a->upper_fd = a->ws_fd = -1;
 	if (!spec->artifacts_dir)
 		return 0;
 	if (mkdir(spec->artifacts_dir, 0700) < 0 && errno != EEXIST)
@@ -69,22 +72,32 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 	a->err_fd = openat(a->dirfd, "stderr", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (a->out_fd < 0 || a->err_fd < 0)
 		return error_sys(err, "artifacts %s: create stdout/stderr", spec->artifacts_dir);
+	/* rw: the run writes the workspace itself; snapshot it to list changes */
+	if (spec->workspace && !spec->workspace_ro && !spec->workspace_overlay) {
+		a->ws_fd = open(spec->workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (a->ws_fd < 0)
+			return error_sys(err, "workspace %s", spec->workspace);
+		manifest_take(&a->before, a->ws_fd);
+	}
 	return 0;
 }
 
 void artifacts_close(struct artifacts *a)
 {
-	int *fds[] = { &a->dirfd, &a->out_fd, &a->err_fd, &a->upper_fd };
+	int *fds[] = { &a->dirfd, &a->out_fd, &a->err_fd, &a->upper_fd, &a->ws_fd };
 
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
 		if (*fds[i] >= 0)
 			close(*fds[i]);
 		*fds[i] = -1;
 	}
+	manifest_free(&a->before);
 }
 
-/* `diff -u` of the host's file against the changed one, appended to the diff. */
-static void append_diff(struct walk *w, const char *rel, const char *before, const char *after)
+/* `diff -u` of the host's file against the changed one, appended to the
+ * diff. A file opened safely beforehand is given as fd3 ("/dev/fd/3"). */
+static void append_diff(struct walk *w, const char *rel, const char *before, const char *after,
+			int fd3)
 {
 	char la[4200], lb[4200];
 	char *argv[] = { "diff", "-u", "--label", la, "--label", lb, (char *)before, (char *)after, NULL };
@@ -96,6 +109,8 @@ static void append_diff(struct walk *w, const char *rel, const char *before, con
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, w->diff_fd, 1);
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	if (fd3 >= 0)
+		posix_spawn_file_actions_adddup2(&fa, fd3, 3);
 	if (posix_spawn(&pid, "/usr/bin/diff", &fa, NULL, argv, (char *[]){ "LC_ALL=C", NULL }) == 0)
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
@@ -165,13 +180,13 @@ static void file_change(struct walk *w, int dirfd, const char *name, const char 
 		   existed ? before : NULL);
 	if (st->st_size <= DIFF_MAX_SIZE) {
 		snprintf(copy, sizeof copy, "%s/upper/%s", w->spec->artifacts_dir, rel);
-		append_diff(w, rel, existed ? host : "/dev/null", copy);
+		append_diff(w, rel, existed ? host : "/dev/null", copy, -1);
 	}
 }
 
 static void walk_dir(struct walk *w, int dirfd, const char *rel, int outdir, int depth)
 {
-	DIR *d = depth < WALK_MAX_DEPTH ? fdopendir(dup(dirfd)) : NULL;
+	DIR *d = depth < WALK_MAX_DEPTH ? opendir_at(dirfd) : NULL;
 	struct dirent *e;
 
 	if (!d)
@@ -230,17 +245,42 @@ static int write_json(int dirfd, const char *name, json_t *j, struct aegis_error
 	return r;
 }
 
-static int write_changes(struct walk *w, struct aegis_error *err)
+static int open_changes(struct walk *w, struct aegis_error *err)
+{
+	w->changes = json_array();
+	w->complete = true;
+	w->diff_fd = openat(w->a->dirfd, "changes.diff", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->diff_fd < 0) {
+		json_decref(w->changes);
+		return error_sys(err, "artifacts: create changes.diff");
+	}
+	return 0;
+}
+
+static int close_changes(struct walk *w, const char *mode, struct aegis_error *err)
+{
+	json_t *doc = json_pack("{s:s, s:s, s:o, s:b}", "workspace", w->spec->workspace, "mode", mode,
+				"changes", w->changes, "complete", w->complete);
+	int r;
+
+	close(w->diff_fd);
+	r = write_json(w->a->dirfd, "changes.json", doc, err);
+	json_decref(doc);
+	return r;
+}
+
+/* Overlay: the upper layer is the change set; copy it out for `apply`. */
+static int overlay_changes(struct walk *w, struct aegis_error *err)
 {
 	int upper, out;
-	json_t *doc;
 
-	w->changes = json_array();
-	w->diff_fd = openat(w->a->dirfd, "changes.diff", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (open_changes(w, err) < 0)
+		return -1;
 	if (mkdirat(w->a->dirfd, "upper", 0700) < 0 ||
-	    (out = openat(w->a->dirfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || w->diff_fd < 0) {
+	    (out = openat(w->a->dirfd, "upper", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		close(w->diff_fd);
 		json_decref(w->changes);
-		return error_sys(err, "artifacts: create upper/ and changes.diff");
+		return error_sys(err, "artifacts: create upper/");
 	}
 	upper = openat(w->a->upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (upper >= 0) {
@@ -248,11 +288,43 @@ static int write_changes(struct walk *w, struct aegis_error *err)
 		close(upper);
 	}
 	close(out);
-	close(w->diff_fd);
-	doc = json_pack("{s:s, s:o, s:b}", "workspace", w->spec->workspace, "changes", w->changes,
-			"complete", w->entries <= WALK_MAX_ENTRIES);
-	return write_json(w->a->dirfd, "changes.json", doc, err) < 0 ? (json_decref(doc), -1)
-								   : (json_decref(doc), 0);
+	w->complete = w->entries <= WALK_MAX_ENTRIES;
+	return close_changes(w, "overlay", err);
+}
+
+static void rw_change(void *arg, const struct manifest_entry *e, const char *kind)
+{
+	struct walk *w = arg;
+	const char *type = S_ISDIR(e->mode) ? "dir" : S_ISLNK(e->mode) ? "symlink" : S_ISREG(e->mode) ? "file" : "other";
+	char sha[HASH_HEX_LEN + 1];
+	int fd;
+
+	if (strcmp(kind, "deleted") && S_ISREG(e->mode) &&
+	    (fd = open_beneath(w->a->ws_fd, e->path, O_RDONLY, 0)) >= 0) {
+		if (hash_sha256_fd(fd, sha) == 0) {
+			add_change(w, e->path, kind, type, e->size, sha, NULL);
+			/* no copy of the old content: added files get a diff */
+			if (!strcmp(kind, "added") && e->size <= DIFF_MAX_SIZE && lseek(fd, 0, SEEK_SET) == 0)
+				append_diff(w, e->path, "/dev/null", "/dev/fd/3", fd);
+		}
+		close(fd);
+		return;
+	}
+	add_change(w, e->path, kind, type, 0, NULL, NULL);
+}
+
+/* rw: compare the workspace with its snapshot from before the run. */
+static int rw_changes(struct walk *w, struct aegis_error *err)
+{
+	struct manifest after;
+
+	if (open_changes(w, err) < 0)
+		return -1;
+	manifest_take(&after, w->a->ws_fd);
+	manifest_diff(&w->a->before, &after, rw_change, w);
+	w->complete = w->a->before.complete && after.complete;
+	manifest_free(&after);
+	return close_changes(w, "rw", err);
 }
 
 /* jansson refuses invalid UTF-8: such an argument is kept as "?". */
@@ -303,7 +375,9 @@ int artifacts_finish(const struct aegis_spec *spec, const struct aegis_result *r
 
 	if (a->dirfd < 0)
 		return 0;
-	if (spec->workspace_overlay && a->upper_fd >= 0 && write_changes(&w, err) < 0)
+	if (spec->workspace_overlay && a->upper_fd >= 0 && overlay_changes(&w, err) < 0)
+		return -1;
+	if (a->ws_fd >= 0 && rw_changes(&w, err) < 0)
 		return -1;
 	doc = result_json(spec, res, rec);
 	if (!doc)

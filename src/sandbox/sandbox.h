@@ -124,11 +124,31 @@ char **env_build(const struct aegis_spec *spec, struct aegis_error *err);
 void env_free(char **envp);
 
 struct record;
+
+/* manifest.c — stat snapshots of a host workspace (rw-mode change lists). */
+struct manifest_entry {
+	char *path;		/* relative to the workspace */
+	uint64_t size, ino;
+	int64_t mtime_s, mtime_ns;
+	uint32_t mode;
+};
+struct manifest {
+	struct manifest_entry *e;
+	size_t n, cap;
+	bool complete;		/* false: too many entries, or unreadable parts */
+};
+void manifest_take(struct manifest *m, int root);
+void manifest_diff(const struct manifest *before, const struct manifest *after,
+		   void (*report)(void *arg, const struct manifest_entry *e, const char *kind), void *arg);
+void manifest_free(struct manifest *m);
+
 /* artifacts.c — what a run leaves in --artifacts DIR. */
 struct artifacts {
 	int dirfd;		/* DIR */
 	int out_fd, err_fd;	/* DIR/stdout, DIR/stderr */
 	int upper_fd;		/* overlay upper layer, handed over by PID 1 */
+	int ws_fd;		/* rw mode: the host workspace */
+	struct manifest before;	/* rw mode: the workspace before the run */
 };
 int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct aegis_error *err);
 int artifacts_finish(const struct aegis_spec *spec, const struct aegis_result *res,

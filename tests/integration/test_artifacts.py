@@ -136,3 +136,22 @@ def test_overlay_upper_is_bounded_by_disk(tmp_path):
                              extra=("--disk", "8m", "--json"))
     r = json.loads(p.stdout)
     assert r["limit"] == "disk_full", r
+
+
+def test_rw_run_lists_its_changes(tmp_path):
+    ws = make_ws(tmp_path)
+    art = tmp_path / "art"
+    p = sandboxed("sh", "-c", SCRIPT + "; ln -s /etc/shadow evil",
+                  opts=("--workspace", str(ws), "--artifacts", str(art)))
+    assert p.returncode == 0, p
+    assert (ws / "a.txt").read_text() == "line1\nline2\n"  # rw: written in place
+    doc = json.loads((art / "changes.json").read_text())
+    assert doc["mode"] == "rw" and doc["complete"] is True
+    changes = {c["path"]: c for c in doc["changes"]}
+    assert changes["a.txt"]["kind"] == "modified" and changes["a.txt"]["sha256"] == sha(ws / "a.txt")
+    assert changes["c.txt"]["kind"] == "added" and changes["del.txt"]["kind"] == "deleted"
+    assert changes["d/e"]["kind"] == "added" and changes["evil"]["type"] == "symlink"
+    diff = (art / "changes.diff").read_text()
+    assert "+new" in diff and "root:" not in diff  # the symlink was not followed
+    a = run([AEGIS, "apply", str(art)])
+    assert a.returncode == 125 and "nothing to apply" in a.stderr
