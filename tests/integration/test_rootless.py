@@ -148,3 +148,37 @@ def test_rootless_leaves_no_cgroup(user):
     assert rootless(user, "true").returncode == 0
     for d in _cgroup_dirs():
         assert not [x for x in os.listdir(d) if x.startswith("run-")]
+
+
+def test_rootless_exec_audit_and_policy(user):
+    """The exec watch reads argv of rootless sandboxes too; landlock rules hold."""
+    log = os.path.join(user["work"], "audit.jsonl")
+    pol = os.path.join(user["work"], "p.json")
+    with open(pol, "w") as f:
+        f.write('{"commands": {"allow": ["/usr/bin/*"], "argv_deny": ["ls -la"]}}')
+    os.chown(pol, user["uid"], user["gid"])
+    p = rootless(user, "sh", "-c", "ls -l / >/dev/null; ls -la /; cp /usr/bin/id /tmp/id; /tmp/id; echo rc=$?",
+                 opts=("--audit", log, "--policy", pol))
+    assert "rc=126" in p.stdout, p
+    import json
+    execs = [json.loads(l) for l in open(log) if '"exec"' in l]
+    assert any(e["argv"] == ["ls", "-l", "/"] and e["verdict"] == "allow" for e in execs), execs
+    assert any(e["argv"] == ["ls", "-la", "/"] and e["verdict"] == "deny" for e in execs), execs
+    assert as_user(user, os.path.join(user["bin"], "aegis"), "audit", "verify", log).returncode == 0
+
+
+def test_rootless_overlay_and_apply(user):
+    ws = os.path.join(user["work"], "ows")
+    art = os.path.join(user["work"], "oart")
+    os.mkdir(ws)
+    with open(os.path.join(ws, "f"), "w") as f:
+        f.write("one\n")
+    for path in (ws, os.path.join(ws, "f")):
+        os.chown(path, user["uid"], user["gid"])
+    p = rootless(user, "sh", "-c", "echo two >> f; echo new > g",
+                 opts=("--workspace", ws, "--workspace-mode", "overlay", "--artifacts", art))
+    assert p.returncode == 0, p
+    assert open(os.path.join(ws, "f")).read() == "one\n"
+    a = as_user(user, os.path.join(user["bin"], "aegis"), "apply", art)
+    assert a.returncode == 0, a
+    assert open(os.path.join(ws, "f")).read() == "one\ntwo\n" and open(os.path.join(ws, "g")).read() == "new\n"
