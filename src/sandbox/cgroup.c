@@ -245,14 +245,22 @@ static uint64_t read_u64(const char *path)
 	return strtoull(buf, NULL, 10);
 }
 
+/* A knob of the run's cgroup: on v2 in its one directory, on v1 in the
+ * given controller's hierarchy (some knobs have another name there). */
+static void knob_path(const struct cgroup *cg, const char *controller, const char *v2_knob,
+		      const char *v1_knob, char *out, size_t len)
+{
+	if (cg->version == 2)
+		snprintf(out, len, CGROUP_ROOT "%s/%s", cg->rel, v2_knob);
+	else
+		snprintf(out, len, CGROUP_ROOT "/%s%s/%s", controller, cg->rel, v1_knob);
+}
+
 uint64_t cgroup_peak_memory(struct cgroup *cg)
 {
 	char path[512];
 
-	if (cg->version == 2)
-		snprintf(path, sizeof path, CGROUP_ROOT "%s/memory.peak", cg->rel);
-	else
-		snprintf(path, sizeof path, CGROUP_ROOT "/memory%s/memory.max_usage_in_bytes", cg->rel);
+	knob_path(cg, "memory", "memory.peak", "memory.max_usage_in_bytes", path, sizeof path);
 	return read_u64(path);
 }
 
@@ -274,10 +282,7 @@ bool cgroup_oom_killed(struct cgroup *cg)
 {
 	char path[512];
 
-	if (cg->version == 2)
-		snprintf(path, sizeof path, CGROUP_ROOT "%s/memory.events", cg->rel);
-	else
-		snprintf(path, sizeof path, CGROUP_ROOT "/memory%s/memory.oom_control", cg->rel);
+	knob_path(cg, "memory", "memory.events", "memory.oom_control", path, sizeof path);
 	return read_key(path, "oom_kill") > 0;
 }
 
@@ -285,10 +290,7 @@ bool cgroup_pids_hit(struct cgroup *cg)
 {
 	char path[512];
 
-	if (cg->version == 2)
-		snprintf(path, sizeof path, CGROUP_ROOT "%s/pids.events", cg->rel);
-	else
-		snprintf(path, sizeof path, CGROUP_ROOT "/pids%s/pids.events", cg->rel);
+	knob_path(cg, "pids", "pids.events", "pids.events", path, sizeof path);
 	return read_key(path, "max") > 0;
 }
 
