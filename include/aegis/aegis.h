@@ -62,7 +62,10 @@ struct aegis_policy {
 	char **files_read;		/* readable paths (besides the system dirs) */
 	char **files_write;		/* writable paths */
 	char **files_deny;		/* hidden paths */
-	char *net_mode;			/* "none" (the only mode until the network issue) */
+	char *net_mode;			/* "none" (default), "allow" (egress proxy) or "host" */
+	char **net_allow;		/* allow mode: rules (docs/network.md), e.g. "*.github.com:443" */
+	char **net_deny;		/* rules refused even when allowed */
+	char **net_hosts;		/* "name=ip" entries the proxy resolves itself */
 	bool best_effort;		/* "enforcement": "best-effort" */
 	struct aegis_limits limits;	/* those named in limits_set */
 	uint32_t limits_set;		/* enum aegis_limit_bit */
