@@ -12,6 +12,13 @@ static const char *const defaults[] = {
 	"HOME=/root", "LANG=C.UTF-8", "HOSTNAME=aegis", NULL,
 };
 
+#define PROXY_URL "http://127.0.0.1:3128"
+static const char *const proxy_vars[] = {
+	"HTTP_PROXY=" PROXY_URL, "HTTPS_PROXY=" PROXY_URL, "ALL_PROXY=" PROXY_URL,
+	"http_proxy=" PROXY_URL, "https_proxy=" PROXY_URL, "all_proxy=" PROXY_URL,
+	"NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", NULL,
+};
+
 /* Replace an entry with the same name, or append. */
 static void env_put(char **envp, size_t *n, char *entry)
 {
@@ -29,7 +36,7 @@ static void env_put(char **envp, size_t *n, char *entry)
 
 char **env_build(const struct aegis_spec *spec, struct aegis_error *err)
 {
-	size_t cap = 8, n = 0;
+	size_t cap = 24, n = 0;
 	const char *term = getenv("TERM");
 	char **envp;
 
@@ -43,6 +50,15 @@ char **env_build(const struct aegis_spec *spec, struct aegis_error *err)
 		if (!dup)
 			goto oom;
 		env_put(envp, &n, dup);
+	}
+	/* allow mode: the egress proxy, under every name tools look for */
+	if (netns_mode(spec->policy) == NET_ALLOW) {
+		for (int i = 0; proxy_vars[i]; i++) {
+			char *v = strdup(proxy_vars[i]);
+			if (!v)
+				goto oom;
+			env_put(envp, &n, v);
+		}
 	}
 	if (term) {
 		char *t = malloc(strlen(term) + 6);

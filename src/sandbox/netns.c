@@ -7,7 +7,9 @@
  * then joins it through the helper's pidfd. */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -20,6 +22,7 @@
 #include <linux/sched.h>
 
 #include "../common/error.h"
+#include "proxy.h"
 #include "sandbox.h"
 
 static int loopback_up(void)
@@ -102,4 +105,28 @@ int netns_join(struct netns_prep *prep, struct aegis_error *err)
 	while (waitpid(prep->pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	return r;
+}
+
+enum net_mode netns_mode(const struct aegis_policy *policy)
+{
+	const char *m = policy && policy->net_mode ? policy->net_mode : "none";
+
+	return !strcmp(m, "allow") ? NET_ALLOW : !strcmp(m, "host") ? NET_HOST : NET_NONE;
+}
+
+int netns_proxy_listener(struct aegis_error *err)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(PROXY_PORT),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return error_sys(err, "proxy: socket");
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(fd, 128) < 0) {
+		error_sys(err, "proxy: listen on 127.0.0.1:%d", PROXY_PORT);
+		close(fd);
+		return -1;
+	}
+	return fd;
 }

@@ -12,6 +12,7 @@
 #include "../common/audit.h"
 #include "../common/error.h"
 #include "../common/policy.h"
+#include "proxy.h"
 #include "sandbox.h"
 
 /* Arguments are bytes; the log is UTF-8: invalid bytes become '?'. */
@@ -63,9 +64,11 @@ static int emit(struct record *r, const char *type, json_t *ev, struct aegis_err
 {
 	int rc = 0;
 
+	pthread_mutex_lock(&r->lock);
 	for (int i = 0; i < RECORD_LOGS; i++)
 		if (r->logs[i] && audit_append(r->logs[i], type, json_incref(ev), err) < 0)
 			rc = -1;
+	pthread_mutex_unlock(&r->lock);
 	json_decref(ev);
 	return rc;
 }
@@ -106,6 +109,7 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 	char copy[4096];
 
 	r->logs[0] = r->logs[1] = NULL;
+	pthread_mutex_init(&r->lock, NULL);
 	if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
 		memset(raw, 0, sizeof raw);
 	for (size_t i = 0; i < sizeof raw; i++)
@@ -132,6 +136,8 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 	}
 	json_object_set_new(ev, "limits", limits_json(&spec->limits));
 	json_object_set_new(ev, "backend", json_string("ns"));
+	json_object_set_new(ev, "network", json_string(spec->policy && spec->policy->net_mode
+							 ? spec->policy->net_mode : "none"));
 	json_object_set_new(ev, "cgroup", json_string(cgroup_mode));
 	json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
 	if (emit(r, "run.start", ev, err) < 0) {
@@ -192,5 +198,24 @@ void record_file_change(struct record *r, const char *path, const char *kind, ui
 		return;
 	emit(r, "file.change", json_pack("{s:s, s:o, s:s, s:I, s:s?}", "id", r->id, "path", text(path),
 					 "kind", kind, "size", (json_int_t)size, "sha256", sha256),
+	     &ignored);
+}
+
+/* proxy_report_fn: one event per connection through the egress proxy. */
+void record_connection(void *record, const struct proxy_conn_report *c)
+{
+	struct record *r = record;
+	struct aegis_error ignored;
+
+	if (!recording(r))
+		return;
+	emit(r, "net.connect", json_pack("{s:s, s:s, s:o, s:o, s:i, s:s, s:o, s:I, s:I, s:f}", "id", r->id,
+					 "method", c->method ? c->method : "?",
+					 "host", c->host ? text(c->host) : json_null(),
+					 "address", c->address ? json_string(c->address) : json_null(),
+					 "port", (int)c->port, "verdict", c->verdict,
+					 "rule", c->rule ? text(c->rule) : json_null(),
+					 "bytes_up", (json_int_t)c->bytes_up, "bytes_down", (json_int_t)c->bytes_down,
+					 "duration_ms", c->duration_us / 1000.0),
 	     &ignored);
 }

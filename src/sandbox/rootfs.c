@@ -9,6 +9,7 @@
 #include <glob.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/sendfile.h>
@@ -129,6 +130,15 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 		snprintf(host, sizeof host, "/etc/%s", etc_allow[i]);
 		snprintf(dst, sizeof dst, "etc/%s", etc_allow[i]);
 		if (expose_host_path(host, dst, true, err) < 0)
+			return -1;
+	}
+	/* host network mode: the host's resolver too (followed if a symlink,
+	 * e.g. into /run, which the sandbox does not have) */
+	if (netns_mode(spec->policy) == NET_HOST) {
+		char real[PATH_MAX];
+		struct stat st;
+		if (realpath("/etc/resolv.conf", real) && stat(real, &st) == 0 && S_ISREG(st.st_mode) &&
+		    copy_file(real, "etc/resolv.conf", st.st_size, err) < 0)
 			return -1;
 	}
 	/* Identity files describe the sandbox, never the host's accounts. */

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <signal.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <aegis/aegis.h>
@@ -20,12 +21,13 @@ struct sandbox_ctx {
 	int sync_fd;		/* SOCK_SEQPACKET to the supervisor */
 	int workspace_fd;	/* detached (idmapped) tree for /workspace, or -1 */
 	int landlock_abi;	/* 0: no landlock rules to apply */
+	enum net_mode { NET_NONE, NET_ALLOW, NET_HOST } net;
 	uid_t host_uid;		/* what sandbox root maps to on the host */
 	gid_t host_gid;
 };
 
 /* sync.c — messages from the sandbox to the supervisor. */
-enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER, SYNC_UPPER };
+enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER, SYNC_UPPER, SYNC_PROXY };
 struct sync_msg {
 	enum sync_kind kind;
 	int wait_status;		/* SYNC_EXIT: the command's wait status */
@@ -89,6 +91,9 @@ struct netns_prep {
 };
 int netns_prepare(struct netns_prep *prep, struct aegis_error *err);
 int netns_join(struct netns_prep *prep, struct aegis_error *err);
+/* allow mode: the proxy's listening socket, 127.0.0.1:PROXY_PORT inside. */
+int netns_proxy_listener(struct aegis_error *err);
+enum net_mode netns_mode(const struct aegis_policy *policy);
 
 /* caps.c */
 int caps_drop_all(struct aegis_error *err);
@@ -160,9 +165,17 @@ struct supervise_io {
 	int out_fd, err_fd;	/* read ends of the command's stdout and stderr pipes */
 };
 struct record;
-int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, struct cgroup *cg,
-	      struct record *rec, struct artifacts *arts, struct supervise_io *io,
-	      struct aegis_result *res, struct aegis_error *err);
+struct net_rules;
+/* What a run owns besides the sandbox itself. */
+struct run_parts {
+	struct cgroup *cg;
+	struct record *rec;
+	struct artifacts *arts;
+	const struct net_rules *rules;	/* allow mode, else NULL */
+};
+int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
+	      struct run_parts *parts, struct supervise_io *io, struct aegis_result *res,
+	      struct aegis_error *err);
 
 /* record.c — the run's audit events (nothing when no audit path). */
 struct audit_log;
@@ -170,6 +183,7 @@ struct audit_log;
 struct record {
 	struct audit_log *logs[RECORD_LOGS];	/* --audit file, artifacts copy */
 	char id[17];		/* random run id, hex */
+	pthread_mutex_t lock;	/* proxy threads report connections too */
 };
 int record_start(struct record *r, const struct aegis_spec *spec, const char *cgroup_mode,
 		 struct aegis_error *err);
@@ -180,5 +194,7 @@ void record_file_change(struct record *r, const char *path, const char *kind, ui
 #include <jansson.h>
 json_t *record_limits_json(const struct aegis_limits *l);
 const char *record_workspace_mode(const struct aegis_spec *spec);
+struct proxy_conn_report;
+void record_connection(void *record, const struct proxy_conn_report *c);
 
 #endif

@@ -25,6 +25,7 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/util.h"
+#include "netrules.h"
 #include "sandbox.h"
 
 /* clone() makes only the user and pid namespaces; the child unshares the
@@ -94,8 +95,9 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		error_sys(err, "cgroup namespace");
 		goto fail;
 	}
-	/* 4. network namespace with loopback only, made alongside step 6 */
-	if (netns_prepare(&net, err) < 0)
+	/* 4. network namespace with loopback only, made alongside step 6
+	 * (none and allow modes; host mode keeps the host's, as asked) */
+	if (ctx->net != NET_HOST && netns_prepare(&net, err) < 0)
 		goto fail;
 	/* 5. own hostname */
 	if (sethostname(ctx->spec->hostname, strlen(ctx->spec->hostname)) < 0) {
@@ -114,8 +116,20 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		}
 		close(upper);
 	}
-	if (netns_join(&net, err) < 0)
+	if (ctx->net != NET_HOST && netns_join(&net, err) < 0)
 		goto fail;
+	/* allow mode: the supervisor's proxy listens inside our namespace */
+	if (ctx->net == NET_ALLOW) {
+		struct sync_msg hand = { .kind = SYNC_PROXY };
+		int lfd = netns_proxy_listener(err);
+		if (lfd < 0)
+			goto fail;
+		if (sync_send_fd(ctx->sync_fd, &hand, lfd) < 0) {
+			error_sys(err, "hand the proxy socket to the supervisor");
+			goto fail;
+		}
+		close(lfd);
+	}
 	if (ctx->workspace_fd >= 0)
 		close(ctx->workspace_fd);
 	/* 7. new session: no controlling terminal to inject keystrokes into */
@@ -257,6 +271,9 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	struct cgroup cg = { .dirfd = -1 };
 	struct record rec;
 	struct artifacts arts;
+	struct net_rules rules = { 0 };
+	bool have_rules = false;
+	struct run_parts parts = { .cg = &cg, .rec = &rec, .arts = &arts, .rules = &rules };
 	int sv[2] = { -1, -1 }, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	int pidfd = -1, rc = -1, status;
 	sigset_t forward, saved;
@@ -271,6 +288,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	if (geteuid() == 0 && setgroups(0, NULL) < 0)
 		return error_sys(err, "drop supplementary groups");
 	userns_host_ids(&ctx.host_uid, &ctx.host_gid);
+	ctx.net = netns_mode(spec->policy);
 	/* A rule the kernel cannot enforce fails the run, unless the policy
 	 * says best-effort; then the result says what was not enforced. */
 	if (landlock_needed(spec->policy)) {
@@ -290,6 +308,12 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		artifacts_close(&arts);
 		env_free(ctx.envp);
 		return -1;
+	}
+	/* allow mode: bad rules fail the run before anything starts */
+	if (ctx.net == NET_ALLOW) {
+		if (netrules_load(spec->policy, &rules, err) < 0)
+			goto out;
+		have_rules = true;
 	}
 	/* v2 places the child at clone (CLONE_INTO_CGROUP): the cgroup comes first. */
 	if (cgroup_version() == 2 && cgroup_create(&cg, spec, err) < 0)
@@ -347,7 +371,7 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		}
 	}
 	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
-	rc = supervise(pid, pidfd, sv[0], spec, &cg, &rec, &arts, &io, res, err);
+	rc = supervise(pid, pidfd, sv[0], spec, &parts, &io, res, err);
 	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;
 	res->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
@@ -373,6 +397,8 @@ out:
 		rc = -1;
 	record_end(&rec, res, rc < 0 ? err : NULL);
 	artifacts_close(&arts);
+	if (have_rules)
+		netrules_free(&rules);
 	return rc;
 }
 

@@ -16,6 +16,7 @@
 
 #include "../common/error.h"
 #include "../common/util.h"
+#include "proxy.h"
 #include "sandbox.h"
 
 #define TICK_MS 25	/* how often pids, CPU and OOM are looked at */
@@ -34,6 +35,8 @@ struct stream {
 struct run_state {
 	const struct aegis_spec *spec;
 	struct artifacts *arts;
+	struct run_parts *parts;
+	struct proxy *proxy;
 	struct execwatch watch;
 	struct cgroup *cg;
 	struct aegis_result *res;
@@ -124,7 +127,8 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 	struct sync_msg msg;
 	int passed, r = sync_recv_fd(fd, &msg, &passed);
 
-	if (passed >= 0 && (r <= 0 || (msg.kind != SYNC_LISTENER && msg.kind != SYNC_UPPER) ||
+	if (passed >= 0 && (r <= 0 || (msg.kind != SYNC_LISTENER && msg.kind != SYNC_UPPER &&
+					msg.kind != SYNC_PROXY) ||
 			    (msg.kind == SYNC_LISTENER && st->watch.fd >= 0))) {
 		close(passed);
 		passed = -1;
@@ -136,6 +140,15 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 	switch (msg.kind) {
 	case SYNC_LISTENER:
 		st->watch.fd = passed;
+		break;
+	case SYNC_PROXY:
+		if (passed >= 0 && !st->proxy && st->parts->rules &&
+		    proxy_start(&st->proxy, passed, st->parts->rules, record_connection, st->parts->rec,
+				err) < 0) {
+			/* without its proxy an allow-mode sandbox is cut off: end it */
+			*failed = true;
+			send_signal(st->pidfd, SIGKILL);
+		}
 		break;
 	case SYNC_UPPER:
 		if (st->arts->upper_fd < 0)
@@ -193,14 +206,17 @@ static int result_of(struct run_state *st, bool got_exit, int status, struct aeg
 	return 0;
 }
 
-int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, struct cgroup *cg,
-	      struct record *rec, struct artifacts *arts, struct supervise_io *io,
-	      struct aegis_result *res, struct aegis_error *err)
+int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
+	      struct run_parts *parts, struct supervise_io *io, struct aegis_result *res,
+	      struct aegis_error *err)
 {
+	struct cgroup *cg = parts->cg;
+	struct artifacts *arts = parts->arts;
 	uint64_t start = now_us(), next_tick = start + TICK_MS * 1000;
 	uint64_t deadline = spec->limits.wall_ms ? start + spec->limits.wall_ms * 1000 : 0;
 	struct run_state st = { .spec = spec, .arts = arts, .cg = cg, .res = res, .pidfd = pidfd,
-				.watch = { .fd = -1, .spec = spec, .rec = rec } };
+				.watch = { .fd = -1, .spec = spec, .rec = parts->rec },
+				.parts = parts };
 	struct stream streams[2] = {
 		{ .in = io->out_fd, .out = spec->capture ? -1 : 1, .copy = arts->out_fd, .cap = &res->out },
 		{ .in = io->err_fd, .out = spec->capture ? -1 : 2, .copy = arts->err_fd, .cap = &res->err },
@@ -269,6 +285,8 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec, 
 			exited = true;	/* PID 1 gone: the whole pid namespace is gone */
 	}
 	close(sigfd);
+	if (st.proxy)
+		proxy_stop(st.proxy);
 	if (st.watch.fd >= 0)
 		close(st.watch.fd);
 	res->execs = st.watch.count;
