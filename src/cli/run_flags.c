@@ -1,14 +1,18 @@
 /* run_flags.c — `aegis run` flags → struct run_flags (spec, policy, limits).
  *
  * Limits come from three places, later ones winning: the engine defaults,
- * the policy (--policy), then the flags on the command line. */
+ * the policy (--policy), then the flags on the command line. The network
+ * flags work on the loaded policy too: --net replaces its mode, --allow,
+ * --deny and --host add to its lists (docs/network.md). */
 #include <getopt.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "../common/cleanup.h"
 #include "../common/policy.h"
 #include "../common/util.h"
 #include "run_flags.h"
@@ -40,7 +44,7 @@ static const struct limit_flag limit_flags[] = {
 
 enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_HOSTNAME, OPT_CGROUP_PARENT,
        OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_ARTIFACTS, OPT_WS_MODE,
-       OPT_LIMIT_BASE = 512 };
+       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_LIMIT_BASE = 512 };
 
 static const struct option plain_options[] = {
 	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
@@ -56,6 +60,10 @@ static const struct option plain_options[] = {
 	{ "audit", required_argument, NULL, OPT_AUDIT },
 	{ "artifacts", required_argument, NULL, OPT_ARTIFACTS },
 	{ "workspace-mode", required_argument, NULL, OPT_WS_MODE },
+	{ "net", required_argument, NULL, OPT_NET },
+	{ "allow", required_argument, NULL, OPT_ALLOW },
+	{ "deny", required_argument, NULL, OPT_DENY },
+	{ "host", required_argument, NULL, OPT_HOST },
 	{ "help", no_argument, NULL, 'h' },
 };
 
@@ -133,8 +141,142 @@ static int parse_plain(int opt, const char *arg, struct run_flags *f)
 	return cli_usage_error("internal: unhandled option");
 }
 
+/* The network flags, checked as they are read and applied to the policy
+ * once it is loaded. */
+struct net_flag {
+	int opt;		/* OPT_ALLOW, OPT_DENY or OPT_HOST */
+	const char *arg;
+};
+
+struct net_flags {
+	const char *mode;	/* --net, or NULL: the policy's */
+	struct net_flag *list;	/* in command-line order; room for argc */
+	size_t n;
+};
+
+static const char *net_flag_name(int opt)
+{
+	return opt == OPT_ALLOW ? "--allow" : opt == OPT_DENY ? "--deny" : "--host";
+}
+
+static int parse_net(int opt, const char *arg, struct net_flags *nf)
+{
+	struct aegis_error err = { 0 };
+	int r;
+
+	if (opt == OPT_NET) {
+		if (nf->mode)
+			return cli_usage_error("--net given twice");
+		if (strcmp(arg, "none") && strcmp(arg, "allow") && strcmp(arg, "host"))
+			return cli_usage_error("--net: expected none, allow or host, got '%s'", arg);
+		nf->mode = arg;
+		return 0;
+	}
+	/* The policy parser's own checks, so a rule means the same on the
+	 * command line as in a file. */
+	r = opt == OPT_HOST ? policy_check_net_host(arg, &err) : policy_check_net_rule(arg, &err);
+	if (r < 0)
+		return cli_usage_error("%s: %s", net_flag_name(opt), err.msg);
+	nf->list[nf->n++] = (struct net_flag){ opt, arg };
+	return 0;
+}
+
+/* Append a copy of s to a NULL-terminated list the policy owns (policy_free
+ * releases it). */
+static int list_append(char ***slot, const char *s)
+{
+	char **list = *slot, *copy;
+	size_t n = 0;
+
+	while (list && list[n])
+		n++;
+	if (!(copy = strdup(s)))
+		return -1;
+	list = realloc(list, (n + 2) * sizeof *list);
+	if (!list) {
+		free(copy);
+		return -1;
+	}
+	list[n] = copy;
+	list[n + 1] = NULL;
+	*slot = list;
+	return 0;
+}
+
+static void list_drop(char ***slot)
+{
+	for (size_t i = 0; *slot && (*slot)[i]; i++)
+		free((*slot)[i]);
+	free(*slot);
+	*slot = NULL;
+}
+
+/* The name of a "name=ip" entry without a trailing dot; names ignore case. */
+static size_t host_name_len(const char *entry)
+{
+	size_t n = strcspn(entry, "=");
+
+	return n && entry[n - 1] == '.' ? n - 1 : n;
+}
+
+static bool host_mapped(char *const *hosts, const char *entry)
+{
+	size_t n = host_name_len(entry);
+
+	for (size_t i = 0; hosts && hosts[i]; i++)
+		if (host_name_len(hosts[i]) == n && !strncasecmp(hosts[i], entry, n))
+			return true;
+	return false;
+}
+
+/* --net replaces the policy's mode; --allow, --deny and --host add to its
+ * lists. Rules only mean something in the allow mode: with --net none or
+ * --net host the policy's lists go, and a rule flag is an error rather
+ * than a rule silently ignored. */
+static int apply_net(struct aegis_policy *p, const struct net_flags *nf)
+{
+	const char *mode;
+
+	if (nf->mode) {
+		char *m = strdup(nf->mode);
+
+		if (!m)
+			return cli_usage_error("out of memory");
+		free(p->net_mode);
+		p->net_mode = m;
+	}
+	mode = p->net_mode ? p->net_mode : "none";
+	if (strcmp(mode, "allow") != 0) {
+		if (nf->n && nf->mode)
+			return cli_usage_error("%s needs --net allow (not --net %s)",
+					       net_flag_name(nf->list[0].opt), mode);
+		if (nf->n)
+			return cli_usage_error("%s needs --net allow (the policy's mode is \"%s\")",
+					       net_flag_name(nf->list[0].opt), mode);
+		list_drop(&p->net_allow);
+		list_drop(&p->net_deny);
+		list_drop(&p->net_hosts);
+		return 0;
+	}
+	for (size_t i = 0; i < nf->n; i++) {
+		const struct net_flag *fl = &nf->list[i];
+		char ***slot = fl->opt == OPT_ALLOW ? &p->net_allow
+			     : fl->opt == OPT_DENY ? &p->net_deny : &p->net_hosts;
+
+		/* Two addresses for one name would leave the choice to
+		 * whichever the proxy reads first. */
+		if (fl->opt == OPT_HOST && host_mapped(p->net_hosts, fl->arg))
+			return cli_usage_error("--host: '%.*s' is already mapped (by the policy or an earlier --host)",
+					       (int)host_name_len(fl->arg), fl->arg);
+		if (list_append(slot, fl->arg) < 0)
+			return cli_usage_error("out of memory");
+	}
+	return 0;
+}
+
 /* Policy limits over the defaults, then the flags over both. */
-static int apply_policy(struct run_flags *f, const struct aegis_limits *flags, uint32_t set)
+static int apply_policy(struct run_flags *f, const struct aegis_limits *flags, uint32_t set,
+			const struct net_flags *nf)
 {
 	struct aegis_error err = { 0 };
 
@@ -142,6 +284,8 @@ static int apply_policy(struct run_flags *f, const struct aegis_limits *flags, u
 		return cli_fail(&err);
 	f->have_policy = true;
 	f->spec.policy = &f->policy;
+	if (apply_net(&f->policy, nf) != 0)
+		return EXIT_AEGIS_ERROR;
 	policy_apply_limits(&f->policy, &f->spec.limits);
 	for (size_t i = 0; i < NLIMITS; i++) {
 		const struct limit_flag *lf = &limit_flags[i];
@@ -160,6 +304,8 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 {
 	struct option options[sizeof plain_options / sizeof plain_options[0] + NLIMITS + 1];
 	struct aegis_limits flag_limits = { 0 };
+	_cleanup_free_ struct net_flag *net_list = calloc((size_t)argc + 1, sizeof *net_list);
+	struct net_flags nf = { .list = net_list };
 	uint32_t set = 0;
 	size_t n = 0;
 	int opt;
@@ -171,7 +317,7 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 						OPT_LIMIT_BASE + (int)i };
 	options[n] = (struct option){ 0 };
 	f->env = calloc((size_t)argc + 1, sizeof *f->env);
-	if (!f->env)
+	if (!f->env || !net_list)
 		return cli_usage_error("out of memory");
 	opterr = 0;
 	optind = 1;
@@ -190,6 +336,9 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 			if (parse_limit(lf, optarg, &flag_limits) != 0)
 				return EXIT_AEGIS_ERROR;
 			set |= lf->bit;
+		} else if (opt >= OPT_NET && opt <= OPT_HOST) {
+			if (parse_net(opt, optarg, &nf) != 0)
+				return EXIT_AEGIS_ERROR;
 		} else if (parse_plain(opt, optarg, f) != 0) {
 			return EXIT_AEGIS_ERROR;
 		}
@@ -203,7 +352,7 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 		f->spec.workspace_ro = !strcmp(f->ws_mode, "ro");
 		f->spec.workspace_overlay = !strcmp(f->ws_mode, "overlay");
 	}
-	return apply_policy(f, &flag_limits, set);
+	return apply_policy(f, &flag_limits, set, &nf);
 }
 
 void run_flags_free(struct run_flags *f)

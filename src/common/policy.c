@@ -9,6 +9,7 @@
  * error is one line naming the file and the field ("commands.allow[2]").
  * The built-in profiles are JSON text run through the same parser, so they
  * obey the same rules as any file. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -290,6 +293,7 @@ enum policy_entry {
 	POLICY_ENTRY_COMMAND,	/* absolute path or fnmatch glob of an executable */
 	POLICY_ENTRY_ARGV,	/* space-separated words: an argv prefix */
 	POLICY_ENTRY_PATH,	/* absolute path or glob inside the sandbox */
+	POLICY_ENTRY_NET_RULE,	/* an egress rule: name, *.name, IP or CIDR, optional :port */
 };
 
 /* Canonical absolute path, in place: "//" and "." components dropped, no
@@ -404,8 +408,277 @@ static const char *policy_check_entry(char *s, enum policy_entry kind)
 	case POLICY_ENTRY_PATH:
 		why = policy_normalise(s);
 		return why ? why : policy_check_glob(s);
+	case POLICY_ENTRY_NET_RULE:
+		break;	/* policy_net_rule(), which rewrites into a new string */
 	}
 	return NULL;
+}
+
+/* ---- network rules and host entries ------------------------------------ */
+
+/* The syntax of src/sandbox/netrules.h, checked here on its own so that a
+ * policy file or a flag is refused with a message naming the field before
+ * any sandbox exists. Entries are stored in one canonical spelling (names
+ * lowercase without a trailing dot, IPv6 as inet_ntop writes it), so two
+ * spellings of one rule have one digest. */
+
+#define POLICY_NAME_MAX 253	/* bytes of a DNS name without the trailing dot */
+#define POLICY_LABEL_MAX 63
+#define POLICY_NET_TEXT_MAX 300	/* longer than any valid rule or host entry */
+/* "*." + a name + ":65535", or "[" IPv6 "/128]:65535", with the NUL. */
+#define POLICY_NET_CANON_MAX (2 + POLICY_NAME_MAX + 6 + 1)
+
+static const char policy_not_a_rule[] = "not a rule";
+static const char policy_rule_hint[] = " (a name, *.name, an IP or CIDR, with optional :port)";
+static const char policy_not_a_name[] = "not a host name";
+static const char policy_name_hint[] = " (labels of a-z, 0-9 and \"-\"; no \"*.\", no port)";
+static const char policy_not_an_ip[] = "not an IP address";
+
+/* A DNS name of len bytes, lowercased into out (at least POLICY_NAME_MAX + 1
+ * bytes) without its trailing dot. NULL if fine, else the reason. */
+static const char *policy_net_name(const char *s, size_t len, char *out)
+{
+	size_t label = 0, o = 0;
+	bool numeric = true, all_numeric = true;	/* the current label, every label */
+	struct in_addr a;
+
+	if (len && s[len - 1] == '.')
+		len--;
+	if (len == 0)
+		return policy_not_a_name;
+	if (len > POLICY_NAME_MAX)
+		return "a name is longer than 253 bytes";
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? s[i] : '.';
+
+		if (c == '.') {
+			if (label == 0)
+				return policy_not_a_name;
+			if (out[o - 1] == '-')
+				return "a label starts or ends with \"-\"";
+			all_numeric &= numeric;
+			if (i < len)
+				numeric = true, label = 0;
+			out[o++] = '.';
+			continue;
+		}
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+			return policy_not_a_name;
+		if (c == '-' && label == 0)
+			return "a label starts or ends with \"-\"";
+		if (++label > POLICY_LABEL_MAX)
+			return "a label is longer than 63 bytes";
+		if (c < '0' || c > '9')
+			numeric = false;
+		out[o++] = c;
+	}
+	out[o - 1] = '\0';	/* the '.' that closed the last label */
+	/* The resolver reads "10.1.2", "0x7f000001" or "1234" as an IPv4
+	 * address (inet_aton): such a "name" would be an address rule in
+	 * disguise. And no top-level domain is all digits. */
+	if (all_numeric || inet_aton(out, &a))
+		return "looks like an IPv4 address but is not one (write a.b.c.d)";
+	if (numeric)
+		return "the last label of a name is all digits";
+	return NULL;
+}
+
+/* ":443" → 443. NULL if fine. */
+static const char *policy_net_port(const char *s, unsigned *port)
+{
+	unsigned v = 0;
+
+	if (*s++ != ':')
+		return policy_not_a_rule;
+	if (!*s || *s == '0' || strspn(s, "0123456789") != strlen(s) || strlen(s) > 5)
+		return "not a port (1 to 65535)";
+	for (; *s; s++)
+		v = v * 10 + (unsigned)(*s - '0');
+	if (v > 65535)
+		return "not a port (1 to 65535)";
+	*port = v;
+	return NULL;
+}
+
+/* An IPv4 or IPv6 address with an optional "/prefix", as text of len bytes:
+ * canonical address into addr_out, prefix (-1 if none) into *prefix. */
+static const char *policy_net_addr(const char *s, size_t len, int family, char *addr_out,
+				   int *prefix)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	unsigned char bin[16];
+	const char *slash = memchr(s, '/', len);
+	size_t alen = slash ? (size_t)(slash - s) : len;
+	int max = family == AF_INET ? 32 : 128, p = max;
+
+	if (alen >= sizeof buf)
+		return policy_not_an_ip;
+	memcpy(buf, s, alen);
+	buf[alen] = '\0';
+	if (inet_pton(family, buf, bin) != 1)
+		return policy_not_an_ip;
+	*prefix = -1;
+	if (slash) {
+		const char *d = slash + 1, *end = s + len;
+		size_t n = (size_t)(end - d);
+
+		p = 0;
+		if (n == 0 || n > 3 || (n > 1 && *d == '0'))
+			return family == AF_INET ? "not a prefix length (0 to 32)"
+						 : "not a prefix length (0 to 128)";
+		for (; d < end; d++) {
+			if (*d < '0' || *d > '9')
+				return family == AF_INET ? "not a prefix length (0 to 32)"
+							 : "not a prefix length (0 to 128)";
+			p = p * 10 + (*d - '0');
+		}
+		if (p > max)
+			return family == AF_INET ? "not a prefix length (0 to 32)"
+						 : "not a prefix length (0 to 128)";
+		*prefix = p;
+	}
+	/* "10.1.2.3/8" is surely a mistake for 10.0.0.0/8 or for 10.1.2.3:
+	 * refuse it rather than guess which. */
+	for (int bit = p; bit < max; bit++)
+		if (bin[bit / 8] & (0x80 >> (bit % 8)))
+			return "address bits are set after the prefix (write the block's first address)";
+	if (!inet_ntop(family, bin, addr_out, INET6_ADDRSTRLEN))
+		return policy_not_an_ip;
+	return NULL;
+}
+
+/* One egress rule, canonical into out (POLICY_NET_CANON_MAX bytes). NULL if
+ * fine, else the reason (policy_not_a_rule: add policy_rule_hint). */
+static const char *policy_net_rule(const char *s, char *out)
+{
+	char addr[INET6_ADDRSTRLEN], name[POLICY_NAME_MAX + 1];
+	const char *end, *why, *colon;
+	size_t len = strlen(s);
+	unsigned port = 0;
+	int prefix = -1;
+	char pbuf[16] = "", portbuf[8] = "";
+
+	if (len == 0)
+		return "empty string";
+	if (len > POLICY_NET_TEXT_MAX)
+		return "longer than 300 bytes";
+	if (strstr(s, "://"))
+		return "a URL is not a rule (write the host and port: example.com:443)";
+	if (s[0] == '[') {
+		/* [IPv6] or [IPv6/prefix], then an optional :port. */
+		end = strchr(s, ']');
+		if (!end)
+			return policy_not_a_rule;
+		if (end[1] && (why = policy_net_port(end + 1, &port)))
+			return why;
+		why = policy_net_addr(s + 1, (size_t)(end - s - 1), AF_INET6, addr, &prefix);
+		if (why)
+			return why == policy_not_an_ip ? policy_not_a_rule : why;
+		if (prefix >= 0)
+			snprintf(pbuf, sizeof pbuf, "/%d", prefix);
+		if (port)
+			snprintf(portbuf, sizeof portbuf, ":%u", port);
+		snprintf(out, POLICY_NET_CANON_MAX, "[%s%s]%s", addr, pbuf, portbuf);
+		return NULL;
+	}
+	colon = strchr(s, ':');
+	if (colon && strchr(colon + 1, ':'))
+		return "an IPv6 address goes in brackets, e.g. [2001:db8::1]:443";
+	end = colon ? colon : s + len;
+	if (colon && (why = policy_net_port(colon, &port)))
+		return why;
+	if (port)
+		snprintf(portbuf, sizeof portbuf, ":%u", port);
+	/* An IPv4 address or block: digits, dots and one slash. */
+	if (end > s && strspn(s, "0123456789./") >= (size_t)(end - s) &&
+	    (memchr(s, '/', (size_t)(end - s)) || (s[0] >= '0' && s[0] <= '9'))) {
+		why = policy_net_addr(s, (size_t)(end - s), AF_INET, addr, &prefix);
+		if (!why) {
+			if (prefix >= 0)
+				snprintf(pbuf, sizeof pbuf, "/%d", prefix);
+			snprintf(out, POLICY_NET_CANON_MAX, "%s%s%s", addr, pbuf, portbuf);
+			return NULL;
+		}
+		/* Not a dotted quad: "10.1.2" falls through to the name check,
+		 * which says why it is not a name either. */
+		if (why != policy_not_an_ip || memchr(s, '/', (size_t)(end - s)))
+			return why == policy_not_an_ip ? policy_not_a_rule : why;
+	}
+	if (end - s >= 2 && s[0] == '*' && s[1] == '.') {
+		why = policy_net_name(s + 2, (size_t)(end - s - 2), name);
+		if (why)
+			return why == policy_not_a_name ? policy_not_a_rule : why;
+		snprintf(out, POLICY_NET_CANON_MAX, "*.%s%s", name, portbuf);
+		return NULL;
+	}
+	why = policy_net_name(s, (size_t)(end - s), name);
+	if (why)
+		return why == policy_not_a_name ? policy_not_a_rule : why;
+	snprintf(out, POLICY_NET_CANON_MAX, "%s%s", name, portbuf);
+	return NULL;
+}
+
+/* A host entry's address: an IPv4 or IPv6 literal, no brackets, no prefix. */
+static const char *policy_net_ip(const char *s, char *out)
+{
+	int family = strchr(s, ':') ? AF_INET6 : AF_INET, prefix;
+	const char *why;
+
+	if (strlen(s) > INET6_ADDRSTRLEN || strchr(s, '/'))
+		return policy_not_an_ip;
+	why = policy_net_addr(s, strlen(s), family, out, &prefix);
+	return why ? policy_not_an_ip : NULL;
+}
+
+/* "name=ip" → canonical name and address. NULL if fine; *bad and *bad_len
+ * say which part was wrong (for the message). */
+static const char *policy_net_host(const char *entry, char name[POLICY_NAME_MAX + 1],
+				   char addr[INET6_ADDRSTRLEN], const char **bad, size_t *bad_len)
+{
+	const char *eq = strchr(entry, '='), *why;
+
+	*bad = entry;
+	*bad_len = strlen(entry);
+	if (!eq || eq == entry)
+		return "expected NAME=IP";
+	if (*bad_len > POLICY_NET_TEXT_MAX)
+		return "longer than 300 bytes";
+	*bad_len = (size_t)(eq - entry);
+	why = policy_net_name(entry, *bad_len, name);
+	if (why)
+		return why;
+	*bad = eq + 1;
+	*bad_len = strlen(eq + 1);
+	return policy_net_ip(eq + 1, addr);
+}
+
+int policy_check_net_rule(const char *rule, struct aegis_error *err)
+{
+	char canon[POLICY_NET_CANON_MAX], q[POLICY_SHOWN_MAX + 16];
+	const char *why = policy_net_rule(rule, canon);
+
+	if (!why)
+		return 0;
+	return error_set(err, AEGIS_E_INVALID, 0, "%s: %s%s", why,
+			 policy_quote(rule, strlen(rule), q, sizeof q),
+			 why == policy_not_a_rule ? policy_rule_hint : "");
+}
+
+int policy_check_net_host(const char *entry, struct aegis_error *err)
+{
+	char name[POLICY_NAME_MAX + 1], addr[INET6_ADDRSTRLEN], q[POLICY_SHOWN_MAX + 16];
+	const char *bad, *why;
+	size_t bad_len;
+
+	why = policy_net_host(entry, name, addr, &bad, &bad_len);
+	if (!why)
+		return 0;
+	return error_set(err, AEGIS_E_INVALID, 0, "%s: %s%s", why,
+			 policy_quote(bad, bad_len, q, sizeof q),
+			 why == policy_not_a_name ? policy_name_hint :
+			 why == policy_not_an_ip ? " (e.g. 10.1.2.3 or 2001:db8::1)" : "");
 }
 
 /* ---- sections ---------------------------------------------------------- */
@@ -476,6 +749,18 @@ static int policy_parse_list(const struct policy_ctx *ctx, const char *section,
 		v = json_string_value(item);
 		if (strlen(v) != json_string_length(item))
 			return policy_fail(ctx, NULL, "%s[%zu]: contains a NUL character", path, i);
+		if (k->kind == POLICY_ENTRY_NET_RULE) {
+			char canon[POLICY_NET_CANON_MAX];
+
+			why = policy_net_rule(v, canon);
+			if (why)
+				return policy_fail(ctx, NULL, "%s[%zu]: %s: %s%s", path, i, why,
+						   policy_quote(v, json_string_length(item), q, sizeof q),
+						   why == policy_not_a_rule ? policy_rule_hint : "");
+			if (!(list[i] = strdup(canon)))
+				return policy_oom(ctx);
+			continue;
+		}
 		list[i] = strdup(v);
 		if (!list[i])
 			return policy_oom(ctx);
@@ -509,6 +794,74 @@ static int policy_parse_lists(const struct policy_ctx *ctx, const char *section,
 	return 0;
 }
 
+static const struct policy_list_key policy_network_keys[] = {
+	{ "allow", offsetof(struct aegis_policy, net_allow), POLICY_ENTRY_NET_RULE, false },
+	{ "deny", offsetof(struct aegis_policy, net_deny), POLICY_ENTRY_NET_RULE, false },
+	{ NULL, 0, 0, false },
+};
+
+/* The name of a "name=ip" entry, for comparing two entries. */
+static size_t policy_host_name_len(const char *entry)
+{
+	size_t n = strcspn(entry, "=");
+
+	return n && entry[n - 1] == '.' ? n - 1 : n;
+}
+
+/* {"api.internal": "10.1.2.3", ...} → "api.internal=10.1.2.3" entries. */
+static int policy_parse_hosts(const struct policy_ctx *ctx, json_t *obj, struct aegis_policy *out)
+{
+	char name[POLICY_NAME_MAX + 1], addr[INET6_ADDRSTRLEN], q[POLICY_SHOWN_MAX + 16];
+	char q2[POLICY_SHOWN_MAX + 16];
+	size_t n, i = 0;
+	const char *key, *why;
+	json_t *value;
+	char **list;
+
+	if (!json_is_object(obj))
+		return policy_fail(ctx, "network.hosts",
+				   "expected an object of \"name\": \"IP\", got %s", policy_type_name(obj));
+	n = json_object_size(obj);
+	if (n > POLICY_LIST_MAX)
+		return policy_fail(ctx, "network.hosts", "more than %d entries", POLICY_LIST_MAX);
+	if (n == 0)
+		return 0;
+	list = calloc(n + 1, sizeof *list);
+	if (!list)
+		return policy_oom(ctx);
+	out->net_hosts = list;	/* owned by out from here, as in policy_parse_list */
+	json_object_foreach(obj, key, value) {
+		const char *v;
+
+		policy_quote(key, strlen(key), q, sizeof q);
+		why = policy_net_name(key, strlen(key), name);
+		if (why)
+			return policy_fail(ctx, "network.hosts", "%s: %s%s", why, q,
+					   why == policy_not_a_name ? policy_name_hint : "");
+		if (!json_is_string(value))
+			return policy_fail(ctx, NULL, "network.hosts[%s]: expected a string, got %s", q,
+					   policy_type_name(value));
+		v = json_string_value(value);
+		if (strlen(v) != json_string_length(value) || policy_net_ip(v, addr))
+			return policy_fail(ctx, NULL, "network.hosts[%s]: %s: %s (e.g. 10.1.2.3 or 2001:db8::1)",
+					   q, policy_not_an_ip,
+					   policy_quote(v, json_string_length(value), q2, sizeof q2));
+		/* "API.internal" and "api.internal." are one name: two addresses
+		 * for it would leave the choice to whichever comes first. */
+		for (size_t j = 0; j < i; j++)
+			if (policy_host_name_len(list[j]) == strlen(name) &&
+			    !strncmp(list[j], name, strlen(name)))
+				return policy_fail(ctx, "network.hosts",
+						   "%s is given twice (names ignore case and a trailing \".\")", q);
+		if (asprintf(&list[i], "%s=%s", name, addr) < 0) {
+			list[i] = NULL;
+			return policy_oom(ctx);
+		}
+		i++;
+	}
+	return 0;
+}
+
 static int policy_parse_network(const struct policy_ctx *ctx, json_t *obj, struct aegis_policy *out)
 {
 	char q[POLICY_SHOWN_MAX + 16];
@@ -518,23 +871,44 @@ static int policy_parse_network(const struct policy_ctx *ctx, json_t *obj, struc
 	if (!json_is_object(obj))
 		return policy_fail(ctx, "network", "expected an object, got %s", policy_type_name(obj));
 	json_object_foreach(obj, key, value) {
-		if (!strcmp(key, "allow") || !strcmp(key, "hosts"))
-			return policy_fail(ctx, NULL, "network.%s: not available yet (only \"mode\": \"none\")",
-					   key);
+		const struct policy_list_key *k = policy_network_keys;
+
+		while (k->name && strcmp(k->name, key) != 0)
+			k++;
+		if (k->name) {
+			if (policy_parse_list(ctx, "network", k, value, out) < 0)
+				return -1;
+			continue;
+		}
+		if (!strcmp(key, "hosts")) {
+			if (policy_parse_hosts(ctx, value, out) < 0)
+				return -1;
+			continue;
+		}
 		if (strcmp(key, "mode") != 0)
-			return policy_unknown(ctx, "network", key, "mode");
+			return policy_unknown(ctx, "network", key, "mode, allow, deny, hosts");
 		if (!json_is_string(value))
 			return policy_fail(ctx, "network.mode", "expected a string, got %s",
 					   policy_type_name(value));
 		mode = json_string_value(value);
-		if (!strcmp(mode, "allow") || !strcmp(mode, "host"))
-			return policy_fail(ctx, "network.mode", "\"%s\" is not available yet (only \"none\")",
-					   mode);
-		if (strcmp(mode, "none") != 0)
-			return policy_fail(ctx, "network.mode", "unknown mode %s (only \"none\")",
+		if (strcmp(mode, "none") && strcmp(mode, "allow") && strcmp(mode, "host"))
+			return policy_fail(ctx, "network.mode", "expected \"none\", \"allow\" or \"host\", got %s",
 					   policy_quote(mode, json_string_length(value), q, sizeof q));
-		if (!out->net_mode && !(out->net_mode = strdup(mode)))
+		if (!(out->net_mode = strdup(mode)))
 			return policy_oom(ctx);
+	}
+	/* Rules outside the allow mode would be silently ignored: in "none"
+	 * nothing leaves, in "host" everything may. Say so instead. Empty
+	 * lists are fine in any mode (the canonical form writes them). */
+	mode = out->net_mode ? out->net_mode : "none";
+	if (strcmp(mode, "allow") != 0) {
+		const char *what = out->net_allow ? "allow" : out->net_deny ? "deny"
+				 : out->net_hosts ? "hosts" : NULL;
+
+		if (what)
+			return policy_fail(ctx, NULL, "network.%s: %s need \"mode\": \"allow\" (the mode is \"%s\")",
+					   what, out->net_hosts && !out->net_allow && !out->net_deny
+					   ? "entries" : "rules", mode);
 	}
 	return 0;
 }
@@ -851,6 +1225,70 @@ static json_t *policy_json_list(char *const *list, bool null_when_absent)
 	return arr;
 }
 
+/* Rules in their canonical spelling: the parser stores them so, entries
+ * added by `aegis run --allow` are stored as written. */
+static json_t *policy_json_rules(char *const *list)
+{
+	char canon[POLICY_NET_CANON_MAX];
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && list && list[i]; i++) {
+		const char *v = policy_net_rule(list[i], canon) ? list[i] : canon;
+
+		if (json_array_append_new(arr, json_string(v)) < 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
+static int policy_host_cmp(const void *a, const void *b)
+{
+	const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+	size_t nx = policy_host_name_len(x), ny = policy_host_name_len(y);
+	int c = strncasecmp(x, y, nx < ny ? nx : ny);
+
+	return c ? c : (nx > ny) - (nx < ny);
+}
+
+/* "name=ip" entries → {"name": "ip"}, sorted by name: the order of a JSON
+ * object's keys means nothing, so it must not change the digest. */
+static json_t *policy_json_hosts(char *const *list)
+{
+	char name[POLICY_NAME_MAX + 1], addr[INET6_ADDRSTRLEN];
+	json_t *obj = json_object();
+	const char **sorted, *bad;
+	size_t n = 0, bad_len;
+	int bad_set = 0;
+
+	while (list && list[n])
+		n++;
+	if (!obj || n == 0)
+		return obj;
+	sorted = malloc(n * sizeof *sorted);
+	if (!sorted) {
+		json_decref(obj);
+		return NULL;
+	}
+	memcpy(sorted, list, n * sizeof *sorted);
+	qsort(sorted, n, sizeof *sorted, policy_host_cmp);
+	for (size_t i = 0; i < n && !bad_set; i++) {
+		/* Only checked entries get here; should one not be, it is shown
+		 * as written with a null address rather than dropped. */
+		if (policy_net_host(sorted[i], name, addr, &bad, &bad_len))
+			bad_set = json_object_set_new(obj, sorted[i], json_null());
+		else
+			bad_set = json_object_set_new(obj, name, json_string(addr));
+	}
+	free(sorted);
+	if (bad_set) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
+}
+
 json_t *policy_to_json(const struct aegis_policy *p)
 {
 	json_t *root = json_object(), *cmds = json_object(), *files = json_object();
@@ -865,6 +1303,9 @@ json_t *policy_to_json(const struct aegis_policy *p)
 	bad |= json_object_set_new(files, "write", policy_json_list(p->files_write, true));
 	bad |= json_object_set_new(files, "deny", policy_json_list(p->files_deny, false));
 	bad |= json_object_set_new(net, "mode", json_string(p->net_mode ? p->net_mode : "none"));
+	bad |= json_object_set_new(net, "allow", policy_json_rules(p->net_allow));
+	bad |= json_object_set_new(net, "deny", policy_json_rules(p->net_deny));
+	bad |= json_object_set_new(net, "hosts", policy_json_hosts(p->net_hosts));
 	/* Durations in ms and sizes in bytes: one spelling per value, so that
 	 * equal policies have equal digests. */
 	if (p->limits_set & AEGIS_LIMIT_WALL)
@@ -957,5 +1398,8 @@ void policy_free(struct aegis_policy *policy)
 	policy_free_list(policy->files_write);
 	policy_free_list(policy->files_deny);
 	free(policy->net_mode);
+	policy_free_list(policy->net_allow);
+	policy_free_list(policy->net_deny);
+	policy_free_list(policy->net_hosts);
 	memset(policy, 0, sizeof *policy);
 }

@@ -3,7 +3,8 @@
  * A policy file is one JSON object (DESIGN.md §2, issue "policy guardrails"):
  *   {"commands": {"allow": [..], "deny": [..], "argv_deny": ["git push"]},
  *    "files": {"read": [..], "write": [..], "deny": [..]},
- *    "network": {"mode": "none"},
+ *    "network": {"mode": "allow", "allow": ["*.github.com:443"], "deny": [..],
+ *                "hosts": {"api.internal": "10.1.2.3"}},
  *    "limits": {"wall": "60s", "cpu": "30s", "cpus": 1.5, "memory": "512m",
  *               "pids": 256, "disk": "1g", "output": "8m", "nofile": 1024,
  *               "execs": 500},
@@ -33,5 +34,11 @@ void policy_digest(const struct aegis_policy *policy, char out[65]);
 /* Copy the limits the policy sets into *limits (flags applied after override). */
 void policy_apply_limits(const struct aegis_policy *policy, struct aegis_limits *limits);
 void policy_free(struct aegis_policy *policy);
+
+/* Check one egress rule ("*.example.com:443") or one "name=ip" host entry
+ * as the parser checks network.allow and network.hosts, for `aegis run
+ * --allow/--deny/--host`. 0, or -1 with a one-line error (no field name). */
+int policy_check_net_rule(const char *rule, struct aegis_error *err);
+int policy_check_net_host(const char *entry, struct aegis_error *err);
 
 #endif

@@ -170,7 +170,8 @@ static void test_errors(void)
 	refused("{\"commands\": {\"alow\": []}}", "commands: unknown field \"alow\"");
 	refused("{\"files\": {\"exec\": []}}", "files: unknown field \"exec\"");
 	refused("{\"limits\": {\"mem\": 1}}", "limits: unknown field \"mem\"");
-	refused("{\"network\": {\"proxy\": 1}}", "network: unknown field \"proxy\"");
+	refused("{\"network\": {\"proxy\": 1}}",
+		"network: unknown field \"proxy\" (known: mode, allow, deny, hosts)");
 	refused("[]", "expected an object at the top level, got array");
 	refused("{\"commands\": []}", "commands: expected an object, got array");
 	refused("{\"commands\": {\"allow\": [\"/a\", \"/b\", 3]}}",
@@ -192,11 +193,9 @@ static void test_errors(void)
 	refused("{\"files\": {\"deny\": [\"/workspace/[.env\"]}}", "files.deny[0]: unclosed \"[\" in pattern");
 	refused("{\"files\": {\"read\": [\"/a\\u0000b\"]}}", "files.read[0]: line 1 column");
 	refused("{\"files\": {\"read\": [\"/a\\u0000b\"]}}", "\\u0000 (NUL) is not allowed");
-	refused("{\"network\": {\"mode\": \"allow\"}}", "network.mode: \"allow\" is not available yet (only \"none\")");
-	refused("{\"network\": {\"mode\": \"host\"}}", "network.mode: \"host\" is not available yet");
-	refused("{\"network\": {\"mode\": \"open\"}}", "network.mode: unknown mode \"open\"");
+	refused("{\"network\": {\"mode\": \"open\"}}",
+		"network.mode: expected \"none\", \"allow\" or \"host\", got \"open\"");
 	refused("{\"network\": {\"mode\": 0}}", "network.mode: expected a string, got integer");
-	refused("{\"network\": {\"allow\": [\"github.com:443\"]}}", "network.allow: not available yet");
 	refused("{\"enforcement\": \"lenient\"}", "enforcement: expected \"strict\" or \"best-effort\"");
 	refused("{\"enforcement\": true}", "enforcement: expected a string, got boolean");
 	refused("{\"limits\": []}", "limits: expected an object, got array");
@@ -243,6 +242,255 @@ static void test_errors(void)
 	refused("{\"files\": {\"read\": [\"/\xff\"]}}", "files.read[0]: line 1 column");
 	refused("{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":{\"h\":{}}}}}}}}}",
 		"a.b.c.d.e.f.g.h: line 1 column 41: nested deeper than 8 levels");
+}
+
+/* ---- network ----------------------------------------------------------- */
+
+static const char net_full[] =
+	"{\"network\": {\"mode\": \"allow\","
+	" \"allow\": [\"GitHub.COM.\", \"*.githubusercontent.com:443\", \"10.1.2.3\", \"10.0.0.0/8:8080\","
+	" \"[2001:DB8::0:1]:443\", \"[2001:db8::/32]\", \"0.0.0.0/0\", \"[::/0]:53\", \"localhost\","
+	" \"xn--bcher-kva.example\", \"a-b.c\"],"
+	" \"deny\": [\"evil.example.com\", \"169.254.169.254\"],"
+	" \"hosts\": {\"b.internal\": \"2001:DB8:0:0::5\", \"API.Internal.\": \"10.1.2.3\"}}}";
+
+static int has(char *const *list, const char *want)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		if (!strcmp(list[i], want))
+			return 1;
+	return 0;
+}
+
+static void test_network(void)
+{
+	static const char *const ok_rules[] = {
+		"example.com", "example.com:443", "*.example.com", "*.example.com:1", "10.1.2.3",
+		"10.1.2.3:65535", "[2001:db8::1]", "[2001:db8::1]:443", "10.0.0.0/8", "10.0.0.0/8:22",
+		"[2001:db8::/32]", "[2001:db8::/32]:443", "a", "example.com.", "EXAMPLE.com",
+		"[::ffff:1.2.3.4]", "0.0.0.0/0", "1.2.3.4/32",
+	};
+	static const struct { const char *rule, *want; } bad_rules[] = {
+		{ "exa mple.com", "not a rule: \"exa mple.com\" (a name, *.name, an IP or CIDR, with optional :port)" },
+		{ "", "empty string" },
+		{ "*", "not a rule" },
+		{ "*.", "not a rule" },
+		{ "**.a.com", "not a rule" },
+		{ "a.*.com", "not a rule" },
+		{ "a..com", "not a rule" },
+		{ ".a.com", "not a rule" },
+		{ "a_b.com", "not a rule" },
+		{ "http://a.com", "a URL is not a rule" },
+		{ "a.com/path", "not a rule" },
+		{ "-a.com", "a label starts or ends with \"-\"" },
+		{ "a-.com", "a label starts or ends with \"-\"" },
+		{ "a.com:0", "not a port (1 to 65535)" },
+		{ "a.com:65536", "not a port (1 to 65535)" },
+		{ "a.com:080", "not a port" },
+		{ "a.com:", "not a port" },
+		{ "a.com:http", "not a port" },
+		{ "a.com:443:1", "an IPv6 address goes in brackets" },
+		{ "2001:db8::1", "an IPv6 address goes in brackets" },
+		{ "10.1.2", "looks like an IPv4 address but is not one" },
+		{ "256.1.1.1", "looks like an IPv4 address" },
+		{ "010.1.2.3", "looks like an IPv4 address" },
+		{ "0x7f000001", "looks like an IPv4 address" },
+		{ "1234", "looks like an IPv4 address" },
+		{ "a.123", "the last label of a name is all digits" },
+		{ "1.2.3.4.5", "looks like an IPv4 address" },
+		{ "10.0.0.0/33", "not a prefix length (0 to 32)" },
+		{ "10.0.0.0/", "not a prefix length" },
+		{ "10.0.0.0/08", "not a prefix length" },
+		{ "10.1.2.3/8", "address bits are set after the prefix" },
+		{ "10.0.0/8", "not a rule" },
+		{ "[2001:db8::1", "not a rule" },
+		{ "[2001:db8::1]x", "not a rule" },
+		{ "[2001:db8::1]:0", "not a port" },
+		{ "[2001:db8::/129]", "not a prefix length (0 to 128)" },
+		{ "[2001:db8::1/32]", "address bits are set" },
+		{ "[10.1.2.3]", "not a rule" },
+		{ "[fe80::1%eth0]", "not a rule" },
+		{ "b\xc3\xbc" "cher.example", "not a rule" },
+	};
+	static const struct { const char *entry, *want; } bad_hosts[] = {
+		{ "api", "expected NAME=IP: \"api\"" },
+		{ "=10.1.2.3", "expected NAME=IP" },
+		{ "api=", "not an IP address: \"\"" },
+		{ "api=10.1.2", "not an IP address: \"10.1.2\" (e.g. 10.1.2.3 or 2001:db8::1)" },
+		{ "api=[::1]", "not an IP address" },
+		{ "api=10.0.0.0/8", "not an IP address" },
+		{ "api=example.com", "not an IP address" },
+		{ "*.api=10.1.2.3", "not a host name: \"*.api\"" },
+		{ "api:80=10.1.2.3", "not a host name: \"api:80\"" },
+		{ "api..x=10.1.2.3", "not a host name" },
+		{ "1.2.3.4=10.1.2.3", "looks like an IPv4 address" },
+	};
+	struct aegis_policy p, q;
+	struct aegis_error err;
+	char d1[65], d2[65], *text;
+	json_t *j;
+	int r;
+
+	r = parse(net_full, &p, &err);
+	ok(r == 0, "an allow-mode policy parses (%s)", err.msg);
+	ok(p.net_mode && !strcmp(p.net_mode, "allow"), "mode allow");
+	ok(p.net_allow && !strcmp(p.net_allow[0], "github.com") &&
+	   !strcmp(p.net_allow[1], "*.githubusercontent.com:443") && !strcmp(p.net_allow[2], "10.1.2.3") &&
+	   !strcmp(p.net_allow[3], "10.0.0.0/8:8080") && !strcmp(p.net_allow[4], "[2001:db8::1]:443") &&
+	   !strcmp(p.net_allow[5], "[2001:db8::/32]") && !strcmp(p.net_allow[7], "[::/0]:53") &&
+	   !p.net_allow[11], "allow rules kept in order, canonical (lowercase, no trailing dot, IPv6 compressed)");
+	ok(p.net_deny && !strcmp(p.net_deny[0], "evil.example.com") &&
+	   !strcmp(p.net_deny[1], "169.254.169.254") && !p.net_deny[2], "deny rules");
+	ok(p.net_hosts && has(p.net_hosts, "api.internal=10.1.2.3") &&
+	   has(p.net_hosts, "b.internal=2001:db8::5") && !p.net_hosts[2],
+	   "hosts stored as canonical name=ip");
+
+	j = policy_to_json(&p);
+	text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	ok(text && strstr(text, "\"network\":{\"mode\":\"allow\",\"allow\":[\"github.com\",") &&
+	   strstr(text, "\"deny\":[\"evil.example.com\",\"169.254.169.254\"],"
+		  "\"hosts\":{\"api.internal\":\"10.1.2.3\",\"b.internal\":\"2001:db8::5\"}}"),
+	   "canonical network: mode, allow, deny, hosts sorted by name (%s)", text ? text : "NULL");
+	r = text ? parse(text, &q, &err) : -1;
+	ok(r == 0, "canonical network JSON parses again (%s)", err.msg);
+	policy_digest(&p, d1);
+	policy_digest(&q, d2);
+	ok(!strcmp(d1, d2), "network round trip keeps the digest");
+	free(text);
+	json_decref(j);
+	policy_free(&q);
+	policy_free(&p);
+	ok(is_zero(&p, sizeof p), "policy_free releases the network lists");
+
+	/* Spelling and host order do not change the digest. */
+	r = parse("{\"network\": {\"mode\": \"allow\", \"allow\": [\"a.com\", \"[2001:db8::1]\"],"
+		  " \"hosts\": {\"x\": \"10.0.0.1\", \"y\": \"::1\"}}}", &p, &err);
+	policy_digest(&p, d1);
+	policy_free(&p);
+	r |= parse("{\"network\": {\"hosts\": {\"Y.\": \"0::1\", \"X\": \"10.0.0.1\"},"
+		   " \"allow\": [\"A.COM.\", \"[2001:DB8:0::1]\"], \"mode\": \"allow\"}}", &p, &err);
+	policy_digest(&p, d2);
+	policy_free(&p);
+	ok(r == 0 && !strcmp(d1, d2), "one digest for two spellings of the same network policy");
+
+	/* The default writes the whole network object and takes it back. */
+	r = parse("{}", &p, &err);
+	j = r == 0 ? policy_to_json(&p) : NULL;
+	text = j ? json_dumps(json_object_get(j, "network"), JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	ok(text && !strcmp(text, "{\"mode\":\"none\",\"allow\":[],\"deny\":[],\"hosts\":{}}"),
+	   "default network in canonical form (%s)", text ? text : "NULL");
+	free(text);
+	json_decref(j);
+	policy_digest(&p, d1);
+	policy_free(&p);
+	r = parse("{\"network\": {\"mode\": \"none\", \"allow\": [], \"deny\": null, \"hosts\": {}}}", &p, &err);
+	policy_digest(&p, d2);
+	ok(r == 0 && !p.net_allow && !p.net_deny && !p.net_hosts && !strcmp(d1, d2),
+	   "empty lists are fine in mode none, and the same as none (%s)", err.msg);
+	policy_free(&p);
+	r = parse("{\"network\": {\"mode\": \"host\"}}", &p, &err);
+	ok(r == 0 && !strcmp(p.net_mode, "host"), "mode host (%s)", err.msg);
+	policy_free(&p);
+	r = parse("{\"network\": {\"mode\": \"allow\"}}", &p, &err);
+	ok(r == 0 && !strcmp(p.net_mode, "allow") && !p.net_allow,
+	   "mode allow with no rules: nothing may leave (%s)", err.msg);
+	policy_free(&p);
+
+	for (size_t i = 0; i < sizeof ok_rules / sizeof ok_rules[0]; i++) {
+		char json[256];
+
+		r = policy_check_net_rule(ok_rules[i], &err);
+		ok(r == 0, "rule %s accepted (%s)", ok_rules[i], r ? err.msg : "");
+		snprintf(json, sizeof json, "{\"network\": {\"mode\": \"allow\", \"deny\": [\"%s\"]}}",
+			 ok_rules[i]);
+		r = parse(json, &p, &err);
+		ok(r == 0, "rule %s accepted in a policy (%s)", ok_rules[i], r ? err.msg : "");
+		if (r == 0)
+			policy_free(&p);
+	}
+	for (size_t i = 0; i < sizeof bad_rules / sizeof bad_rules[0]; i++) {
+		char json[256], want[256];
+
+		memset(&err, 0, sizeof err);
+		r = policy_check_net_rule(bad_rules[i].rule, &err);
+		ok(r < 0 && err.code == AEGIS_E_INVALID && strstr(err.msg, bad_rules[i].want) &&
+		   !strchr(err.msg, '\n'), "rule %s refused: want '%s', got '%s'", bad_rules[i].rule,
+		   bad_rules[i].want, r < 0 ? err.msg : "(accepted)");
+		snprintf(json, sizeof json, "{\"network\": {\"mode\": \"allow\", \"allow\": [\"ok.com\", \"%s\"]}}",
+			 bad_rules[i].rule);
+		snprintf(want, sizeof want, "network.allow[1]: %s", bad_rules[i].want);
+		refused(json, want);
+	}
+	for (size_t i = 0; i < sizeof bad_hosts / sizeof bad_hosts[0]; i++) {
+		memset(&err, 0, sizeof err);
+		r = policy_check_net_host(bad_hosts[i].entry, &err);
+		ok(r < 0 && err.code == AEGIS_E_INVALID && strstr(err.msg, bad_hosts[i].want),
+		   "host %s refused: want '%s', got '%s'", bad_hosts[i].entry, bad_hosts[i].want,
+		   r < 0 ? err.msg : "(accepted)");
+	}
+	r = policy_check_net_host("API.internal.=2001:DB8::1", &err);
+	ok(r == 0, "host entry with an IPv6 address accepted (%s)", r ? err.msg : "");
+
+	/* Names: 63-byte labels and 253-byte names, one more is refused. */
+	{
+		char name[300], json[400];
+
+		memset(name, 'a', 63);
+		strcpy(name + 63, ".com");
+		ok(policy_check_net_rule(name, &err) == 0, "a 63-byte label");
+		memset(name, 'a', 64);
+		strcpy(name + 64, ".com");
+		r = policy_check_net_rule(name, &err);
+		ok(r < 0 && strstr(err.msg, "a label is longer than 63 bytes"), "a 64-byte label refused (%s)", err.msg);
+		/* 4 labels of 63 + 3 dots = 255; cut to 253 and 254. */
+		for (int l = 0; l < 4; l++) {
+			memset(name + l * 64, 'a', 63);
+			name[l * 64 + 63] = '.';
+		}
+		name[253] = '\0';
+		name[252] = 'b';
+		ok(policy_check_net_rule(name, &err) == 0, "a 253-byte name (%s)", err.msg);
+		name[253] = 'c';
+		name[254] = '\0';
+		r = policy_check_net_rule(name, &err);
+		ok(r < 0 && strstr(err.msg, "a name is longer than 253 bytes"), "a 254-byte name refused (%s)", err.msg);
+		snprintf(json, sizeof json, "{\"network\": {\"mode\": \"allow\", \"hosts\": {\"%s\": \"10.0.0.1\"}}}", name);
+		refused(json, "network.hosts: a name is longer than 253 bytes");
+	}
+
+	/* The field is named in every network error. */
+	refused("{\"network\": {\"mode\": \"allow\", \"allow\": [\"ok.com\", \"exa mple.com\"]}}",
+		"policy ./p.json: network.allow[1]: not a rule: \"exa mple.com\" (a name, *.name, an IP or CIDR, with optional :port)");
+	refused("{\"network\": {\"mode\": \"allow\", \"deny\": [\"a.com\", 3]}}",
+		"network.deny[1]: expected a string, got integer");
+	refused("{\"network\": {\"mode\": \"allow\", \"allow\": \"a.com\"}}",
+		"network.allow: expected a list of strings, got string");
+	refused("{\"network\": {\"allow\": [\"github.com\"]}}",
+		"network.allow: rules need \"mode\": \"allow\" (the mode is \"none\")");
+	refused("{\"network\": {\"allow\": [\"github.com\"], \"mode\": \"none\"}}",
+		"network.allow: rules need \"mode\": \"allow\"");
+	refused("{\"network\": {\"mode\": \"host\", \"deny\": [\"github.com\"]}}",
+		"network.deny: rules need \"mode\": \"allow\" (the mode is \"host\")");
+	refused("{\"network\": {\"hosts\": {\"api\": \"10.0.0.1\"}}}",
+		"network.hosts: entries need \"mode\": \"allow\" (the mode is \"none\")");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": []}}",
+		"network.hosts: expected an object of \"name\": \"IP\", got array");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"api\": 1}}}",
+		"network.hosts[\"api\"]: expected a string, got integer");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"api\": \"10.1.2\"}}}",
+		"network.hosts[\"api\"]: not an IP address: \"10.1.2\"");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"api\": \"[::1]\"}}}",
+		"network.hosts[\"api\"]: not an IP address");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"*.api\": \"10.0.0.1\"}}}",
+		"network.hosts: not a host name: \"*.api\"");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"api:80\": \"10.0.0.1\"}}}",
+		"network.hosts: not a host name: \"api:80\"");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"API\": \"10.0.0.1\", \"api.\": \"10.0.0.2\"}}}",
+		"network.hosts: \"api.\" is given twice");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"a\\nb\": \"10.0.0.1\"}}}",
+		"network.hosts: not a host name: \"a\\nb\"");
+	refused("{\"network\": {\"mode\": \"allow\", \"hosts\": {\"a\": \"10.0.0.1\", \"a\": \"10.0.0.2\"}}}",
+		"duplicate object key");
 }
 
 static void *xmalloc(size_t len)
@@ -366,6 +614,7 @@ int main(void)
 	test_builtins();
 	test_full();
 	test_errors();
+	test_network();
 	test_hostile();
 	return tap_done();
 }

@@ -1,0 +1,268 @@
+"""Network modes: none (default), host, allow (the egress proxy).
+HOSTILE.md N-01, N-02, N-03, N-05, N-06."""
+import contextlib
+import http.server
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import AEGIS, run, sandboxed
+
+
+@contextlib.contextmanager
+def http_server(body=b"hello from the host\n"):
+    """An HTTP server on host loopback: the stand-in for the internet."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@contextlib.contextmanager
+def udp_tcp_counter(host="127.0.0.1"):
+    """Counts every packet/connection that reaches host: a fake resolver."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((host, 0))
+    port = udp.getsockname()[1]
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((host, port))
+    tcp.listen(16)
+    seen = {"n": 0}
+    stop = threading.Event()
+
+    def loop():
+        udp.settimeout(0.1)
+        tcp.settimeout(0.1)
+        while not stop.is_set():
+            for s in (udp, tcp):
+                try:
+                    if s is udp:
+                        s.recvfrom(4096)
+                    else:
+                        s.accept()[0].close()
+                    seen["n"] += 1
+                except (socket.timeout, OSError):
+                    pass
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield port, seen
+    finally:
+        stop.set()
+        t.join()
+        udp.close()
+        tcp.close()
+
+
+def host_ip():
+    out = run(["ip", "-4", "route", "get", "192.0.2.1"]).stdout.split()
+    return out[out.index("src") + 1]
+
+
+# ---- none (default) ----------------------------------------------------
+
+def test_none_mode_reaches_nothing():
+    """N-06: curl, bash /dev/tcp, UDP, ping, DNS all fail; the same work on the host."""
+    with http_server() as port:
+        url = f"http://127.0.0.1:{port}/"
+        assert run(["curl", "-s", "-m", "5", url]).stdout == "hello from the host\n"
+        for argv in (["curl", "-s", "-m", "2", url],
+                     ["curl", "-s", "-m", "2", f"http://{host_ip()}:{port}/"],
+                     ["bash", "-c", f"echo > /dev/tcp/127.0.0.1/{port}"],
+                     ["bash", "-c", f"echo > /dev/tcp/{host_ip()}/{port}"],
+                     ["getent", "hosts", "example.com"],
+                     ["ping", "-c", "1", "-W", "1", "127.0.0.1"]):
+            p = sandboxed(*argv, timeout=30)
+            assert p.returncode != 0 and "hello" not in p.stdout, (argv, p)
+
+
+def test_no_dns_traffic_leaves_the_sandbox():
+    """N-05: UDP and TCP queries to a resolver on the host and to public
+    resolver addresses: zero packets arrive; the same probe from the host arrives."""
+    with udp_tcp_counter(host_ip()) as (port, seen):
+        probe = (f"import socket\n"
+                 f"for host in ('{host_ip()}', '8.8.8.8', '1.1.1.1', '127.0.0.1'):\n"
+                 f"  for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):\n"
+                 f"    s = socket.socket(socket.AF_INET, kind); s.settimeout(1)\n"
+                 f"    try:\n"
+                 f"      s.connect((host, {port})) if kind == socket.SOCK_STREAM else s.sendto(b'q', (host, {port}))\n"
+                 f"    except OSError: pass\n")
+        for mode in ((), ("--net", "allow")):
+            sandboxed("python3", "-c", probe, opts=mode, timeout=60)
+            sandboxed("getent", "hosts", "secret.exfil.test", opts=mode)
+        time.sleep(0.3)
+        assert seen["n"] == 0, seen
+        run(["python3", "-c", probe.replace("'8.8.8.8', '1.1.1.1', ", "")], timeout=30)
+        time.sleep(0.3)
+        assert seen["n"] > 0  # the probe does reach it from outside
+    assert not sandboxed("test", "-e", "/etc/resolv.conf").returncode == 0
+
+
+# ---- host ----------------------------------------------------------------
+
+def test_host_mode_is_explicit_and_audited(tmp_path):
+    log = str(tmp_path / "audit.jsonl")
+    with http_server() as port:
+        p = sandboxed("curl", "-s", "-m", "5", f"http://127.0.0.1:{port}/", opts=("--net", "host", "--audit", log))
+        assert p.stdout == "hello from the host\n", p
+    start = json.loads(open(log).readline())
+    assert start["network"] == "host"
+
+
+# ---- allow: the egress proxy ------------------------------------------------
+
+def allow(*rules, hosts=(), deny=(), extra=()):
+    opts = ["--net", "allow"]
+    for r in rules:
+        opts += ["--allow", r]
+    for d in deny:
+        opts += ["--deny", d]
+    for h in hosts:
+        opts += ["--host", h]
+    return tuple(opts) + tuple(extra)
+
+
+def curl_in(url, opts, *flags):
+    return sandboxed("curl", "-s", "-S", "-m", "10", *flags, url, opts=opts, timeout=60)
+
+
+def test_allowed_name_reaches_the_server():
+    with http_server() as port:
+        p = curl_in(f"http://api.test:{port}/", allow(f"api.test:{port}", hosts=("api.test=127.0.0.1",)))
+        assert p.returncode == 0 and p.stdout == "hello from the host\n", p
+
+
+def test_python_urllib_uses_the_proxy():
+    with http_server() as port:
+        code = f"import urllib.request; print(urllib.request.urlopen('http://api.test:{port}/').read().decode(), end='')"
+        p = sandboxed("python3", "-c", code, opts=allow(f"api.test:{port}", hosts=("api.test=127.0.0.1",)))
+        assert p.stdout == "hello from the host\n", p
+
+
+def test_unlisted_name_and_direct_ip_get_403_with_reason():
+    with http_server() as port:
+        opts = allow(f"api.test:{port}", hosts=("api.test=127.0.0.1", "other.test=127.0.0.1"))
+        start = time.monotonic()
+        p = curl_in(f"http://other.test:{port}/", opts, "-i")
+        assert "403" in p.stdout.splitlines()[0] and "other.test" in p.stdout, p
+        assert time.monotonic() - start < 5  # an answer, not a hang
+        p = curl_in(f"http://127.0.0.1:{port}/", opts, "-i", "--noproxy", "")
+        assert "403" in p.stdout.splitlines()[0], p
+
+
+def test_name_resolving_to_loopback_is_refused():
+    """N-02: 'localhost' resolves to 127.0.0.1; allowing the name does not allow loopback."""
+    with http_server() as port:
+        p = curl_in(f"http://localhost:{port}/", allow(f"localhost:{port}"), "-i", "--noproxy", "")
+        assert "403" in p.stdout and "hello" not in p.stdout, p
+
+
+def test_metadata_address_is_refused():
+    """N-01/N-03: a name that resolves to the metadata address is refused."""
+    marker = "# aegis-test-metadata"
+    with open("/etc/hosts") as f:
+        saved = f.read()
+    try:
+        with open("/etc/hosts", "a") as f:
+            f.write(f"169.254.169.254 meta.aegis-test {marker}\n")
+        p = curl_in("http://meta.aegis-test/latest/meta-data/", allow("meta.aegis-test", "*.aegis-test"), "-i")
+        assert "403" in p.stdout, p
+    finally:
+        with open("/etc/hosts", "w") as f:
+            f.write(saved)
+
+
+def test_deny_beats_allow_and_wildcards():
+    with http_server() as port:
+        hosts = ("a.api.test=127.0.0.1", "api.test=127.0.0.1")
+        opts = allow(f"*.api.test:{port}", hosts=hosts)
+        assert curl_in(f"http://a.api.test:{port}/", opts).stdout == "hello from the host\n"
+        p = curl_in(f"http://api.test:{port}/", opts, "-i")  # *. is subdomains only
+        assert "403" in p.stdout, p
+        p = curl_in(f"http://a.api.test:{port}/", allow(f"*.api.test:{port}", hosts=hosts, deny=("a.api.test",)), "-i")
+        assert "403" in p.stdout and "a.api.test" in p.stdout, p
+        p = curl_in(f"http://a.api.test:{port + 1 if port < 65535 else 1}/", opts, "-i")  # other port
+        assert "403" in p.stdout, p
+
+
+def test_tls_through_connect(tmp_path):
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tls.test",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    port = lsock.getsockname()[1]
+
+    def serve():
+        conn, _ = lsock.accept()
+        with ctx.wrap_socket(conn, server_side=True) as s:
+            s.recv(4096)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nsecure\n")
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    p = curl_in(f"https://tls.test:{port}/", allow(f"tls.test:{port}", hosts=("tls.test=127.0.0.1",)), "-k")
+    t.join(5)
+    lsock.close()
+    assert p.stdout == "secure\n", p
+
+
+def test_connections_are_audited(tmp_path):
+    log = str(tmp_path / "audit.jsonl")
+    with http_server() as port:
+        opts = allow(f"api.test:{port}", hosts=("api.test=127.0.0.1", "no.test=127.0.0.1"), extra=("--audit", log))
+        sandboxed("sh", "-c", f"curl -s http://api.test:{port}/; curl -s http://no.test:{port}/", opts=opts)
+    events = [json.loads(l) for l in open(log) if '"net.connect"' in l]
+    ok = [e for e in events if e["verdict"] == "allow"]
+    no = [e for e in events if e["verdict"] == "deny"]
+    assert ok and ok[0]["host"] == "api.test" and ok[0]["address"] == "127.0.0.1" and ok[0]["port"] == port
+    assert ok[0]["bytes_down"] > 20 and ok[0]["bytes_up"] > 20
+    assert no and no[0]["host"] == "no.test" and no[0]["rule"]
+    assert run([AEGIS, "audit", "verify", log]).returncode == 0
+
+
+def test_proxy_survives_garbage():
+    """Malformed requests, huge headers, many connections: answered, and the
+    proxy still serves the next request."""
+    with http_server() as port:
+        script = (
+            "import socket\n"
+            "def ask(data):\n"
+            "  s = socket.create_connection(('127.0.0.1', 3128), timeout=5); s.sendall(data)\n"
+            "  try: r = s.recv(200)\n"
+            "  except OSError: r = b''\n"
+            "  s.close(); return r.split(b'\\r\\n')[0].decode()\n"
+            "print(ask(b'garbage\\r\\n\\r\\n'))\n"
+            "print(ask(b'GET http://x/ HTTP/1.1\\r\\nX: ' + b'a' * 100000 + b'\\r\\n\\r\\n'))\n"
+            "for i in range(500):\n"
+            "  socket.create_connection(('127.0.0.1', 3128)).close()\n"
+            f"print(ask(b'GET http://api.test:{port}/ HTTP/1.1\\r\\nHost: api.test\\r\\n\\r\\n'))\n")
+        p = sandboxed("python3", "-c", script, opts=allow(f"api.test:{port}", hosts=("api.test=127.0.0.1",)),
+                      timeout=60)
+        lines = p.stdout.splitlines()
+        assert len(lines) == 3, p
+        assert " 400" in lines[0] and " 431" in lines[1] and " 200" in lines[2], lines
