@@ -150,8 +150,8 @@ static int netrules_parse_port(const char *s, uint16_t *out)
 {
 	unsigned long v = 0;
 
-	if (!*s)
-		return -1;
+	if (!*s || *s == '0')
+		return -1;	/* empty, 0, or a leading zero ("080" reads as octal to some) */
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9')
 			return -1;
@@ -159,8 +159,6 @@ static int netrules_parse_port(const char *s, uint16_t *out)
 		if (v > 65535)
 			return -1;
 	}
-	if (v == 0)
-		return -1;
 	*out = (uint16_t)v;
 	return 0;
 }
@@ -169,7 +167,7 @@ static int netrules_parse_prefix(const char *s, int max, int *out)
 {
 	int v = 0;
 
-	if (!*s || strlen(s) > 3)
+	if (!*s || strlen(s) > 3 || (s[0] == '0' && s[1]))
 		return -1;
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9')
@@ -182,11 +180,12 @@ static int netrules_parse_prefix(const char *s, int max, int *out)
 	return 0;
 }
 
-/* A host name as DNS spells it: labels of letters, digits, '-' and '_'
- * (service names use it), 1..63 bytes each, at most 253 in all. Anything
- * an IPv4 parser would take as an address ("127.1", "0x7f000001", a last
- * label of digits) is not a name: resolving it would reach that address
- * behind the back of the address rules. */
+/* A host name as docs/network.md defines it (and src/common/policy.c
+ * checks): labels of a-z, 0-9 and '-', not starting or ending with '-',
+ * 1..63 bytes each, at most 253 in all. Anything an IPv4 parser would take
+ * as an address ("127.1", "0x7f000001", a last label of digits) is not a
+ * name: resolving it would reach that address behind the back of the
+ * address rules. */
 static bool netrules_valid_name(const char *name)
 {
 	const char *label = name, *last = name;
@@ -198,7 +197,7 @@ static bool netrules_valid_name(const char *name)
 		return false;
 	for (const char *p = name;; p++) {
 		if (*p == '.' || *p == '\0') {
-			if (p == label || p - label > NETRULES_LABEL_MAX)
+			if (p == label || p - label > NETRULES_LABEL_MAX || p[-1] == '-')
 				return false;
 			last = label;
 			if (*p == '\0')
@@ -206,7 +205,9 @@ static bool netrules_valid_name(const char *name)
 			label = p + 1;
 			continue;
 		}
-		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+		if (!isalnum((unsigned char)*p) && *p != '-')
+			return false;
+		if (*p == '-' && p == label)
 			return false;
 	}
 	for (const char *p = last; *p; p++)
@@ -232,7 +233,7 @@ static char *netrules_name_dup(const char *s, size_t len)
 	return out;
 }
 
-/* An address, optionally "/prefix", IPv6 without brackets. */
+/* An address, optionally "/prefix" (an IPv6 one without its brackets). */
 static int netrules_parse_addr(const char *s, struct net_rule *out, const char **bad)
 {
 	char buf[INET6_ADDRSTRLEN + 8];
@@ -316,10 +317,9 @@ int netrules_parse_rule(const char *text, struct net_rule *out, struct aegis_err
 
 	colon = strchr(text, ':');
 	if (colon && strchr(colon + 1, ':')) {
-		/* Several colons: a bare IPv6 address or block, no port. */
-		if (netrules_parse_addr(text, out, &bad) < 0)
-			goto fail;
-		goto done;
+		/* "2001:db8::1:443": is the last part a port? Brackets decide. */
+		bad = "an IPv6 address goes in brackets, e.g. [2001:db8::1]:443";
+		goto fail;
 	}
 	hostlen = colon ? (size_t)(colon - text) : strlen(text);
 	if (colon && netrules_parse_port(colon + 1, &out->port) < 0) {
@@ -384,7 +384,7 @@ fail:
 int netrules_parse_host(const char *text, struct net_host *out, struct aegis_error *err)
 {
 	const char *eq, *ip;
-	char ipbuf[INET6_ADDRSTRLEN + 2];
+	char ipbuf[INET6_ADDRSTRLEN];
 	size_t iplen;
 	int prefix = 128;
 
@@ -394,10 +394,6 @@ int netrules_parse_host(const char *text, struct net_host *out, struct aegis_err
 				 "net host '%.100s': want NAME=IP", text ? text : "");
 	ip = eq + 1;
 	iplen = strlen(ip);
-	if (iplen >= 2 && ip[0] == '[' && ip[iplen - 1] == ']') {
-		ip++;
-		iplen -= 2;
-	}
 	if (iplen >= sizeof ipbuf)
 		goto badip;
 	memcpy(ipbuf, ip, iplen);
@@ -472,6 +468,15 @@ int netrules_load(const struct aegis_policy *policy, struct net_rules *out,
 			if (netrules_parse_host(policy->net_hosts[i], &out->hosts[i], err) < 0)
 				goto fail;
 			out->nhosts++;
+			/* one name, one address: which of two would be meant? */
+			for (size_t j = 0; j < i; j++) {
+				if (strcmp(out->hosts[j].name, out->hosts[i].name) == 0) {
+					error_set(err, AEGIS_E_INVALID, 0,
+						  "net host '%.100s': a second entry for %.100s",
+						  policy->net_hosts[i], out->hosts[i].name);
+					goto fail;
+				}
+			}
 		}
 	}
 	return 0;

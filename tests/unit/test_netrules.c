@@ -147,8 +147,9 @@ static void test_parse(void)
 	ok(parses_as("*.example.com", "example.com", true, 0, NULL, 0, 0), "wildcard");
 	ok(parses_as("*.example.com:8443", "example.com", true, 0, NULL, 0, 8443), "wildcard:port");
 	ok(parses_as("localhost", "localhost", false, 0, NULL, 0, 0), "single-label name");
-	ok(parses_as("_dmarc.x-y.example", "_dmarc.x-y.example", false, 0, NULL, 0, 0),
-	   "'_' and '-' in names");
+	ok(parses_as("x-y.e-x.example", "x-y.e-x.example", false, 0, NULL, 0, 0), "'-' in names");
+	ok(parses_as("xn--bcher-kva.example", "xn--bcher-kva.example", false, 0, NULL, 0, 0),
+	   "punycode");
 	ok(parses_as("host1.example.com", "host1.example.com", false, 0, NULL, 0, 0),
 	   "digits inside a name");
 	ok(parses_as("10.1.2.3", NULL, false, AF_INET, "10.1.2.3", 32, 0), "IPv4");
@@ -162,9 +163,8 @@ static void test_parse(void)
 	ok(parses_as("[2001:db8::/32]", NULL, false, AF_INET6, "2001:db8::", 32, 0), "[IPv6 CIDR]");
 	ok(parses_as("[2001:db8::/32]:22", NULL, false, AF_INET6, "2001:db8::", 32, 22),
 	   "[IPv6 CIDR]:port");
-	ok(parses_as("2001:db8::1", NULL, false, AF_INET6, "2001:db8::1", 128, 0), "bare IPv6");
-	ok(parses_as("fc00::/7", NULL, false, AF_INET6, "fc00::", 7, 0), "bare IPv6 CIDR");
-	ok(parses_as("::ffff:10.0.0.1", NULL, false, AF_INET, "10.0.0.1", 32, 0),
+	ok(parses_as("[fc00::/7]", NULL, false, AF_INET6, "fc00::", 7, 0), "short IPv6 CIDR");
+	ok(parses_as("[::ffff:10.0.0.1]", NULL, false, AF_INET, "10.0.0.1", 32, 0),
 	   "IPv4-mapped IPv6 becomes IPv4");
 	ok(parses_as("[::ffff:10.0.0.0/104]", NULL, false, AF_INET, "10.0.0.0", 8, 0),
 	   "IPv4-mapped block becomes an IPv4 block");
@@ -200,8 +200,17 @@ static void test_parse(void)
 	ok(refused("127.1", NULL), "inet_aton shorthand refused");
 	ok(refused("0x7f000001", NULL), "hex address refused");
 	ok(refused("1.2.3.4.5", NULL), "numeric last label refused");
-	ok(refused("fe80::1%eth0", NULL), "zone index refused");
-	ok(refused("a:b:c", NULL), "garbage with colons refused");
+	ok(refused("[fe80::1%eth0]", NULL), "zone index refused");
+	ok(refused("a:b:c", "brackets"), "garbage with colons refused");
+	ok(refused("2001:db8::1", "an IPv6 address goes in brackets"), "bare IPv6 refused");
+	ok(refused("2001:db8::/32", "brackets"), "bare IPv6 block refused");
+	ok(refused("example.com:080", "port"), "port with a leading zero refused");
+	ok(refused("[::1]:00443", "port"), "IPv6 port with a leading zero refused");
+	ok(refused("10.0.0.0/08", "prefix"), "prefix with a leading zero refused");
+	ok(refused("_dmarc.example.com", NULL), "'_' refused");
+	ok(refused("-a.example.com", NULL), "label starting with '-' refused");
+	ok(refused("a-.example.com", NULL), "label ending with '-' refused");
+	ok(refused("*.-a.example.com", NULL), "wildcard over a bad label refused");
 	{
 		char big[400];
 		memset(big, 'a', sizeof big - 1);
@@ -227,13 +236,15 @@ static void test_hosts(void)
 	   strcmp(h.name, "api.internal") == 0 && inet_pton(AF_INET, "10.1.2.3", want) == 1 &&
 	   memcmp(want, h.addr, 4) == 0, "host entry name=IPv4, name lowercased");
 	free(h.name);
-	ok(netrules_parse_host("v6.test=[2001:db8::5]", &h, &err) == 0 && h.family == AF_INET6 &&
+	ok(netrules_parse_host("v6.test=2001:db8::5", &h, &err) == 0 && h.family == AF_INET6 &&
 	   inet_pton(AF_INET6, "2001:db8::5", want) == 1 && memcmp(want, h.addr, 16) == 0,
-	   "host entry name=[IPv6]");
+	   "host entry name=IPv6");
 	free(h.name);
-	ok(netrules_parse_host("v6.test=2001:db8::5", &h, &err) == 0 && h.family == AF_INET6,
-	   "host entry name=IPv6 without brackets");
-	free(h.name);
+	ok(netrules_parse_host("v6.test=[2001:db8::5]", &h, &err) < 0, "host entry IPv6 in brackets refused");
+	ok(netrules_parse_host("v6.test=10.0.0.0/8", &h, &err) < 0, "host entry with a prefix refused");
+	ok(netrules_parse_host("my_host=10.0.0.1", &h, &err) < 0 &&
+	   strcmp(err.msg, "net host 'my_host=10.0.0.1': not a valid host name") == 0,
+	   "host entry with a bad name refused, named");
 	ok(netrules_parse_host("m.test=::ffff:127.0.0.1", &h, &err) == 0 && h.family == AF_INET,
 	   "mapped host entry becomes IPv4");
 	free(h.name);
@@ -261,6 +272,7 @@ static void test_load(void)
 	char *hosts[] = { "a.test=10.0.0.1", NULL };
 	char *bad[] = { "good.test", "bad..test", NULL };
 	char *badhosts[] = { "ok.test=1.2.3.4", "oops", NULL };
+	char *duphosts[] = { "ok.test=1.2.3.4", "OK.test.=1.2.3.5", NULL };
 
 	ok(load(&r, allow, deny, hosts) && r.nallow == 3 && r.ndeny == 1 && r.nhosts == 1,
 	   "load counts every list");
@@ -284,6 +296,10 @@ static void test_load(void)
 	pol.net_hosts = badhosts;
 	ok(netrules_load(&pol, &r, &err) < 0 && strstr(err.msg, "net host 'oops'"),
 	   "bad host entry fails");
+	pol.net_hosts = duphosts;
+	ok(netrules_load(&pol, &r, &err) < 0 &&
+	   strcmp(err.msg, "net host 'OK.test.=1.2.3.5': a second entry for ok.test") == 0,
+	   "a second entry for one name fails");
 }
 
 static void test_match(void)
@@ -326,6 +342,7 @@ static void test_match(void)
 	   strcmp(target_why(&r, "198.51.100.66", 80), "denied by rule '198.51.100.66'") == 0,
 	   "deny IP inside an allowed CIDR");
 	ok(!target(&r, "", 80) && !target(&r, "a b", 80) && !target(&r, "127.1", 80) &&
+	   !target(&r, "exact_test", 80) && !target(&r, "-x.wild.test", 80) &&
 	   !target(&r, "0x7f.1", 80) && !target(&r, "2130706433", 80) &&
 	   !target(&r, "fe80::1%lo", 80), "garbage and inet_aton forms refused");
 	ok(strstr(target_why(&r, "127.1", 80), "not a valid host name or address") != NULL,
@@ -387,7 +404,7 @@ static void test_openings(void)
 {
 	struct net_rules r;
 	char *allow[] = { "*.corp.test", "10.0.0.0/8", "127.0.0.1:8080", "169.254.169.254",
-			  "0.0.0.0/0", "::/0", "[fd00::/8]:443", "172.16.0.0/16", "192.168.0.0/15",
+			  "0.0.0.0/0", "[::/0]", "[fd00::/8]:443", "172.16.0.0/16", "192.168.0.0/15",
 			  NULL };
 	char *deny[] = { "10.6.6.6", "[fd00::bad]", "evil.corp.test", NULL };
 	char *hosts[] = { "evil.corp.test=10.0.0.1", NULL };
