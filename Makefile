@@ -32,7 +32,7 @@ asan: deps $(ASAN_BUILD)/build.ninja
 
 # libFuzzer targets for the parsers of user input (clang).
 FUZZ_BUILD ?= build-fuzz
-FUZZ_SRC = src/common/util.c src/common/error.c src/sandbox/env.c
+FUZZ_SRC = src/common/util.c src/common/error.c src/sandbox/env.c src/sandbox/netns.c
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-D_GNU_SOURCE -Iinclude
 fuzz:
