@@ -41,6 +41,8 @@ fuzz:
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_parse.c $(FUZZ_SRC) -o $(FUZZ_BUILD)/fuzz_parse
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_policy.c src/common/policy.c src/common/util.c \
 		src/common/error.c src/common/hash.c -ljansson -lcrypto -o $(FUZZ_BUILD)/fuzz_policy
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_proxy.c src/sandbox/netrules.c src/common/error.c \
+		src/common/util.c -ljansson -lpthread -o $(FUZZ_BUILD)/fuzz_proxy
 
 # Every test, against the normal build and again against the ASan+UBSan
 # build, plus a bounded run of each fuzz target.
