@@ -57,6 +57,8 @@ install: build
 bench: build
 	@scripts/deps.sh bench
 	bash bench/run.sh
+	bash bench/policy.sh
+	/usr/bin/python3 bench/network.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
