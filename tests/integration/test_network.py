@@ -40,9 +40,13 @@ def http_server(body=b"hello from the host\n"):
 
 @contextlib.contextmanager
 def udp_tcp_counter(host="127.0.0.1"):
-    """Counts every packet/connection that reaches host: a fake resolver."""
+    """Counts every packet/connection that reaches host: a stand-in resolver
+    on the DNS port (53, or any port if 53 is taken on this machine)."""
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind((host, 0))
+    try:
+        udp.bind((host, 53))
+    except OSError:
+        udp.bind((host, 0))
     port = udp.getsockname()[1]
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
