@@ -182,3 +182,32 @@ def test_rootless_overlay_and_apply(user):
     a = as_user(user, os.path.join(user["bin"], "aegis"), "apply", art)
     assert a.returncode == 0, a
     assert open(os.path.join(ws, "f")).read() == "one\ntwo\n" and open(os.path.join(ws, "g")).read() == "new\n"
+
+
+def test_rootless_egress_proxy(user):
+    """allow mode as an unprivileged user: the proxy is the user's own process."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.end_headers()
+            self.wfile.write(b"hi\n")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        net = ("--net", "allow", "--host", "web.test=127.0.0.1", "--allow", f"web.test:{port}")
+        p = rootless(user, "curl", "-s", f"http://web.test:{port}/", opts=net)
+        assert p.stdout == "hi\n", p
+        p = rootless(user, "curl", "-s", "-i", f"http://other.test:{port}/", opts=net)
+        assert "403" in p.stdout, p
+    finally:
+        srv.shutdown()
+        srv.server_close()
