@@ -343,3 +343,19 @@ def test_stale_run_cgroup_is_replaced():
     out, err = again.communicate(timeout=30)
     assert again.returncode == 0 and out == "reused\n", err
     assert not os.path.isdir(stale)
+
+
+def test_parallel_runs_do_not_collide():
+    """20 sandboxes at once: each its own uid, cgroup and result."""
+    procs = [subprocess.Popen([AEGIS, "run", "--json", "--", "sh", "-c", f"cat /proc/self/uid_map; exit {i % 7}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(20)]
+    uids = set()
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=60)
+        r = json.loads(out)
+        assert p.returncode == i % 7 and r["exit_code"] == i % 7, (out, err)
+        uids.add(r["stdout"].split()[1])
+    if os.getuid() == 0:
+        assert len(uids) == 20, uids
+    parent = f"{_cgroup_base()}/aegis"
+    assert not [d for d in os.listdir(parent) if d.startswith("run-")]
