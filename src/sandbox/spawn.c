@@ -50,6 +50,22 @@ static int close_fds(struct sandbox_ctx *ctx, struct aegis_error *err)
 	return 0;
 }
 
+/* Give the supervisor a descriptor made in here (fd < 0: making it failed,
+ * err says why) and close ours. */
+static int hand_over(const struct sandbox_ctx *ctx, enum sync_kind kind, int fd, const char *what,
+		     struct aegis_error *err)
+{
+	struct sync_msg msg = { .kind = kind };
+	int r = 0;
+
+	if (fd < 0)
+		return -1;
+	if (sync_send_fd(ctx->sync_fd, &msg, fd) < 0)
+		r = error_sys(err, "hand %s to the supervisor", what);
+	close(fd);
+	return r;
+}
+
 static bool supervisor_gone(int sync_fd)
 {
 	struct pollfd p = { .fd = sync_fd, .events = POLLRDHUP };
@@ -108,28 +124,14 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	 * overlay workspace's changes readable by the supervisor */
 	if (rootfs_build(ctx, &upper, err) < 0 || rootfs_hide(ctx->spec->policy, err) < 0)
 		goto fail;
-	if (upper >= 0) {
-		struct sync_msg hand = { .kind = SYNC_UPPER };
-		if (sync_send_fd(ctx->sync_fd, &hand, upper) < 0) {
-			error_sys(err, "hand the overlay layer to the supervisor");
-			goto fail;
-		}
-		close(upper);
-	}
+	if (upper >= 0 && hand_over(ctx, SYNC_UPPER, upper, "the overlay layer", err) < 0)
+		goto fail;
 	if (ctx->net != NET_HOST && netns_join(&net, err) < 0)
 		goto fail;
 	/* allow mode: the supervisor's proxy listens inside our namespace */
-	if (ctx->net == NET_ALLOW) {
-		struct sync_msg hand = { .kind = SYNC_PROXY };
-		int lfd = netns_proxy_listener(err);
-		if (lfd < 0)
-			goto fail;
-		if (sync_send_fd(ctx->sync_fd, &hand, lfd) < 0) {
-			error_sys(err, "hand the proxy socket to the supervisor");
-			goto fail;
-		}
-		close(lfd);
-	}
+	if (ctx->net == NET_ALLOW &&
+	    hand_over(ctx, SYNC_PROXY, netns_proxy_listener(err), "the proxy socket", err) < 0)
+		goto fail;
 	if (ctx->workspace_fd >= 0)
 		close(ctx->workspace_fd);
 	/* 7. new session: no controlling terminal to inject keystrokes into */
@@ -163,17 +165,8 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	 * every exec waits for the supervisor's exec watcher */
 	if (seccomp_apply(err) < 0)
 		goto fail;
-	{
-		struct sync_msg hand = { .kind = SYNC_LISTENER };
-		int listener = seccomp_exec_listener(err);
-		if (listener < 0)
-			goto fail;
-		if (sync_send_fd(ctx->sync_fd, &hand, listener) < 0) {
-			error_sys(err, "hand the exec watch to the supervisor");
-			goto fail;
-		}
-		close(listener);
-	}
+	if (hand_over(ctx, SYNC_LISTENER, seccomp_exec_listener(err), "the exec watch", err) < 0)
+		goto fail;
 	/* 13. PID 1 runs the command */
 	harness_run(ctx);
 fail:
