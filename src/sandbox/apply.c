@@ -47,7 +47,7 @@ static int open_parent(int root, const char *rel, const char **name)
 
 	if (!slash) {
 		*name = rel;
-		return dup(root);
+		return fcntl(root, F_DUPFD_CLOEXEC, 0);
 	}
 	snprintf(dir, sizeof dir, "%.*s", (int)(slash - rel), rel);
 	*name = slash + 1;

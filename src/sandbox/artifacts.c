@@ -59,7 +59,7 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 	if (a->dirfd < 0)
 		return error_set(err, AEGIS_E_INVALID, errno, "artifacts %s", spec->artifacts_dir);
 	/* Never mix two runs, never overwrite what a review may still need. */
-	if (!(d = fdopendir(dup(a->dirfd))))
+	if (!(d = opendir_at(a->dirfd)))
 		return error_sys(err, "artifacts %s", spec->artifacts_dir);
 	while ((e = readdir(d)))
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
