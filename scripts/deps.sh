@@ -10,7 +10,8 @@
 set -euo pipefail
 
 build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev libssl-dev)
-test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev)
+test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev
+	curl git openssl iputils-ping diffutils)
 bench=(bubblewrap runc)
 
 want=("${build[@]}")

@@ -270,3 +270,36 @@ def test_proxy_survives_garbage():
         lines = p.stdout.splitlines()
         assert len(lines) == 3, p
         assert " 400" in lines[0] and " 431" in lines[1] and " 200" in lines[2], lines
+
+
+def test_git_clone_through_the_proxy(tmp_path):
+    """A tool that honours the proxy variables works unchanged: git over HTTP."""
+    src = tmp_path / "src"
+    src.mkdir()
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t", HOME=str(tmp_path))
+    for argv in (["git", "init", "-q", "-b", "main", str(src)],
+                 ["git", "-C", str(src), "commit", "-q", "--allow-empty", "-m", "first"],
+                 ["git", "clone", "-q", "--bare", str(src), str(tmp_path / "www" / "repo.git")],
+                 ["git", "-C", str(tmp_path / "www" / "repo.git"), "update-server-info"]):
+        subprocess.run(argv, check=True, env=env, capture_output=True)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path / "www"), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        p = sandboxed("sh", "-c", f"git clone -q http://git.test:{port}/repo.git /tmp/r && git -C /tmp/r log --format=%s",
+                      opts=allow(f"git.test:{port}", hosts=("git.test=127.0.0.1",)), timeout=60)
+        assert p.returncode == 0 and p.stdout.strip() == "first", p
+        p = sandboxed("git", "clone", "-q", f"http://git.test:{port}/repo.git", "/tmp/r")
+        assert p.returncode != 0  # without the proxy rules: no network
+    finally:
+        srv.shutdown()
+        srv.server_close()
