@@ -97,7 +97,7 @@ def test_none_mode_reaches_nothing():
                      ["bash", "-c", f"echo > /dev/tcp/127.0.0.1/{port}"],
                      ["bash", "-c", f"echo > /dev/tcp/{host_ip()}/{port}"],
                      ["getent", "hosts", "example.com"],
-                     ["ping", "-c", "1", "-W", "1", "127.0.0.1"]):
+                     ["ping", "-c", "1", "-W", "1", host_ip()]):
             p = sandboxed(*argv, timeout=30)
             assert p.returncode != 0 and "hello" not in p.stdout, (argv, p)
 
