@@ -3,8 +3,12 @@
 AEGIS_BIN   path of the aegis binary under test (default: build/aegis)
 AEGIS_PROBE path of the hostile probe binary (default: build/tests/probe/aegis-probe)
 """
+import contextlib
+import http.server
 import os
 import subprocess
+import threading
+
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,6 +47,29 @@ def probe_inside(name, *args, opts=(), **kw):
 def probe_outside(name, *args, **kw):
     """The same probe on the host: the native baseline that proves the probe works."""
     return run([PROBE, name, *args], **kw)
+
+
+@contextlib.contextmanager
+def http_server(body=b"hello from the host\n"):
+    """An HTTP server on host loopback: the stand-in for the internet."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,30 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, run, sandboxed
-
-
-@contextlib.contextmanager
-def http_server(body=b"hello from the host\n"):
-    """An HTTP server on host loopback: the stand-in for the internet."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield srv.server_address[1]
-    finally:
-        srv.shutdown()
-        srv.server_close()
+from conftest import AEGIS, http_server, run, sandboxed
 
 
 @contextlib.contextmanager

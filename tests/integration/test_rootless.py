@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from conftest import AEGIS, PROBE
+from conftest import AEGIS, PROBE, http_server
 
 USER = "aegis-rootless"
 DELEGATED = "/aegis-rootless-test"
@@ -186,28 +186,9 @@ def test_rootless_overlay_and_apply(user):
 
 def test_rootless_egress_proxy(user):
     """allow mode as an unprivileged user: the proxy is the user's own process."""
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "3")
-            self.end_headers()
-            self.wfile.write(b"hi\n")
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    port = srv.server_address[1]
-    try:
+    with http_server(b"hi\n") as port:
         net = ("--net", "allow", "--host", "web.test=127.0.0.1", "--allow", f"web.test:{port}")
         p = rootless(user, "curl", "-s", f"http://web.test:{port}/", opts=net)
         assert p.stdout == "hi\n", p
         p = rootless(user, "curl", "-s", "-i", f"http://other.test:{port}/", opts=net)
         assert "403" in p.stdout, p
-    finally:
-        srv.shutdown()
-        srv.server_close()
