@@ -9,7 +9,8 @@
 # missing ones are listed and the script fails.
 set -euo pipefail
 
-build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev libssl-dev)
+build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev libssl-dev
+	libmicrohttpd-dev)
 test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev
 	curl git openssl iputils-ping diffutils)
 bench=(bubblewrap runc)

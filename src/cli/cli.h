@@ -19,6 +19,9 @@ int cmd_audit(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
+int cmd_up(int argc, char **argv);
+int cmd_down(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 /* Print "aegis: MSG" on stderr and return the exit status for err. */
 int cli_fail(const struct aegis_error *err);

@@ -14,6 +14,7 @@ static const char usage[] =
 	"commands:\n"
 	"  run [options] -- CMD [ARGS...]   run one command in a new sandbox\n"
 	"  doctor [--json]                  what this host supports and which mode runs\n"
+	"  up | down | status [--json]      start, stop, ask the daemon (aegisd)\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
 	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
 	"  apply DIR                        apply an overlay run's reviewed changes to its workspace\n"
@@ -66,6 +67,12 @@ int main(int argc, char **argv)
 		return cmd_apply(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "replay"))
 		return cmd_replay(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "up"))
+		return cmd_up(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "down"))
+		return cmd_down(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "status"))
+		return cmd_status(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
 		return fputs(usage, stdout), 0;
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))

@@ -1,0 +1,165 @@
+/* daemon.c — `aegis up`, `aegis down`, `aegis status`: start, stop and ask
+ * the daemon, as a client of its API and nothing else.
+ *
+ * `up` starts aegisd behind a lock file next to the socket, so two clients
+ * racing to start it start one; it is detached (own session, stdio to its
+ * log) so it outlives the shell that asked. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common/httpc.h"
+#include "../common/paths.h"
+#include "../common/util.h"
+#include "cli.h"
+
+#define UP_WAIT_MS 5000
+
+static bool healthy(const char *sock)
+{
+	struct httpc_response r;
+	struct aegis_error err = { 0 };
+	bool ok;
+
+	if (httpc_request(sock, "GET", "/v1/health", NULL, &r, &err) < 0)
+		return false;
+	ok = r.status == 200;
+	httpc_response_free(&r);
+	return ok;
+}
+
+/* aegisd lives next to this program (build dir or bindir). */
+static int daemon_binary(char *out, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (n < 0)
+		return -1;
+	self[n] = '\0';
+	return (size_t)snprintf(out, len, "%s/aegisd", dirname(self)) < len ? 0 : -1;
+}
+
+static void spawn_detached(const char *bin, const char *sock, const char *log)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		setsid();
+		if (fork() != 0)
+			_exit(0);
+		if (null < 0 || out < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+			_exit(125);
+		execl(bin, "aegisd", "--socket", sock, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
+int cmd_up(int argc, char **argv)
+{
+	struct aegis_error err = { 0 };
+	char sock[256], dir[256], lock[300], log[300], bin[PATH_MAX];
+	uint64_t deadline;
+	int lfd;
+
+	(void)argv;
+	if (argc != 1)
+		return cli_usage_error("up: takes no arguments");
+	if (paths_socket(sock, sizeof sock, &err) < 0)
+		return cli_fail(&err);
+	if (healthy(sock))
+		return printf("aegisd is running (%s)\n", sock), 0;
+	snprintf(dir, sizeof dir, "%s", sock);
+	if (paths_private_dir(dirname(dir), &err) < 0)
+		return cli_fail(&err);
+	snprintf(lock, sizeof lock, "%s/aegisd.lock", dir);
+	snprintf(log, sizeof log, "%s/aegisd.log", dir);
+	if ((lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 || flock(lfd, LOCK_EX) < 0)
+		return cli_usage_error("up: cannot lock %s: %s", lock, strerror(errno));
+	if (!healthy(sock)) {	/* nobody started it while we waited for the lock */
+		if (daemon_binary(bin, sizeof bin) < 0 || access(bin, X_OK) < 0) {
+			close(lfd);
+			return cli_usage_error("up: aegisd not found next to this program (%s)", bin);
+		}
+		spawn_detached(bin, sock, log);
+		for (deadline = now_us() + UP_WAIT_MS * 1000ULL; !healthy(sock); usleep(5000))
+			if (now_us() > deadline) {
+				close(lfd);
+				return cli_usage_error("up: aegisd did not come up within %d ms (see %s)", UP_WAIT_MS, log);
+			}
+	}
+	close(lfd);
+	printf("aegisd is running (%s)\n", sock);
+	return 0;
+}
+
+int cmd_down(int argc, char **argv)
+{
+	struct aegis_error err = { 0 };
+	struct httpc_response r;
+	char sock[256];
+	uint64_t deadline;
+
+	(void)argv;
+	if (argc != 1)
+		return cli_usage_error("down: takes no arguments");
+	if (paths_socket(sock, sizeof sock, &err) < 0)
+		return cli_fail(&err);
+	if (httpc_request(sock, "POST", "/v1/shutdown", NULL, &r, &err) < 0)
+		return printf("aegisd is not running\n"), 0;
+	httpc_response_free(&r);
+	for (deadline = now_us() + UP_WAIT_MS * 1000ULL; access(sock, F_OK) == 0; usleep(5000))
+		if (now_us() > deadline)
+			return cli_usage_error("down: aegisd did not stop within %d ms", UP_WAIT_MS);
+	printf("aegisd stopped\n");
+	return 0;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	struct aegis_error err = { 0 };
+	struct httpc_response r;
+	bool json = argc == 2 && !strcmp(argv[1], "--json");
+	char sock[256];
+	json_t *s, *h;
+
+	if (argc > 2 || (argc == 2 && !json))
+		return cli_usage_error("status: unknown argument '%s' (usage: aegis status [--json])", argv[argc - 1]);
+	if (paths_socket(sock, sizeof sock, &err) < 0)
+		return cli_fail(&err);
+	if (httpc_request(sock, "GET", "/v1/status", NULL, &r, &err) < 0) {
+		fprintf(stderr, "aegis: aegisd is not running (%s); `aegis up` starts it\n", sock);
+		return 1;
+	}
+	if (json || r.status != 200 || !(s = json_loads(r.body, 0, NULL))) {
+		printf("%s\n", r.body);
+		httpc_response_free(&r);
+		return r.status == 200 ? 0 : 1;
+	}
+	h = json_object_get(s, "host");
+	printf("aegisd %s (api %s), up %.1f s, socket %s\n", json_string_value(json_object_get(s, "version")),
+	       json_string_value(json_object_get(s, "api")), json_real_value(json_object_get(s, "uptime_s")), sock);
+	printf("  instances          %lld\n",
+	       (long long)json_integer_value(json_object_get(json_object_get(s, "instances"), "total")));
+	printf("  host               cgroup %s%s, landlock ABI %lld, seccomp user notification %s\n",
+	       json_string_value(json_object_get(h, "cgroup")),
+	       json_is_true(json_object_get(h, "cgroup_writable")) ? "" : " (not writable)",
+	       (long long)json_integer_value(json_object_get(h, "landlock_abi")),
+	       json_is_true(json_object_get(h, "seccomp_notify")) ? "yes" : "no");
+	json_decref(s);
+	httpc_response_free(&r);
+	return 0;
+}

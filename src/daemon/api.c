@@ -1,0 +1,155 @@
+/* api.c — the /v1 HTTP API of aegisd: who may ask, how much they may send,
+ * and the answers. Every error is JSON: {"error": {"code", "message"}}.
+ *
+ * Only the daemon's own user (and root) may talk to it: the socket's
+ * directory is 0700 and the peer's credentials are checked on every
+ * connection (SO_PEERCRED), so a sandbox or another user is refused even if
+ * the socket were reachable. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <aegis/aegis.h>
+#include "../common/util.h"
+#include "daemon.h"
+
+struct request {
+	char *body;
+	size_t len;
+	bool too_big;
+};
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, json_t *body)
+{
+	char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	json_decref(body);
+	if (!text)
+		return MHD_NO;
+	r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result fail(struct MHD_Connection *conn, unsigned status, const char *code,
+			    const char *message)
+{
+	return reply(conn, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
+}
+
+/* The peer must be us or root: the same rule the socket's 0700 directory
+ * makes for the file system, checked again on the connection itself. */
+static bool peer_allowed(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return false;
+	return cred.uid == geteuid() || cred.uid == 0;
+}
+
+static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const char *url,
+			     const char *method)
+{
+	static const struct { const char *path, *method; } routes[] = {
+		{ "/v1/health", "GET" }, { "/v1/version", "GET" }, { "/v1/status", "GET" },
+		{ "/v1/shutdown", "POST" },
+	};
+	bool known = false;
+
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		if (strcmp(url, routes[i].path))
+			continue;
+		known = true;
+		if (strcmp(method, routes[i].method))
+			continue;
+		if (!strcmp(url, "/v1/health"))
+			return reply(conn, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
+		if (!strcmp(url, "/v1/version"))
+			return reply(conn, MHD_HTTP_OK, json_pack("{s:s, s:s}", "version", AEGIS_VERSION,
+								  "api", API_VERSION));
+		if (!strcmp(url, "/v1/status")) {
+			struct aegis_host h;
+			aegis_doctor(&h);
+			return reply(conn, MHD_HTTP_OK,
+				     json_pack("{s:s, s:s, s:f, s:{s:i}, s:{s:b, s:s, s:b, s:i, s:b}}",
+					       "version", AEGIS_VERSION, "api", API_VERSION,
+					       "uptime_s", (now_us() - api->started_us) / 1e6,
+					       "instances", "total", 0,
+					       "host", "user_namespaces", h.userns, "cgroup", h.cgroup_version,
+					       "cgroup_writable", h.cgroup_writable,
+					       "landlock_abi", h.landlock_abi, "seccomp_notify", h.seccomp_notify));
+		}
+		/* POST /v1/shutdown */
+		eventfd_write(api->shutdown_fd, 1);
+		return reply(conn, MHD_HTTP_ACCEPTED, json_pack("{s:s}", "status", "shutting down"));
+	}
+	if (known)
+		return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+			    "this path does not take that method");
+	return fail(conn, MHD_HTTP_NOT_FOUND, "not_found", "no such API path (the API is under /v1)");
+}
+
+enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *url,
+			   const char *method, const char *version, const char *upload_data,
+			   size_t *upload_size, void **req_cls)
+{
+	struct request *req = *req_cls;
+
+	(void)version;
+	if (!req) {
+		/* first call: headers only. Refuse strangers before reading a byte. */
+		if (!peer_allowed(conn))
+			return fail(conn, MHD_HTTP_FORBIDDEN, "forbidden", "only the daemon's user may use this API");
+		if (!(req = calloc(1, sizeof *req)))
+			return MHD_NO;
+		*req_cls = req;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (!req->too_big && req->len + *upload_size <= API_BODY_MAX) {
+			char *grown = realloc(req->body, req->len + *upload_size + 1);
+			if (!grown)
+				return MHD_NO;
+			req->body = grown;
+			memcpy(req->body + req->len, upload_data, *upload_size);
+			req->len += *upload_size;
+			req->body[req->len] = '\0';
+		} else {
+			req->too_big = true;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (req->too_big)
+		return fail(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", "request body over 1 MiB");
+	return route(cls, conn, url, method);
+}
+
+void api_request_done(void *cls, struct MHD_Connection *conn, void **req_cls,
+		      enum MHD_RequestTerminationCode toe)
+{
+	struct request *req = *req_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (req) {
+		free(req->body);
+		free(req);
+		*req_cls = NULL;
+	}
+}
