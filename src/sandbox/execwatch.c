@@ -142,7 +142,11 @@ const char *execwatch_handle(struct execwatch *w)
 			resp.error = -EPERM;
 		else
 			resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-		ioctl(w->fd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+		/* Over the execs limit the caller gets no answer at all: the
+		 * supervisor stops the sandbox while it waits, so nothing in it
+		 * runs on past the limit. */
+		if (!limit)
+			ioctl(w->fd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
 		record_exec(w->rec, (int)req.pid, path, argv, argc, rule);
 	}
 	for (int i = 0; i < argc; i++)
