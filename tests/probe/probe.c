@@ -367,6 +367,9 @@ static int probe_list_fds(const char *dir)
             lpos += (size_t)snprintf(links + lpos, sizeof(links) - lpos, " %d=%s", n, target);
         if (lpos >= sizeof(links))
             lpos = sizeof(links) - 1;
+        /* an fd closed while we looked (readlinkat ENOENT) is not a
+         * readdir error: only readdir may leave errno set below */
+        errno = 0;
     }
     int e = errno;
     closedir(d);
