@@ -84,6 +84,7 @@ struct aegis_spec {
 	const char *audit_path;		/* append the run's audit events here; NULL: none */
 	const char *artifacts_dir;	/* stdout, stderr, result.json, audit.jsonl, changes; NULL: none */
 	bool capture;			/* capture stdout/stderr into the result instead of passing them */
+	int out_fd, err_fd;		/* where passed output goes; 0 means 1 and 2 */
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
 	const char *hostname;
@@ -131,6 +132,9 @@ struct aegis_apply_report {
 	char *workspace;	/* malloc'd */
 };
 int aegis_apply(const char *artifacts_dir, struct aegis_apply_report *report, struct aegis_error *err);
+
+/* Remove the run cgroup a killed supervisor (pid) left behind, once empty. */
+void aegis_cleanup_killed_run(int supervisor_pid);
 
 /* What this host supports; filled by aegis_doctor(). */
 struct aegis_host {

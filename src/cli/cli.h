@@ -22,6 +22,9 @@ int cmd_replay(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_instance(int argc, char **argv);
+/* Start aegisd on demand; 0, or an exit status after a one-line error. */
+int daemon_ensure(const char *sock);
 
 /* Print "aegis: MSG" on stderr and return the exit status for err. */
 int cli_fail(const struct aegis_error *err);

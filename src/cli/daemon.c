@@ -68,20 +68,17 @@ static void spawn_detached(const char *bin, const char *sock, const char *log)
 			;
 }
 
-int cmd_up(int argc, char **argv)
+/* Make sure aegisd answers on sock, starting it if needed. 0, or the
+ * exit status after a one-line error. */
+int daemon_ensure(const char *sock)
 {
 	struct aegis_error err = { 0 };
-	char sock[256], dir[256], lock[300], log[300], bin[PATH_MAX];
+	char dir[256], lock[300], log[300], bin[PATH_MAX];
 	uint64_t deadline;
 	int lfd;
 
-	(void)argv;
-	if (argc != 1)
-		return cli_usage_error("up: takes no arguments");
-	if (paths_socket(sock, sizeof sock, &err) < 0)
-		return cli_fail(&err);
 	if (healthy(sock))
-		return printf("aegisd is running (%s)\n", sock), 0;
+		return 0;
 	snprintf(dir, sizeof dir, "%s", sock);
 	if (paths_private_dir(dirname(dir), &err) < 0)
 		return cli_fail(&err);
@@ -102,6 +99,22 @@ int cmd_up(int argc, char **argv)
 			}
 	}
 	close(lfd);
+	return 0;
+}
+
+int cmd_up(int argc, char **argv)
+{
+	struct aegis_error err = { 0 };
+	char sock[256];
+	int r;
+
+	(void)argv;
+	if (argc != 1)
+		return cli_usage_error("up: takes no arguments");
+	if (paths_socket(sock, sizeof sock, &err) < 0)
+		return cli_fail(&err);
+	if ((r = daemon_ensure(sock)) != 0)
+		return r;
 	printf("aegisd is running (%s)\n", sock);
 	return 0;
 }

@@ -15,6 +15,7 @@ static const char usage[] =
 	"  run [options] -- CMD [ARGS...]   run one command in a new sandbox\n"
 	"  doctor [--json]                  what this host supports and which mode runs\n"
 	"  up | down | status [--json]      start, stop, ask the daemon (aegisd)\n"
+	"  instance start|list|info|delete  persistent named instances (through aegisd)\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
 	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
 	"  apply DIR                        apply an overlay run's reviewed changes to its workspace\n"
@@ -73,6 +74,8 @@ int main(int argc, char **argv)
 		return cmd_down(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
 		return cmd_status(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "instance"))
+		return cmd_instance(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
 		return fputs(usage, stdout), 0;
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))

@@ -26,6 +26,7 @@
 #include "../common/paths.h"
 #include "../common/util.h"
 #include "daemon.h"
+#include "instances.h"
 
 void daemon_log(const char *level, const char *msg, const char *key, const char *value)
 {
@@ -107,12 +108,24 @@ int main(int argc, char **argv)
 	sigset_t stop;
 	int lfd;
 
+	char state[4096], self[4096];
+	ssize_t n;
+
+	if (argc == 3 && !strcmp(argv[1], "--shim"))
+		shim_main(argv[2]);
 	if (argc == 3 && !strcmp(argv[1], "--socket"))
 		snprintf(path, sizeof path, "%s", argv[2]);
 	else if (argc != 1)
 		return fprintf(stderr, "usage: aegisd [--socket PATH]\n"), 125;
 	else if (paths_socket(path, sizeof path, &err) < 0)
 		return daemon_log("error", err.msg, NULL, NULL), 125;
+	/* the shims are this same program, found through /proc before anything can move it */
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	self[n > 0 ? n : 0] = '\0';
+	if (paths_state(state, sizeof state, &err) < 0 || paths_private_dir(state, &err) < 0 ||
+	    instances_init(state, self) < 0)
+		return daemon_log("error", err.msg[0] ? err.msg : "cannot set up the state directory", "state",
+				  state), 125;
 	if ((lfd = listen_socket(path, &err)) < 0)
 		return daemon_log("error", err.msg, "socket", path), 125;
 	api.shutdown_fd = eventfd(0, EFD_CLOEXEC);

@@ -15,6 +15,7 @@
 #include <aegis/aegis.h>
 #include "../common/util.h"
 #include "daemon.h"
+#include "instances.h"
 
 struct request {
 	char *body;
@@ -62,7 +63,7 @@ static bool peer_allowed(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const char *url,
-			     const char *method)
+			     const char *method, const char *req_body)
 {
 	static const struct { const char *path, *method; } routes[] = {
 		{ "/v1/health", "GET" }, { "/v1/version", "GET" }, { "/v1/status", "GET" },
@@ -70,6 +71,24 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 	};
 	bool known = false;
 
+	/* /v1/instances and /v1/instances/NAME */
+	if (!strcmp(url, "/v1/instances") || !strncmp(url, "/v1/instances/", 14)) {
+		const char *name = url[13] == '/' ? url + 14 : NULL;
+		json_t *body = NULL;
+		unsigned status;
+		if (!name && !strcmp(method, "GET"))
+			status = instances_list(&body);
+		else if (!name && !strcmp(method, "POST"))
+			status = instances_create(req_body, &body);
+		else if (name && !strcmp(method, "GET"))
+			status = instances_info(name, &body);
+		else if (name && !strcmp(method, "DELETE"))
+			status = instances_delete(name, &body);
+		else
+			return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+				    "this path does not take that method");
+		return reply(conn, status, body);
+	}
 	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
 		if (strcmp(url, routes[i].path))
 			continue;
@@ -136,7 +155,7 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
 	}
 	if (req->too_big)
 		return fail(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", "request body over 1 MiB");
-	return route(cls, conn, url, method);
+	return route(cls, conn, url, method, req->body);
 }
 
 void api_request_done(void *cls, struct MHD_Connection *conn, void **req_cls,

@@ -377,3 +377,26 @@ bool cgroup_can_create(const char *parent_override, char *controllers, size_t le
 	cgroup_destroy(&cg);
 	return true;
 }
+
+/* The run cgroup of a supervisor that was killed (it could not remove it):
+ * removed once empty. For the daemon, after it kills a shim. */
+void aegis_cleanup_killed_run(int supervisor_pid)
+{
+	static const char *const v1[] = { "memory", "pids", "cpu", "cpuacct" };
+	int version = cgroup_version();
+	char parent[200], dir[512];
+
+	default_parent(version, parent, sizeof parent);
+	if (strcmp(parent, "/") == 0)
+		parent[0] = '\0';
+	if (version == 2) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "%s/run-%d", parent, supervisor_pid);
+		(void)write_knob(dir, "cgroup.kill", "1", true, NULL);
+		remove_dir(dir);
+		return;
+	}
+	for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s/run-%d", v1[i], parent, supervisor_pid);
+		remove_dir(dir);
+	}
+}

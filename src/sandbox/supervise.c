@@ -218,8 +218,10 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 				.watch = { .fd = -1, .spec = spec, .rec = parts->rec },
 				.parts = parts };
 	struct stream streams[2] = {
-		{ .in = io->out_fd, .out = spec->capture ? -1 : 1, .copy = arts->out_fd, .cap = &res->out },
-		{ .in = io->err_fd, .out = spec->capture ? -1 : 2, .copy = arts->err_fd, .cap = &res->err },
+		{ .in = io->out_fd, .out = spec->capture ? -1 : spec->out_fd ? spec->out_fd : 1,
+		  .copy = arts->out_fd, .cap = &res->out },
+		{ .in = io->err_fd, .out = spec->capture ? -1 : spec->err_fd ? spec->err_fd : 2,
+		  .copy = arts->err_fd, .cap = &res->err },
 	};
 	bool sync_open = true, exited = false, got_exit = false, failed = false;
 	int status = 0, sigfd;

@@ -1,0 +1,328 @@
+/* instances.c — instance directories and their lifecycle, as the API sees it.
+ *
+ * <state>/instances/NAME/ holds config.json (what was asked: the desired
+ * state), shim.json (the shim that runs it), exit.json (how it ended), and
+ * stdout.log / stderr.log. mkdir of the directory is the create: exactly
+ * one of any number of racing creates of a name wins, the rest get 409.
+ * Files are written whole (temp, fsync, rename, fsync dir), so a daemon
+ * killed at any point finds each of them old or new, never torn. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common/error.h"
+#include "../common/policy.h"
+#include "../common/util.h"
+#include <aegis/aegis.h>
+#include "instances.h"
+
+#define STOP_GRACE_MS 5000
+
+static char instances_dir[4096];
+static char aegisd_exe[4096];
+
+bool instance_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > INSTANCE_NAME_MAX || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
+			return false;
+	return true;
+}
+
+int instances_init(const char *state_dir, const char *self_exe)
+{
+	snprintf(aegisd_exe, sizeof aegisd_exe, "%s", self_exe);
+	snprintf(instances_dir, sizeof instances_dir, "%s/instances", state_dir);
+	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if (mkdir(instances_dir, 0700) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+static json_t *err_body(const char *code, const char *message, const char *field)
+{
+	json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+
+	if (field)
+		json_object_set_new(e, "field", json_string(field));
+	return json_pack("{s:o}", "error", e);
+}
+
+/* Write dir/name whole: a reader sees the old file or the new one. */
+static int write_atomic(int dirfd, const char *name, json_t *j)
+{
+	char tmp[300], *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	int fd, r = -1;
+
+	if (!text)
+		return -1;
+	snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0 && write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0 &&
+	    renameat(dirfd, tmp, dirfd, name) == 0 && fsync(dirfd) == 0)
+		r = 0;
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	return r;
+}
+
+/* The request, checked field by field; NULL and *bad = the field at fault. */
+static json_t *check_request(const char *text, const char **bad, const char **why)
+{
+	static const char *const known[] = { "name", "argv", "env", "cwd", "workspace", "workspace_ro",
+					     "policy", NULL };
+	json_t *req = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL), *v, *item;
+	const char *key, *name;
+	struct aegis_policy pol;
+	struct aegis_error perr;
+	size_t i;
+
+	*bad = NULL;
+	if (!json_is_object(req))
+		return *why = "the body must be a JSON object", json_decref(req), NULL;
+	json_object_foreach(req, key, v) {
+		bool ok = false;
+		for (i = 0; known[i]; i++)
+			ok |= !strcmp(key, known[i]);
+		if (!ok) {
+			/* the key dies with req: keep a copy for the error */
+			static __thread char field[128];
+			snprintf(field, sizeof field, "%s", key);
+			return *bad = field, *why = "unknown field", json_decref(req), NULL;
+		}
+	}
+	name = json_string_value(json_object_get(req, "name"));
+	if (!name || !instance_name_valid(name))
+		return *bad = "name", *why = "must match ^[a-z0-9][a-z0-9-]{0,62}$", json_decref(req), NULL;
+	v = json_object_get(req, "argv");
+	if (!json_is_array(v) || !json_array_size(v) || json_array_size(v) > 4096)
+		return *bad = "argv", *why = "must be a non-empty array of strings", json_decref(req), NULL;
+	json_array_foreach(v, i, item)
+		if (!json_is_string(item))
+			return *bad = "argv", *why = "must be a non-empty array of strings", json_decref(req), NULL;
+	if ((v = json_object_get(req, "env"))) {
+		if (!json_is_array(v))
+			return *bad = "env", *why = "must be an array of NAME=VALUE", json_decref(req), NULL;
+		json_array_foreach(v, i, item)
+			if (!json_is_string(item) || !strchr(json_string_value(item), '=') ||
+			    json_string_value(item)[0] == '=')
+				return *bad = "env", *why = "must be an array of NAME=VALUE", json_decref(req), NULL;
+	}
+	if ((v = json_object_get(req, "cwd")) && (!json_is_string(v) || json_string_value(v)[0] != '/'))
+		return *bad = "cwd", *why = "must be an absolute path", json_decref(req), NULL;
+	if ((v = json_object_get(req, "workspace"))) {
+		struct stat st;
+		if (!json_is_string(v) || json_string_value(v)[0] != '/' || stat(json_string_value(v), &st) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			return *bad = "workspace", *why = "must be an existing directory (absolute path)",
+			       json_decref(req), NULL;
+	}
+	if ((v = json_object_get(req, "workspace_ro")) && !json_is_boolean(v))
+		return *bad = "workspace_ro", *why = "must be true or false", json_decref(req), NULL;
+	if ((v = json_object_get(req, "policy"))) {
+		if (!json_is_string(v) || policy_load(json_string_value(v), &pol, &perr) < 0)
+			return *bad = "policy", *why = "must name a valid policy (default, strict or a file)",
+			       json_decref(req), NULL;
+		policy_free(&pol);
+	}
+	return req;
+}
+
+static void spawn_shim(const char *dir)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		/* the shim's own session and parent (init): it outlives us */
+		setsid();
+		if (fork() == 0) {
+			execl(aegisd_exe, "aegisd", "--shim", dir, (char *)NULL);
+			_exit(127);
+		}
+		_exit(0);
+	}
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
+unsigned instances_create(const char *request, json_t **body)
+{
+	const char *bad, *why;
+	json_t *req = check_request(request, &bad, &why);
+	char dir[4400];
+	int dfd;
+
+	if (!req) {
+		*body = err_body("invalid", why, bad);
+		return 400;
+	}
+	snprintf(dir, sizeof dir, "%s/%s", instances_dir, json_string_value(json_object_get(req, "name")));
+	if (mkdir(dir, 0700) < 0) {
+		json_decref(req);
+		if (errno == EEXIST)
+			return *body = err_body("exists", "an instance of that name exists", "name"), 409;
+		return *body = err_body("storage", strerror(errno), NULL), 507;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || write_atomic(dfd, "config.json", req) < 0) {
+		if (dfd >= 0)
+			close(dfd);
+		rmdir(dir);
+		json_decref(req);
+		return *body = err_body("storage", "cannot write the instance's config", NULL), 507;
+	}
+	close(dfd);
+	spawn_shim(dir);
+	*body = json_pack("{s:s, s:s}", "name", json_string_value(json_object_get(req, "name")),
+			  "state", "starting");
+	json_decref(req);
+	return 201;
+}
+
+static json_t *load(const char *dir, const char *file)
+{
+	char path[4500];
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	return json_load_file(path, 0, NULL);
+}
+
+/* The shim's pid if it is alive and is really that instance's shim. */
+static pid_t live_shim(const char *dir, json_t *shim)
+{
+	pid_t pid = (pid_t)json_integer_value(json_object_get(shim, "pid"));
+	char path[64], cmd[4600];
+	ssize_t n;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+	n = read_file_at(AT_FDCWD, path, cmd, sizeof cmd);
+	if (n <= 0)
+		return 0;
+	for (ssize_t i = 0; i < n; i++)
+		if (!cmd[i])
+			cmd[i] = ' ';
+	return strstr(cmd, "--shim") && strstr(cmd, dir) ? pid : 0;
+}
+
+static json_t *describe(const char *name)
+{
+	char dir[4400];
+	json_t *config, *shim, *exitj, *out;
+	const char *state;
+
+	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
+	if (!(config = load(dir, "config.json")))
+		return NULL;
+	shim = load(dir, "shim.json");
+	exitj = load(dir, "exit.json");
+	state = exitj ? "exited" : !shim ? "starting" : live_shim(dir, shim) ? "running" : "failed";
+	out = json_pack("{s:s, s:s, s:O}", "name", name, "state", state, "argv", json_object_get(config, "argv"));
+	if (shim)
+		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));
+	if (exitj)
+		json_object_set(out, "exit", exitj);
+	json_decref(config);
+	json_decref(shim);
+	json_decref(exitj);
+	return out;
+}
+
+unsigned instances_list(json_t **body)
+{
+	DIR *d = opendir(instances_dir);
+	struct dirent *e;
+	json_t *list = json_array();
+
+	while (d && (e = readdir(d))) {
+		json_t *one;
+		if (!instance_name_valid(e->d_name) || !(one = describe(e->d_name)))
+			continue;
+		json_array_append_new(list, one);
+	}
+	if (d)
+		closedir(d);
+	*body = json_pack("{s:o}", "instances", list);
+	return 200;
+}
+
+unsigned instances_info(const char *name, json_t **body)
+{
+	json_t *one = instance_name_valid(name) ? describe(name) : NULL;
+
+	if (!one)
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	*body = one;
+	return 200;
+}
+
+static int remove_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[4600];
+
+	if (!d)
+		return errno == ENOENT ? 0 : -1;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+			unlink(path);
+		}
+	closedir(d);
+	return rmdir(dir);
+}
+
+unsigned instances_delete(const char *name, json_t **body)
+{
+	char dir[4400];
+	json_t *shim, *exitj;
+	pid_t pid;
+	int pidfd;
+
+	if (!instance_name_valid(name))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
+	if (access(dir, F_OK) < 0)
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	shim = load(dir, "shim.json");
+	/* a pidfd first, then the check that it is our shim: no PID reuse mistakes */
+	if (shim && (pid = (pid_t)json_integer_value(json_object_get(shim, "pid"))) > 0 &&
+	    (pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) >= 0) {
+		if (live_shim(dir, shim)) {
+			uint64_t deadline = now_us() + STOP_GRACE_MS * 1000ULL;
+			syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
+			while (live_shim(dir, shim) && now_us() < deadline)
+				usleep(10000);
+			/* the shim's death takes its sandbox with it (parent-death signal) */
+			syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		}
+		close(pidfd);
+	}
+	/* a shim that was killed (by us or anyone) leaves its run cgroup */
+	exitj = load(dir, "exit.json");
+	if (shim && !exitj && (pid = (pid_t)json_integer_value(json_object_get(shim, "pid"))) > 0)
+		aegis_cleanup_killed_run((int)pid);
+	json_decref(exitj);
+	json_decref(shim);
+	if (remove_tree(dir) < 0)
+		return *body = err_body("storage", strerror(errno), NULL), 507;
+	*body = json_pack("{s:s, s:s}", "name", name, "state", "deleted");
+	return 200;
+}

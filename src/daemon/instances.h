@@ -1,0 +1,26 @@
+/* instances.h — persistent named instances (issue 5): their directories
+ * under the state dir, their shims, and the API's answers about them. */
+#ifndef AEGIS_DAEMON_INSTANCES_H
+#define AEGIS_DAEMON_INSTANCES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#define INSTANCE_NAME_MAX 63
+
+/* ^[a-z0-9][a-z0-9-]{0,62}$ — nothing else is ever used in a path. */
+bool instance_name_valid(const char *name);
+
+/* Set up <state>/instances; remember where aegisd is (for the shims). */
+int instances_init(const char *state_dir, const char *self_exe);
+
+/* Each returns an HTTP status and sets *body (a JSON object, owned by the caller). */
+unsigned instances_create(const char *request, json_t **body);
+unsigned instances_list(json_t **body);
+unsigned instances_info(const char *name, json_t **body);
+unsigned instances_delete(const char *name, json_t **body);
+
+/* `aegisd --shim DIR`: run one instance's sandbox; never returns. */
+__attribute__((noreturn)) void shim_main(const char *dir);
+
+#endif

@@ -1,0 +1,93 @@
+/* shim.c — `aegisd --shim DIR`: the one supervisor process of an instance.
+ *
+ * Started in its own session and reparented away from aegisd, it runs the
+ * instance's sandbox with the engine, writes its output to DIR's logs and,
+ * when the sandbox ends, how it ended to DIR/exit.json. aegisd can die or
+ * restart meanwhile: the shim and its sandbox do not notice. */
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <aegis/aegis.h>
+#include "../common/policy.h"
+#include "../common/util.h"
+#include "instances.h"
+
+static char **strings(json_t *arr)
+{
+	size_t i, n = json_array_size(arr);
+	char **out = calloc(n + 1, sizeof *out);
+	json_t *v;
+
+	json_array_foreach(arr, i, v)
+		if (out)
+			out[i] = (char *)json_string_value(v);
+	return out;
+}
+
+static void write_whole(int dirfd, const char *name, json_t *j)
+{
+	char tmp[64], *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	int fd;
+
+	snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0 && text && write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0)
+		renameat(dirfd, tmp, dirfd, name);
+	if (fd >= 0)
+		close(fd);
+	fsync(dirfd);
+	free(text);
+	json_decref(j);
+}
+
+void shim_main(const char *dir)
+{
+	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
+	struct aegis_spec spec = AEGIS_SPEC_DEFAULT;
+	struct aegis_result res;
+	struct aegis_error err = { 0 };
+	struct aegis_policy policy = { 0 };
+	json_t *config, *v;
+	char path[4400];
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
+
+	snprintf(path, sizeof path, "%s/config.json", dir);
+	if (dirfd < 0 || !(config = json_load_file(path, 0, NULL)))
+		_exit(125);
+	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
+						  (json_int_t)time(NULL)));
+	null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	spec.out_fd = openat(dirfd, "stdout.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	spec.err_fd = openat(dirfd, "stderr.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (null < 0 || spec.out_fd < 0 || spec.err_fd < 0 || dup2(null, 0) < 0)
+		_exit(125);
+	spec.argv = strings(json_object_get(config, "argv"));
+	spec.env = strings(json_object_get(config, "env"));
+	if ((v = json_object_get(config, "cwd")))
+		spec.cwd = json_string_value(v);
+	if ((v = json_object_get(config, "workspace")))
+		spec.workspace = json_string_value(v);
+	spec.workspace_ro = json_is_true(json_object_get(config, "workspace_ro"));
+	v = json_object_get(config, "policy");
+	if (policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0) {
+		spec.policy = &policy;
+		policy_apply_limits(&policy, &spec.limits);
+		r = aegis_run(&spec, &res, &err);
+	} else {
+		r = -1;
+	}
+	if (r < 0)
+		write_whole(dirfd, "exit.json", json_pack("{s:s, s:s}", "end", "error", "error", err.msg));
+	else
+		write_whole(dirfd, "exit.json",
+			    json_pack("{s:s, s:i, s:o, s:o, s:f}", "end", ends[res.end], "exit_code", res.exit_code,
+				      "signal", res.term_signal ? json_integer(res.term_signal) : json_null(),
+				      "limit", res.limit ? json_string(res.limit) : json_null(),
+				      "wall_ms", res.wall_us / 1000.0));
+	_exit(0);
+}

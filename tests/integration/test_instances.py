@@ -1,0 +1,128 @@
+"""Persistent named instances through aegisd (issue 5, first part):
+start, list, info, delete; they outlive the daemon; names are checked
+before anything is made (HOSTILE.md A-08, A-09)."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import AEGIS, run
+
+
+@pytest.fixture
+def env():
+    d = tempfile.mkdtemp(prefix="aegis-inst-")
+    e = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
+             AEGIS_STATE_DIR=os.path.join(d, "state"))
+    yield e
+    for name in os.listdir(os.path.join(d, "state", "instances")) if os.path.isdir(os.path.join(d, "state", "instances")) else []:
+        run([AEGIS, "instance", "delete", name], env=e)
+    run([AEGIS, "down"], env=e)
+    subprocess.run(["rm", "-rf", d])
+
+
+def aegis(env, *args):
+    return run([AEGIS, *args], env=env)
+
+
+def info(env, name):
+    p = aegis(env, "instance", "info", name)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def wait_state(env, name, want, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        i = info(env, name)
+        if i and i["state"] == want:
+            return i
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never reached {want}: {info(env, name)}")
+
+
+def test_lifecycle(env):
+    p = aegis(env, "instance", "start", "--name", "web", "--env", "GREETING=hi", "--", "sh", "-c",
+              "echo $GREETING; sleep 60")
+    assert p.returncode == 0 and "web: starting" in p.stdout, p
+    wait_state(env, "web", "running")
+    lst = aegis(env, "instance", "list")
+    assert "web" in lst.stdout and "running" in lst.stdout
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "web", "stdout.log")
+    deadline = time.monotonic() + 5
+    while open(log).read() != "hi\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert aegis(env, "instance", "delete", "web").returncode == 0
+    assert info(env, "web") is None
+    assert not os.path.exists(os.path.dirname(log))
+    assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout
+
+
+def test_exit_is_recorded(env):
+    aegis(env, "instance", "start", "--name", "job", "--", "sh", "-c", "exit 3")
+    i = wait_state(env, "job", "exited")
+    assert i["exit"]["exit_code"] == 3 and i["exit"]["end"] == "exited"
+
+
+def test_instances_outlive_a_killed_daemon(env):
+    aegis(env, "instance", "start", "--name", "durable", "--", "sleep", "60")
+    i = wait_state(env, "durable", "running")
+    pids = run(["pgrep", "-f", "^aegisd --socket " + env["AEGIS_SOCKET"]]).stdout.split()
+    assert len(pids) == 1
+    os.kill(int(pids[0]), signal.SIGKILL)
+    time.sleep(0.2)
+    assert os.path.exists(f"/proc/{i['shim_pid']}")  # the shim, and so the sandbox, lives on
+    assert wait_state(env, "durable", "running")["shim_pid"] == i["shim_pid"]  # re-adopted by a new daemon
+
+
+def test_killed_shim_is_failed(env):
+    aegis(env, "instance", "start", "--name", "victim", "--", "sleep", "60")
+    i = wait_state(env, "victim", "running")
+    os.kill(i["shim_pid"], signal.SIGKILL)
+    wait_state(env, "victim", "failed")
+    assert aegis(env, "instance", "delete", "victim").returncode == 0
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "UPPER", "-lead", "x" * 64, "a b", "$(id)", "a\nb",
+                                  "\x1b[2J", "ok;rm"])
+def test_bad_names_are_refused_before_anything_is_made(env, name):
+    p = aegis(env, "instance", "start", "--name", name, "--", "true")
+    assert p.returncode == 125 and len(p.stderr.strip().splitlines()) == 1, p
+    inst = os.path.join(env["AEGIS_STATE_DIR"], "instances")
+    assert not os.path.isdir(inst) or os.listdir(inst) == []
+
+
+def test_one_create_of_a_name_wins(env):
+    """A-09: 100 parallel creates of one name: exactly one succeeds."""
+    assert aegis(env, "up").returncode == 0
+    results = []
+
+    def one():
+        results.append(aegis(env, "instance", "start", "--name", "race", "--", "sleep", "30").returncode)
+    threads = [threading.Thread(target=one) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(0) == 1 and results.count(125) == 99, results
+    wait_state(env, "race", "running")
+    # one shim (its sandbox's PID 1, a clone of it, shares its command line)
+    pids = set(run(["pgrep", "-f", "aegisd --shim .*/instances/race$"]).stdout.split())
+    parents = {p for p in pids if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] not in pids}
+    assert len(parents) == 1, pids
+
+
+def test_bad_requests_over_raw_http(env):
+    aegis(env, "up")
+    sock = env["AEGIS_SOCKET"]
+    for body, field in (('{"name":"a","argv":[]}', "argv"), ('{"name":"a","argv":["x"],"extra":1}', "extra"),
+                        ('{"name":"a","argv":[1]}', "argv"), ('{"name":"a","argv":["x"],"cwd":"rel"}', "cwd"),
+                        ('[1,2]', None), ('{"name":"a","argv":["x"],"name":"b"}', None)):
+        p = run(["curl", "-s", "--unix-socket", sock, "-X", "POST", "-d", body, "http://x/v1/instances"])
+        err = json.loads(p.stdout)["error"]
+        assert err["code"] == "invalid" and (field is None or err.get("field") == field), (body, p.stdout)
