@@ -176,5 +176,6 @@ def test_daemon_refuses_an_open_socket_dir(tmp_path):
     d = tmp_path / "open"
     d.mkdir(mode=0o755)
     os.chmod(d, 0o755)
-    p = run([os.path.join(os.path.dirname(AEGIS), "aegisd"), "--socket", str(d / "aegisd.sock")], timeout=10)
+    p = run([os.path.join(os.path.dirname(AEGIS), "aegisd"), "--socket", str(d / "aegisd.sock")], timeout=10,
+            env=dict(os.environ, AEGIS_STATE_DIR=str(tmp_path / "state")))
     assert p.returncode == 125 and "0700" in p.stderr, p
