@@ -16,6 +16,7 @@ static const char usage[] =
 	"  doctor [--json]                  what this host supports and which mode runs\n"
 	"  up | down | status [--json]      start, stop, ask the daemon (aegisd)\n"
 	"  instance start|list|info|delete  persistent named instances (through aegisd)\n"
+	"  logs NAME [--tail N]             an instance's output\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
 	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
 	"  apply DIR                        apply an overlay run's reviewed changes to its workspace\n"
@@ -76,6 +77,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "instance"))
 		return cmd_instance(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "logs"))
+		return cmd_logs(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
 		return fputs(usage, stdout), 0;
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))

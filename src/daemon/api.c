@@ -76,6 +76,22 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 		const char *name = url[13] == '/' ? url + 14 : NULL;
 		json_t *body = NULL;
 		unsigned status;
+		size_t nlen = name ? strlen(name) : 0;
+		char base[80];
+		/* /v1/instances/NAME/logs?tail=N */
+		if (name && nlen > 5 && !strcmp(name + nlen - 5, "/logs") && nlen - 5 < sizeof base) {
+			const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "tail");
+			char *end = NULL;
+			long tail = t ? strtol(t, &end, 10) : 0;
+			if (t && (!*t || *end || tail < 0))
+				return fail(conn, MHD_HTTP_BAD_REQUEST, "invalid", "tail must be a whole number");
+			if (strcmp(method, "GET"))
+				return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+					    "this path does not take that method");
+			snprintf(base, sizeof base, "%.*s", (int)(nlen - 5), name);
+			status = instances_logs(base, tail, &body);
+			return reply(conn, status, body);
+		}
 		if (!name && !strcmp(method, "GET"))
 			status = instances_list(&body);
 		else if (!name && !strcmp(method, "POST"))

@@ -25,6 +25,7 @@
 #include "instances.h"
 
 #define STOP_GRACE_MS 5000
+#define LOG_READ_MAX (1 << 20)	/* a logs request returns at most the last MiB of each */
 
 static char instances_dir[4096];
 static char aegisd_exe[4096];
@@ -324,5 +325,63 @@ unsigned instances_delete(const char *name, json_t **body)
 	if (remove_tree(dir) < 0)
 		return *body = err_body("storage", strerror(errno), NULL), 507;
 	*body = json_pack("{s:s, s:s}", "name", name, "state", "deleted");
+	return 200;
+}
+
+/* The last `tail` lines (0: all, up to LOG_READ_MAX bytes) of one log. */
+static json_t *log_tail(const char *dir, const char *file, long tail)
+{
+	char path[4500], *buf;
+	struct stat st;
+	off_t from = 0;
+	ssize_t n;
+	int fd;
+	json_t *j;
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return json_string("");
+	}
+	if (st.st_size > LOG_READ_MAX)
+		from = st.st_size - LOG_READ_MAX;
+	buf = malloc(LOG_READ_MAX + 1);
+	n = buf ? pread(fd, buf, LOG_READ_MAX, from) : -1;
+	close(fd);
+	if (n < 0) {
+		free(buf);
+		return json_string("");
+	}
+	buf[n] = '\0';
+	{
+		char *start = buf + n;
+		long lines = 0;
+		/* walk back over `tail` line ends (a final newline ends the last line) */
+		while (tail > 0 && start > buf) {
+			if (start[-1] == '\n' && start != buf + n && ++lines == tail)
+				break;
+			start--;
+		}
+		j = json_stringn(tail > 0 ? start : buf, (size_t)(buf + n - (tail > 0 ? start : buf)));
+		if (!j)	/* not UTF-8: say so rather than fail */
+			j = json_string("(log is not UTF-8 text)");
+	}
+	free(buf);
+	return j;
+}
+
+unsigned instances_logs(const char *name, long tail, json_t **body)
+{
+	char dir[4400];
+
+	if (!instance_name_valid(name))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
+	if (access(dir, F_OK) < 0)
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	*body = json_pack("{s:s, s:o, s:o}", "name", name, "stdout", log_tail(dir, "stdout.log", tail),
+			  "stderr", log_tail(dir, "stderr.log", tail));
 	return 200;
 }

@@ -126,3 +126,18 @@ def test_bad_requests_over_raw_http(env):
         p = run(["curl", "-s", "--unix-socket", sock, "-X", "POST", "-d", body, "http://x/v1/instances"])
         err = json.loads(p.stdout)["error"]
         assert err["code"] == "invalid" and (field is None or err.get("field") == field), (body, p.stdout)
+
+
+def test_logs(env):
+    aegis(env, "instance", "start", "--name", "talky", "--", "sh", "-c",
+          "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; sleep 30")
+    wait_state(env, "talky", "running")
+    deadline = time.monotonic() + 5
+    while "line5" not in aegis(env, "logs", "talky").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    p = aegis(env, "logs", "talky")
+    assert p.stdout == "".join(f"line{i}\n" for i in range(1, 6)) and p.stderr == "oops\n", p
+    assert aegis(env, "logs", "talky", "--tail", "2").stdout == "line4\nline5\n"
+    assert aegis(env, "logs", "nosuch").returncode == 125
+    assert aegis(env, "logs", "talky", "--tail", "-1").returncode == 125
