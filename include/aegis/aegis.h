@@ -85,6 +85,7 @@ struct aegis_spec {
 	const char *artifacts_dir;	/* stdout, stderr, result.json, audit.jsonl, changes; NULL: none */
 	bool capture;			/* capture stdout/stderr into the result instead of passing them */
 	int out_fd, err_fd;		/* where passed output goes; 0 means 1 and 2 */
+	bool freezable;			/* join the freezer (v1) so the run can be paused */
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
 	const char *hostname;
@@ -132,6 +133,10 @@ struct aegis_apply_report {
 	char *workspace;	/* malloc'd */
 };
 int aegis_apply(const char *artifacts_dir, struct aegis_apply_report *report, struct aegis_error *err);
+
+/* Pause (freeze) or resume the run whose supervisor is pid; it must have
+ * been started with spec.freezable. Memory is kept, no CPU is used. */
+int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err);
 
 /* Remove the run cgroup a killed supervisor (pid) left behind, once empty. */
 void aegis_cleanup_killed_run(int supervisor_pid);

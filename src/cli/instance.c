@@ -15,7 +15,8 @@ static const char instance_usage[] =
 	"                            [--cwd DIR] [--policy NAME|FILE] -- CMD [ARGS...]\n"
 	"       aegis instance list [--json]\n"
 	"       aegis instance info NAME\n"
-	"       aegis instance delete NAME\n";
+	"       aegis instance delete NAME\n"
+	"       aegis instance pause NAME | resume NAME\n";
 
 /* One API call; prints the daemon's error (one line) on failure. */
 static int call(const char *method, const char *path, json_t *body, json_t **out)
@@ -121,6 +122,23 @@ static int named(const char *method, const char *name, bool print_json)
 	return 0;
 }
 
+/* POST /v1/instances/NAME/VERB */
+static int verb(const char *name, const char *what)
+{
+	char path[160];
+	json_t *out = NULL;
+	int rc;
+
+	if (strlen(name) > 64 || strchr(name, '/') || !*name)
+		return cli_usage_error("instance: not an instance name: '%s'", name);
+	snprintf(path, sizeof path, "/v1/instances/%s/%s", name, what);
+	if ((rc = call("POST", path, NULL, &out)) != 0)
+		return rc;
+	printf("%s: %s\n", name, json_string_value(json_object_get(out, "state")));
+	json_decref(out);
+	return 0;
+}
+
 static int list(bool as_json)
 {
 	json_t *out = NULL, *one;
@@ -184,5 +202,7 @@ int cmd_instance(int argc, char **argv)
 		return named("GET", argv[2], true);
 	if (!strcmp(argv[1], "delete") && argc == 3)
 		return named("DELETE", argv[2], false);
+	if ((!strcmp(argv[1], "pause") || !strcmp(argv[1], "resume")) && argc == 3)
+		return verb(argv[2], argv[1]);
 	return cli_usage_error("instance: unknown or incomplete command (see 'aegis instance --help')");
 }

@@ -78,6 +78,19 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 		unsigned status;
 		size_t nlen = name ? strlen(name) : 0;
 		char base[80];
+		/* POST /v1/instances/NAME/pause, /resume */
+		for (int i = 0; i < 2 && name; i++) {
+			const char *verb = i ? "/resume" : "/pause";
+			size_t vlen = strlen(verb);
+			if (nlen > vlen && !strcmp(name + nlen - vlen, verb) && nlen - vlen < sizeof base) {
+				if (strcmp(method, "POST"))
+					return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+						    "this path does not take that method");
+				snprintf(base, sizeof base, "%.*s", (int)(nlen - vlen), name);
+				status = instances_pause(base, i == 0, &body);
+				return reply(conn, status, body);
+			}
+		}
 		/* /v1/instances/NAME/logs?tail=N */
 		if (name && nlen > 5 && !strcmp(name + nlen - 5, "/logs") && nlen - 5 < sizeof base) {
 			const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "tail");

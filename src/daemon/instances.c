@@ -222,6 +222,14 @@ static pid_t live_shim(const char *dir, json_t *shim)
 	return strstr(cmd, "--shim") && strstr(cmd, dir) ? pid : 0;
 }
 
+static bool paused(const char *dir)
+{
+	char flag[4500];
+
+	snprintf(flag, sizeof flag, "%s/paused", dir);
+	return access(flag, F_OK) == 0;
+}
+
 static json_t *describe(const char *name)
 {
 	char dir[4400];
@@ -233,7 +241,7 @@ static json_t *describe(const char *name)
 		return NULL;
 	shim = load(dir, "shim.json");
 	exitj = load(dir, "exit.json");
-	state = exitj ? "exited" : !shim ? "starting" : live_shim(dir, shim) ? "running" : "failed";
+	state = exitj ? "exited" : !shim ? "starting" : !live_shim(dir, shim) ? "failed" : paused(dir) ? "paused" : "running";
 	out = json_pack("{s:s, s:s, s:O}", "name", name, "state", state, "argv", json_object_get(config, "argv"));
 	if (shim)
 		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));
@@ -308,6 +316,10 @@ unsigned instances_delete(const char *name, json_t **body)
 	    (pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) >= 0) {
 		if (live_shim(dir, shim)) {
 			uint64_t deadline = now_us() + STOP_GRACE_MS * 1000ULL;
+			struct aegis_error ignored;
+			/* frozen tasks cannot even die: thaw a paused instance first */
+			if (paused(dir))
+				aegis_freeze_run((int)pid, false, &ignored);
 			syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			while (live_shim(dir, shim) && now_us() < deadline)
 				usleep(10000);
@@ -383,5 +395,36 @@ unsigned instances_logs(const char *name, long tail, json_t **body)
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	*body = json_pack("{s:s, s:o, s:o}", "name", name, "stdout", log_tail(dir, "stdout.log", tail),
 			  "stderr", log_tail(dir, "stderr.log", tail));
+	return 200;
+}
+
+/* Pause or resume a running instance (the cgroup freezer: memory kept, no
+ * CPU). Remembered in the instance's directory as a "paused" file. */
+unsigned instances_pause(const char *name, bool pause, json_t **body)
+{
+	struct aegis_error err = { 0 };
+	char dir[4400], flag[4500];
+	json_t *shim;
+	pid_t pid = 0;
+
+	if (!instance_name_valid(name))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
+	if (access(dir, F_OK) < 0)
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	shim = load(dir, "shim.json");
+	if (shim)
+		pid = live_shim(dir, shim);
+	json_decref(shim);
+	if (!pid)
+		return *body = err_body("not_running", "the instance is not running", "name"), 409;
+	if (aegis_freeze_run((int)pid, pause, &err) < 0)
+		return *body = err_body("freezer", err.msg, NULL), 500;
+	snprintf(flag, sizeof flag, "%s/paused", dir);
+	if (pause)
+		close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+	else
+		unlink(flag);
+	*body = json_pack("{s:s, s:s}", "name", name, "state", pause ? "paused" : "running");
 	return 200;
 }

@@ -66,6 +66,7 @@ void shim_main(const char *dir)
 	spec.err_fd = openat(dirfd, "stderr.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (null < 0 || spec.out_fd < 0 || spec.err_fd < 0 || dup2(null, 0) < 0)
 		_exit(125);
+	spec.freezable = true;	/* instances can be paused */
 	spec.argv = strings(json_object_get(config, "argv"));
 	spec.env = strings(json_object_get(config, "env"));
 	if ((v = json_object_get(config, "cwd")))

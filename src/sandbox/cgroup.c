@@ -21,7 +21,7 @@
 
 /* v1: each controller is its own hierarchy; a run joins memory and pids,
  * and cpu / cpuacct only when a CPU limit asks for them. */
-static void choose_v1_controllers(struct cgroup *cg, const struct aegis_limits *l)
+static void choose_v1_controllers(struct cgroup *cg, const struct aegis_limits *l, bool freezable)
 {
 	struct stat cpu, acct;
 
@@ -30,6 +30,8 @@ static void choose_v1_controllers(struct cgroup *cg, const struct aegis_limits *
 	cg->v1[cg->nv1++] = "pids";
 	if (l->cpus_milli)
 		cg->v1[cg->nv1++] = "cpu";
+	if (freezable)
+		cg->v1[cg->nv1++] = "freezer";
 	/* cpu and cpuacct are often one hierarchy under two names */
 	if (l->cpu_ms && !(l->cpus_milli && stat(CGROUP_ROOT "/cpu", &cpu) == 0 &&
 			   stat(CGROUP_ROOT "/cpuacct", &acct) == 0 &&
@@ -117,7 +119,7 @@ static int create_v1(struct cgroup *cg, const char *parent, const struct aegis_s
 	const struct aegis_limits *l = &spec->limits;
 	char dir[512], val[32];
 
-	choose_v1_controllers(cg, l);
+	choose_v1_controllers(cg, l, spec->freezable);
 	for (int i = 0; i < cg->nv1; i++) {
 		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s", cg->v1[i], parent);
 		if (make_dir(dir, true, err) < 0)
@@ -382,7 +384,7 @@ bool cgroup_can_create(const char *parent_override, char *controllers, size_t le
  * removed once empty. For the daemon, after it kills a shim. */
 void aegis_cleanup_killed_run(int supervisor_pid)
 {
-	static const char *const v1[] = { "memory", "pids", "cpu", "cpuacct" };
+	static const char *const v1[] = { "memory", "pids", "cpu", "cpuacct", "freezer" };
 	int version = cgroup_version();
 	char parent[200], dir[512];
 
@@ -399,4 +401,29 @@ void aegis_cleanup_killed_run(int supervisor_pid)
 		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s/run-%d", v1[i], parent, supervisor_pid);
 		remove_dir(dir);
 	}
+}
+
+int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err)
+{
+	int version = cgroup_version();
+	char parent[200], dir[512], knob[560], state[32];
+
+	default_parent(version, parent, sizeof parent);
+	if (strcmp(parent, "/") == 0)
+		parent[0] = '\0';
+	if (version == 2) {
+		snprintf(dir, sizeof dir, CGROUP_ROOT "%s/run-%d", parent, supervisor_pid);
+		return write_knob(dir, "cgroup.freeze", frozen ? "1" : "0", false, err);
+	}
+	snprintf(dir, sizeof dir, CGROUP_ROOT "/freezer%s/run-%d", parent, supervisor_pid);
+	if (write_knob(dir, "freezer.state", frozen ? "FROZEN" : "THAWED", false, err) < 0)
+		return -1;
+	/* v1 passes through FREEZING: done when every task is stopped */
+	for (int tries = 0; frozen && tries < 1000; tries++) {
+		snprintf(knob, sizeof knob, "%s/freezer.state", dir);
+		if (read_file_at(AT_FDCWD, knob, state, sizeof state) > 0 && !strncmp(state, "FROZEN", 6))
+			return 0;
+		usleep(1000);
+	}
+	return frozen ? error_set(err, AEGIS_E_SETUP, 0, "cgroup: %s did not freeze", dir) : 0;
 }

@@ -51,7 +51,7 @@ struct cgroup {
 	char rel[256];		/* path below the hierarchy root, e.g. /aegis/run-123 */
 	int dirfd;		/* v2: the run's cgroup dir (for CLONE_INTO_CGROUP) */
 	bool created;
-	const char *v1[4];	/* v1: the hierarchies the run joined */
+	const char *v1[5];	/* v1: the hierarchies the run joined */
 	int nv1;
 };
 int cgroup_version(void);

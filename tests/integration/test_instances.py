@@ -141,3 +141,24 @@ def test_logs(env):
     assert aegis(env, "logs", "talky", "--tail", "2").stdout == "line4\nline5\n"
     assert aegis(env, "logs", "nosuch").returncode == 125
     assert aegis(env, "logs", "talky", "--tail", "-1").returncode == 125
+
+
+def test_pause_resume_and_delete_while_paused(env):
+    aegis(env, "instance", "start", "--name", "tick", "--", "sh", "-c", "while :; do echo x; sleep 0.02; done")
+    wait_state(env, "tick", "running")
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "tick", "stdout.log")
+    time.sleep(0.3)
+    assert aegis(env, "instance", "pause", "tick").stdout == "tick: paused\n"
+    assert info(env, "tick")["state"] == "paused"
+    size = os.path.getsize(log)
+    time.sleep(0.5)
+    assert os.path.getsize(log) == size  # no CPU while paused
+    assert aegis(env, "instance", "resume", "tick").stdout == "tick: running\n"
+    time.sleep(0.3)
+    assert os.path.getsize(log) > size
+    assert aegis(env, "instance", "pause", "tick").returncode == 0
+    start = time.monotonic()
+    assert aegis(env, "instance", "delete", "tick").returncode == 0
+    assert time.monotonic() - start < 3  # a paused instance is thawed, then stopped
+    assert "while :; do echo x" not in run(["ps", "-eo", "args"]).stdout.replace("aegisd", "")
+    assert aegis(env, "instance", "pause", "tick").returncode == 125
