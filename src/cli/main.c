@@ -48,6 +48,16 @@ int cli_usage_error(const char *fmt, ...)
 	return EXIT_AEGIS_ERROR;
 }
 
+/* Each gets its own argv, argv[0] being the command's name. */
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} commands[] = {
+	{ "run", cmd_run }, { "doctor", cmd_doctor }, { "audit", cmd_audit }, { "policy", cmd_policy },
+	{ "apply", cmd_apply }, { "replay", cmd_replay }, { "up", cmd_up }, { "down", cmd_down },
+	{ "status", cmd_status }, { "instance", cmd_instance }, { "logs", cmd_logs },
+};
+
 int main(int argc, char **argv)
 {
 	const char *self = strrchr(argv[0], '/');
@@ -57,28 +67,9 @@ int main(int argc, char **argv)
 		return cmd_aegix(argc, argv);
 	if (argc < 2)
 		return fputs(usage, stderr), EXIT_AEGIS_ERROR;
-	if (!strcmp(argv[1], "run"))
-		return cmd_run(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "doctor"))
-		return cmd_doctor(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "audit"))
-		return cmd_audit(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "policy"))
-		return cmd_policy(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "apply"))
-		return cmd_apply(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "replay"))
-		return cmd_replay(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "up"))
-		return cmd_up(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "down"))
-		return cmd_down(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "status"))
-		return cmd_status(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "instance"))
-		return cmd_instance(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "logs"))
-		return cmd_logs(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
 		return fputs(usage, stdout), 0;
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))

@@ -195,6 +195,15 @@ unsigned instances_create(const char *request, json_t **body)
 	return 201;
 }
 
+/* The directory of an existing instance, or false for a bad or unknown name. */
+static bool existing_dir(const char *name, char *dir, size_t len)
+{
+	if (!instance_name_valid(name))
+		return false;
+	snprintf(dir, len, "%s/%s", instances_dir, name);
+	return access(dir, F_OK) == 0;
+}
+
 static json_t *load(const char *dir, const char *file)
 {
 	char path[4500];
@@ -305,10 +314,7 @@ unsigned instances_delete(const char *name, json_t **body)
 	pid_t pid;
 	int pidfd;
 
-	if (!instance_name_valid(name))
-		return *body = err_body("not_found", "no instance of that name", "name"), 404;
-	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
-	if (access(dir, F_OK) < 0)
+	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	shim = load(dir, "shim.json");
 	/* a pidfd first, then the check that it is our shim: no PID reuse mistakes */
@@ -388,10 +394,7 @@ unsigned instances_logs(const char *name, long tail, json_t **body)
 {
 	char dir[4400];
 
-	if (!instance_name_valid(name))
-		return *body = err_body("not_found", "no instance of that name", "name"), 404;
-	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
-	if (access(dir, F_OK) < 0)
+	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	*body = json_pack("{s:s, s:o, s:o}", "name", name, "stdout", log_tail(dir, "stdout.log", tail),
 			  "stderr", log_tail(dir, "stderr.log", tail));
@@ -407,10 +410,7 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	json_t *shim;
 	pid_t pid = 0;
 
-	if (!instance_name_valid(name))
-		return *body = err_body("not_found", "no instance of that name", "name"), 404;
-	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
-	if (access(dir, F_OK) < 0)
+	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	shim = load(dir, "shim.json");
 	if (shim)
