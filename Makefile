@@ -59,6 +59,7 @@ bench: build
 	bash bench/run.sh
 	bash bench/policy.sh
 	/usr/bin/python3 bench/network.py
+	/usr/bin/python3 bench/daemon.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -71,6 +71,9 @@ void harness_run(const struct sandbox_ctx *ctx)
 
 	if (chdir(ctx->spec->cwd) < 0)
 		report_start_failure(ctx, true, errno);
+	/* The command starts with no signal blocked, whatever our caller had
+	 * blocked (a daemon's threads block SIGTERM for their own reasons). */
+	sigemptyset(&old);
 	cmd = command_start(ctx, &old, &e);
 	if (cmd < 0)
 		report_start_failure(ctx, false, e);

@@ -162,3 +162,13 @@ def test_pause_resume_and_delete_while_paused(env):
     assert time.monotonic() - start < 3  # a paused instance is thawed, then stopped
     assert "while :; do echo x" not in run(["ps", "-eo", "args"]).stdout.replace("aegisd", "")
     assert aegis(env, "instance", "pause", "tick").returncode == 125
+
+
+def test_delete_stops_a_plain_command_at_once(env):
+    """SIGTERM reaches the command (the shim is started from a daemon thread
+    that blocks SIGTERM; the command must not inherit that)."""
+    aegis(env, "instance", "start", "--name", "sleeper", "--", "sleep", "60")
+    wait_state(env, "sleeper", "running")
+    start = time.monotonic()
+    assert aegis(env, "instance", "delete", "sleeper").returncode == 0
+    assert time.monotonic() - start < 2

@@ -359,3 +359,12 @@ def test_parallel_runs_do_not_collide():
         assert len(uids) == 20, uids
     parent = f"{_cgroup_base()}/aegis"
     assert not [d for d in os.listdir(parent) if d.startswith("run-")]
+
+
+def test_command_starts_with_no_signal_blocked():
+    """Whatever the caller blocked (a daemon thread blocks SIGTERM), the
+    command starts with an empty signal mask and default dispositions."""
+    block = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    p = subprocess.run([AEGIS, "run", "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+                       preexec_fn=block, capture_output=True, text=True)
+    assert p.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"], p
