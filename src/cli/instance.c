@@ -16,7 +16,8 @@ static const char instance_usage[] =
 	"       aegis instance list [--json]\n"
 	"       aegis instance info NAME\n"
 	"       aegis instance delete NAME\n"
-	"       aegis instance pause NAME | resume NAME\n";
+	"       aegis instance pause NAME | resume NAME | disable NAME\n"
+	"       aegis instance start --name NAME      (again, from its stored config)\n";
 
 /* One API call; prints the daemon's error (one line) on failure. */
 static int call(const char *method, const char *path, json_t *body, json_t **out)
@@ -49,6 +50,23 @@ static int call(const char *method, const char *path, json_t *body, json_t **out
 		return rc;
 	}
 	*out = j;
+	return 0;
+}
+
+/* POST /v1/instances/NAME/VERB */
+static int verb(const char *name, const char *what)
+{
+	char path[160];
+	json_t *out = NULL;
+	int rc;
+
+	if (strlen(name) > 64 || strchr(name, '/') || !*name)
+		return cli_usage_error("instance: not an instance name: '%s'", name);
+	snprintf(path, sizeof path, "/v1/instances/%s/%s", name, what);
+	if ((rc = call("POST", path, NULL, &out)) != 0)
+		return rc;
+	printf("%s: %s\n", name, json_string_value(json_object_get(out, "state")));
+	json_decref(out);
 	return 0;
 }
 
@@ -87,6 +105,14 @@ static int start(int argc, char **argv)
 			return cli_usage_error("instance start: option '%s' is unknown or needs a value", argv[optind - 1]);
 		}
 	}
+	if (json_object_get(req, "name") && optind >= argc && json_object_size(req) == 1 &&
+	    !json_array_size(env)) {
+		/* just a name: start it again from its stored config */
+		char name[80];
+		snprintf(name, sizeof name, "%s", json_string_value(json_object_get(req, "name")));
+		json_decref(req), json_decref(env), json_decref(args);
+		return verb(name, "start");
+	}
 	if (!json_object_get(req, "name") || optind >= argc) {
 		json_decref(req), json_decref(env), json_decref(args);
 		return cli_usage_error("instance start: needs --name NAME and a command after --");
@@ -118,23 +144,6 @@ static int named(const char *method, const char *name, bool print_json)
 		json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER), fputc('\n', stdout);
 	else
 		printf("%s: %s\n", name, json_string_value(json_object_get(out, "state")));
-	json_decref(out);
-	return 0;
-}
-
-/* POST /v1/instances/NAME/VERB */
-static int verb(const char *name, const char *what)
-{
-	char path[160];
-	json_t *out = NULL;
-	int rc;
-
-	if (strlen(name) > 64 || strchr(name, '/') || !*name)
-		return cli_usage_error("instance: not an instance name: '%s'", name);
-	snprintf(path, sizeof path, "/v1/instances/%s/%s", name, what);
-	if ((rc = call("POST", path, NULL, &out)) != 0)
-		return rc;
-	printf("%s: %s\n", name, json_string_value(json_object_get(out, "state")));
 	json_decref(out);
 	return 0;
 }
@@ -202,7 +211,7 @@ int cmd_instance(int argc, char **argv)
 		return named("GET", argv[2], true);
 	if (!strcmp(argv[1], "delete") && argc == 3)
 		return named("DELETE", argv[2], false);
-	if ((!strcmp(argv[1], "pause") || !strcmp(argv[1], "resume")) && argc == 3)
+	if ((!strcmp(argv[1], "pause") || !strcmp(argv[1], "resume") || !strcmp(argv[1], "disable")) && argc == 3)
 		return verb(argv[2], argv[1]);
 	return cli_usage_error("instance: unknown or incomplete command (see 'aegis instance --help')");
 }

@@ -78,16 +78,18 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 		unsigned status;
 		size_t nlen = name ? strlen(name) : 0;
 		char base[80];
-		/* POST /v1/instances/NAME/pause, /resume */
-		for (int i = 0; i < 2 && name; i++) {
-			const char *verb = i ? "/resume" : "/pause";
+		/* POST /v1/instances/NAME/pause, /resume, /disable, /start */
+		for (int i = 0; i < 4 && name; i++) {
+			static const char *const verbs[] = { "/pause", "/resume", "/disable", "/start" };
+			const char *verb = verbs[i];
 			size_t vlen = strlen(verb);
 			if (nlen > vlen && !strcmp(name + nlen - vlen, verb) && nlen - vlen < sizeof base) {
 				if (strcmp(method, "POST"))
 					return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
 						    "this path does not take that method");
 				snprintf(base, sizeof base, "%.*s", (int)(nlen - vlen), name);
-				status = instances_pause(base, i == 0, &body);
+				status = i < 2 ? instances_pause(base, i == 0, &body)
+				       : i == 2 ? instances_disable(base, &body) : instances_start(base, &body);
 				return reply(conn, status, body);
 			}
 		}

@@ -231,12 +231,18 @@ static pid_t live_shim(const char *dir, json_t *shim)
 	return strstr(cmd, "--shim") && strstr(cmd, dir) ? pid : 0;
 }
 
+/* A flag file in the instance's directory: "paused", "disabled". */
+static bool flag(const char *dir, const char *name)
+{
+	char path[4500];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
 static bool paused(const char *dir)
 {
-	char flag[4500];
-
-	snprintf(flag, sizeof flag, "%s/paused", dir);
-	return access(flag, F_OK) == 0;
+	return flag(dir, "paused");
 }
 
 static json_t *describe(const char *name)
@@ -250,7 +256,8 @@ static json_t *describe(const char *name)
 		return NULL;
 	shim = load(dir, "shim.json");
 	exitj = load(dir, "exit.json");
-	state = exitj ? "exited" : !shim ? "starting" : !live_shim(dir, shim) ? "failed" : paused(dir) ? "paused" : "running";
+	state = flag(dir, "disabled") ? "disabled" : exitj ? "exited" : !shim ? "starting"
+		: !live_shim(dir, shim) ? "failed" : flag(dir, "paused") ? "paused" : "running";
 	out = json_pack("{s:s, s:s, s:O}", "name", name, "state", state, "argv", json_object_get(config, "argv"));
 	if (shim)
 		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));
@@ -307,16 +314,14 @@ static int remove_tree(const char *dir)
 	return rmdir(dir);
 }
 
-unsigned instances_delete(const char *name, json_t **body)
+/* Stop whatever runs for the instance in dir: SIGTERM, SIGKILL after the
+ * grace, a paused one thawed first; a killed shim's cgroup removed. */
+static void stop_instance(const char *dir)
 {
-	char dir[4400];
-	json_t *shim, *exitj;
+	json_t *shim = load(dir, "shim.json"), *exitj;
 	pid_t pid;
 	int pidfd;
 
-	if (!existing_dir(name, dir, sizeof dir))
-		return *body = err_body("not_found", "no instance of that name", "name"), 404;
-	shim = load(dir, "shim.json");
 	/* a pidfd first, then the check that it is our shim: no PID reuse mistakes */
 	if (shim && (pid = (pid_t)json_integer_value(json_object_get(shim, "pid"))) > 0 &&
 	    (pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) >= 0) {
@@ -340,9 +345,65 @@ unsigned instances_delete(const char *name, json_t **body)
 		aegis_cleanup_killed_run((int)pid);
 	json_decref(exitj);
 	json_decref(shim);
+}
+
+static void unlink_in(const char *dir, const char *file)
+{
+	char path[4500];
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	unlink(path);
+}
+
+unsigned instances_delete(const char *name, json_t **body)
+{
+	char dir[4400];
+
+	if (!existing_dir(name, dir, sizeof dir))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	stop_instance(dir);
 	if (remove_tree(dir) < 0)
 		return *body = err_body("storage", strerror(errno), NULL), 507;
 	*body = json_pack("{s:s, s:s}", "name", name, "state", "deleted");
+	return 200;
+}
+
+/* Stop it and keep its config; it stays stopped until started again. */
+unsigned instances_disable(const char *name, json_t **body)
+{
+	char dir[4400], flag[4500];
+
+	if (!existing_dir(name, dir, sizeof dir))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	stop_instance(dir);
+	unlink_in(dir, "paused");
+	snprintf(flag, sizeof flag, "%s/disabled", dir);
+	close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+	*body = json_pack("{s:s, s:s}", "name", name, "state", "disabled");
+	return 200;
+}
+
+/* Start a stopped instance again from its stored config. */
+unsigned instances_start(const char *name, json_t **body)
+{
+	char dir[4400];
+	json_t *shim;
+	bool running;
+
+	if (!existing_dir(name, dir, sizeof dir))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	shim = load(dir, "shim.json");
+	running = shim && live_shim(dir, shim);
+	json_decref(shim);
+	if (running)
+		return *body = err_body("running", "the instance is running already", "name"), 409;
+	stop_instance(dir);	/* tidy what a failed shim left */
+	unlink_in(dir, "disabled");
+	unlink_in(dir, "paused");
+	unlink_in(dir, "exit.json");
+	unlink_in(dir, "shim.json");
+	spawn_shim(dir);
+	*body = json_pack("{s:s, s:s}", "name", name, "state", "starting");
 	return 200;
 }
 

@@ -19,6 +19,9 @@ unsigned instances_create(const char *request, json_t **body);
 unsigned instances_list(json_t **body);
 unsigned instances_info(const char *name, json_t **body);
 unsigned instances_delete(const char *name, json_t **body);
+/* Stop and keep the config (no auto-start); start again from the config. */
+unsigned instances_disable(const char *name, json_t **body);
+unsigned instances_start(const char *name, json_t **body);
 /* Pause (freezer) or resume a running instance. */
 unsigned instances_pause(const char *name, bool pause, json_t **body);
 /* The end of an instance's stdout and stderr logs: last `tail` lines (0: all, bounded). */
