@@ -177,6 +177,11 @@ def test_delete_stops_a_plain_command_at_once(env):
 def test_disable_keeps_the_config_and_start_brings_it_back(env):
     aegis(env, "instance", "start", "--name", "svc", "--", "sh", "-c", "echo up; sleep 60")
     wait_state(env, "svc", "running")
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "svc", "stdout.log")
+    deadline = time.monotonic() + 5
+    while open(log).read() != "up\n":  # the command got going before we stop it
+        assert time.monotonic() < deadline, open(log).read()
+        time.sleep(0.05)
     assert aegis(env, "instance", "disable", "svc").stdout == "svc: disabled\n"
     assert info(env, "svc")["state"] == "disabled"
     assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout
@@ -184,7 +189,6 @@ def test_disable_keeps_the_config_and_start_brings_it_back(env):
     wait_state(env, "svc", "running")
     again = aegis(env, "instance", "start", "--name", "svc")
     assert again.returncode == 125 and "running" in again.stderr
-    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "svc", "stdout.log")
     deadline = time.monotonic() + 5
     while open(log).read() != "up\nup\n":
         assert time.monotonic() < deadline, open(log).read()
