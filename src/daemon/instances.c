@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/error.h"
@@ -258,9 +259,17 @@ static json_t *describe(const char *name)
 	exitj = load(dir, "exit.json");
 	state = flag(dir, "disabled") ? "disabled" : exitj ? "exited" : !shim ? "starting"
 		: !live_shim(dir, shim) ? "failed" : flag(dir, "paused") ? "paused" : "running";
-	out = json_pack("{s:s, s:s, s:O}", "name", name, "state", state, "argv", json_object_get(config, "argv"));
-	if (shim)
+	out = json_pack("{s:s, s:s, s:O, s:s}", "name", name, "state", state, "argv",
+			json_object_get(config, "argv"), "policy",
+			json_string_value(json_object_get(config, "policy")) ?: "default");
+	if (json_object_get(config, "workspace"))
+		json_object_set(out, "workspace", json_object_get(config, "workspace"));
+	if (shim) {
 		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));
+		if (!strcmp(state, "running") || !strcmp(state, "paused"))
+			json_object_set_new(out, "uptime_s", json_integer(
+				(json_int_t)time(NULL) - json_integer_value(json_object_get(shim, "started_unix"))));
+	}
 	if (exitj)
 		json_object_set(out, "exit", exitj);
 	json_decref(config);

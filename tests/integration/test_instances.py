@@ -52,6 +52,8 @@ def test_lifecycle(env):
     wait_state(env, "web", "running")
     lst = aegis(env, "instance", "list")
     assert "web" in lst.stdout and "running" in lst.stdout
+    i = info(env, "web")
+    assert i["policy"] == "default" and i["uptime_s"] >= 0 and i["shim_pid"] > 0
     log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "web", "stdout.log")
     deadline = time.monotonic() + 5
     while open(log).read() != "hi\n":
