@@ -66,7 +66,7 @@ int cmd_replay(int argc, char **argv)
 {
 	struct run_flags f = { .spec = AEGIS_SPEC_DEFAULT };
 	struct aegis_error err = { 0 };
-	char path[4096], *policy_text = NULL;
+	char path[4096], newdir[4200], *policy_text = NULL;
 	const char *mode;
 	json_error_t je;
 	json_t *r, *ws;
@@ -106,6 +106,16 @@ int cmd_replay(int argc, char **argv)
 	f.spec.workspace = json_string_value(json_object_get(ws, "path"));
 	f.spec.workspace_ro = !strcmp(mode, "ro");
 	f.spec.workspace_overlay = !strcmp(mode, "overlay");
+	/* an overlay run's changes need a home: a new directory beside DIR */
+	if (f.spec.workspace_overlay && !f.spec.artifacts_dir) {
+		for (int i = 1; i < 1000; i++) {
+			snprintf(newdir, sizeof newdir, i == 1 ? "%s.replay" : "%s.replay-%d", argv[1], i);
+			if (access(newdir, F_OK) < 0)
+				break;
+		}
+		f.spec.artifacts_dir = newdir;
+		fprintf(stderr, "aegis: replay: the changes go to %s\n", newdir);
+	}
 	if (json_is_object(json_object_get(r, "policy"))) {
 		policy_text = json_dumps(json_object_get(r, "policy"), JSON_COMPACT);
 		if (!policy_text || policy_parse(policy_text, strlen(policy_text), path, &f.policy, &err) < 0) {

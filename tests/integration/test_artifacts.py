@@ -155,3 +155,13 @@ def test_rw_run_lists_its_changes(tmp_path):
     assert "+new" in diff and "root:" not in diff  # the symlink was not followed
     a = run([AEGIS, "apply", str(art)])
     assert a.returncode == 125 and "nothing to apply" in a.stderr
+
+
+def test_replay_of_an_overlay_run_keeps_its_changes_beside(tmp_path):
+    ws, art, p = overlay_run(tmp_path, script="echo again > r.txt")
+    again = run([AEGIS, "replay", str(art)])
+    assert again.returncode == 0, again
+    beside = tmp_path / "art.replay"
+    assert str(beside) in again.stderr
+    assert [c["path"] for c in json.loads((beside / "changes.json").read_text())["changes"]] == ["r.txt"]
+    assert not (ws / "r.txt").exists()
