@@ -39,15 +39,22 @@ static void choose_v1_controllers(struct cgroup *cg, const struct aegis_limits *
 		cg->v1[cg->nv1++] = "cpuacct";
 }
 
+/* The host's cgroup layout does not change under a running process: look
+ * once (the start path asks several times). */
 int cgroup_version(void)
 {
+	static int version = -1;
 	struct statfs sfs;
 
+	if (version >= 0)
+		return version;
 	if (statfs(CGROUP_ROOT, &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC)
-		return 2;
-	if (statfs(CGROUP_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC)
-		return 1;
-	return 0;
+		version = 2;
+	else if (statfs(CGROUP_ROOT "/memory", &sfs) == 0 && sfs.f_type == CGROUP_SUPER_MAGIC)
+		version = 1;
+	else
+		version = 0;
+	return version;
 }
 
 /* The cgroup this process is in, for the given v1 controller or v2 ("").
