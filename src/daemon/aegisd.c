@@ -135,13 +135,17 @@ int main(int argc, char **argv)
 	sigaddset(&stop, SIGTERM);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0,
+	/* A thread per connection: a slow request (a delete waiting out its
+	 * grace, a streamed exec or log) never holds up anyone else's. */
+	mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+			       MHD_USE_POLL | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG, 0,
 			       NULL, NULL, api_handle, &api,
 			       MHD_OPTION_LISTEN_SOCKET, lfd,
 			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTIONS_MAX,
 			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_TIMEOUT_S,
 			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 			       MHD_OPTION_NOTIFY_COMPLETED, api_request_done, NULL,
+			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
 			       MHD_OPTION_END);
 	if (!mhd || api.shutdown_fd < 0) {
 		daemon_log("error", "cannot start the HTTP server", "socket", path);
