@@ -43,6 +43,7 @@ fuzz:
 		src/common/error.c src/common/hash.c -ljansson -lcrypto -o $(FUZZ_BUILD)/fuzz_policy
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_proxy.c src/sandbox/netrules.c src/common/error.c \
 		src/common/util.c -ljansson -lpthread -o $(FUZZ_BUILD)/fuzz_proxy
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_logrecord.c src/common/logrecord.c -o $(FUZZ_BUILD)/fuzz_logrecord
 
 # Every test, against the normal build and again against the ASan+UBSan
 # build, plus a bounded run of each fuzz target.

@@ -172,33 +172,6 @@ static int list(bool as_json)
 	return 0;
 }
 
-/* `aegis logs NAME [--tail N]`: the instance's stdout to stdout, stderr to stderr. */
-int cmd_logs(int argc, char **argv)
-{
-	char path[160];
-	json_t *out = NULL;
-	long tail = 0;
-	char *end;
-	int rc;
-
-	if (argc == 4 && !strcmp(argv[2], "--tail")) {
-		tail = strtol(argv[3], &end, 10);
-		if (!*argv[3] || *end || tail < 0)
-			return cli_usage_error("logs: --tail takes a whole number, got '%s'", argv[3]);
-	} else if (argc != 2) {
-		return cli_usage_error("logs: usage: aegis logs NAME [--tail N]");
-	}
-	if (strlen(argv[1]) > 64 || strchr(argv[1], '/') || strchr(argv[1], '?') || !*argv[1])
-		return cli_usage_error("logs: not an instance name: '%s'", argv[1]);
-	snprintf(path, sizeof path, "/v1/instances/%s/logs?tail=%ld", argv[1], tail);
-	if ((rc = call("GET", path, NULL, &out)) != 0)
-		return rc;
-	fputs(json_string_value(json_object_get(out, "stdout")) ?: "", stdout);
-	fputs(json_string_value(json_object_get(out, "stderr")) ?: "", stderr);
-	json_decref(out);
-	return 0;
-}
-
 int cmd_instance(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))

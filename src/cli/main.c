@@ -16,7 +16,7 @@ static const char usage[] =
 	"  doctor [--json]                  what this host supports and which mode runs\n"
 	"  up | down | status [--json]      start, stop, ask the daemon (aegisd)\n"
 	"  instance start|list|info|delete  persistent named instances (through aegisd)\n"
-	"  logs NAME [--tail N]             an instance's output\n"
+	"  logs NAME [-f] [--since WHEN]    an instance's output (also --tail N, -t)\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
 	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
 	"  apply DIR                        apply an overlay run's reviewed changes to its workspace\n"

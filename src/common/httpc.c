@@ -113,3 +113,158 @@ void httpc_response_free(struct httpc_response *resp)
 	resp->body = NULL;
 	resp->len = 0;
 }
+
+/* Streamed answers: the head within the usual time, then the body as it
+ * comes, for as long as it takes (a followed log may be quiet for hours). */
+
+static bool stream_fill(struct httpc_stream *s)
+{
+	ssize_t n;
+
+	if (s->pos < s->len)
+		return true;
+	do
+		n = read(s->fd, s->buf, sizeof s->buf);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return false;
+	s->pos = 0;
+	s->len = (size_t)n;
+	return true;
+}
+
+/* One line of chunked framing, its CRLF cut: 0, or -1 at EOF or if too long. */
+static int stream_line(struct httpc_stream *s, char *line, size_t cap)
+{
+	size_t n = 0;
+
+	for (;;) {
+		char c;
+		if (!stream_fill(s))
+			return -1;
+		c = s->buf[s->pos++];
+		if (c == '\n')
+			break;
+		if (n + 1 >= cap)
+			return -1;
+		line[n++] = c;
+	}
+	if (n && line[n - 1] == '\r')
+		n--;
+	line[n] = '\0';
+	return 0;
+}
+
+int httpc_stream_open(const char *socket_path, const char *path, struct httpc_stream *s,
+		      struct aegis_error *err)
+{
+	uint64_t deadline = now_us() + HTTPC_TIMEOUT_MS * 1000ULL;
+	char head[sizeof s->buf + 1], *end = NULL, *h;
+	int n;
+
+	memset(s, 0, sizeof *s);
+	if ((s->fd = connect_unix(socket_path, err)) < 0)
+		return -1;
+	n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: aegisd\r\nConnection: close\r\n\r\n", path);
+	if (n < 0 || (size_t)n >= sizeof head || write_all(s->fd, head, (size_t)n) < 0) {
+		error_sys(err, "talking to aegisd");
+		goto fail;
+	}
+	while (!end) {
+		struct pollfd p = { .fd = s->fd, .events = POLLIN };
+		uint64_t now = now_us();
+		ssize_t r;
+		if (s->len == sizeof s->buf) {
+			error_set(err, AEGIS_E_SETUP, 0, "aegisd's answer has an oversized head");
+			goto fail;
+		}
+		if (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000) + 1) == 0) {
+			error_set(err, AEGIS_E_SETUP, 0, "aegisd did not answer within %d ms", HTTPC_TIMEOUT_MS);
+			goto fail;
+		}
+		r = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			error_set(err, AEGIS_E_SETUP, r < 0 ? errno : 0, "aegisd closed the connection");
+			goto fail;
+		}
+		s->len += (size_t)r;
+		memcpy(head, s->buf, s->len);
+		head[s->len] = '\0';
+		end = strstr(head, "\r\n\r\n");
+	}
+	end[2] = '\0';	/* the head, each header line ending in CRLF */
+	if (strncmp(head, "HTTP/1.", 7) || sscanf(head + 8, " %d", &s->status) != 1) {
+		error_set(err, AEGIS_E_SETUP, 0, "aegisd answered something that is not HTTP");
+		goto fail;
+	}
+	if ((h = strcasestr(head, "\r\ntransfer-encoding:")) && strcasestr(h, "chunked") &&
+	    strcasestr(h, "chunked") < strstr(h + 2, "\r\n"))
+		s->chunked = true;
+	else if ((h = strcasestr(head, "\r\ncontent-length:")))
+		s->sized = true, s->left = strtoull(h + 17, NULL, 10);
+	s->pos = (size_t)(end + 4 - head);	/* the body's first bytes came with the head */
+	return 0;
+fail:
+	close(s->fd);
+	s->fd = -1;
+	return -1;
+}
+
+ssize_t httpc_stream_read(struct httpc_stream *s, char *out, size_t cap, struct aegis_error *err)
+{
+	size_t n;
+
+	if (s->done)
+		return 0;
+	while (s->chunked && !s->left) {
+		char line[128], *end;
+		unsigned long long size;
+		/* the CRLF after the previous chunk, then the next one's size */
+		if ((s->crlf_due && (stream_line(s, line, sizeof line) < 0 || line[0])) ||
+		    stream_line(s, line, sizeof line) < 0)
+			goto broken;
+		s->crlf_due = false;
+		size = strtoull(line, &end, 16);
+		if (end == line || (*end && *end != ';'))
+			goto broken;
+		if (!size) {
+			do	/* trailers, up to the empty line */
+				if (stream_line(s, line, sizeof line) < 0)
+					goto broken;
+			while (line[0]);
+			s->done = true;
+			return 0;
+		}
+		s->left = size;
+		s->crlf_due = true;
+	}
+	if (s->sized && !s->left) {
+		s->done = true;
+		return 0;
+	}
+	if (!stream_fill(s)) {
+		if (s->chunked || s->sized)
+			goto broken;
+		s->done = true;	/* neither: the body ends when the connection does */
+		return 0;
+	}
+	n = s->len - s->pos < cap ? s->len - s->pos : cap;
+	if ((s->chunked || s->sized) && n > s->left)
+		n = (size_t)s->left;
+	memcpy(out, s->buf + s->pos, n);
+	s->pos += n;
+	if (s->chunked || s->sized)
+		s->left -= n;
+	return (ssize_t)n;
+broken:
+	return error_set(err, AEGIS_E_SETUP, 0, "aegisd's answer broke off (the connection was lost)");
+}
+
+void httpc_stream_close(struct httpc_stream *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}

@@ -27,6 +27,7 @@
 #include "../common/util.h"
 #include "daemon.h"
 #include "instances.h"
+#include "logwriter.h"
 
 void daemon_log(const char *level, const char *msg, const char *key, const char *value)
 {
@@ -109,6 +110,7 @@ int main(int argc, char **argv)
 	int lfd;
 
 	char state[4096], self[4096];
+	uint64_t log_max;
 	ssize_t n;
 
 	if (argc == 3 && !strcmp(argv[1], "--shim"))
@@ -118,6 +120,10 @@ int main(int argc, char **argv)
 	else if (argc != 1)
 		return fprintf(stderr, "usage: aegisd [--socket PATH]\n"), 125;
 	else if (paths_socket(path, sizeof path, &err) < 0)
+		return daemon_log("error", err.msg, NULL, NULL), 125;
+	/* the shims read it from the environment they inherit: a bad value
+	 * stops the daemon here, not each instance later */
+	if (logwriter_max_bytes(&log_max, &err) < 0)
 		return daemon_log("error", err.msg, NULL, NULL), 125;
 	/* the shims are this same program, found through /proc before anything can move it */
 	n = readlink("/proc/self/exe", self, sizeof self - 1);

@@ -16,6 +16,7 @@
 #include "../common/util.h"
 #include "daemon.h"
 #include "instances.h"
+#include "logs.h"
 
 struct request {
 	char *body;
@@ -93,19 +94,20 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 				return reply(conn, status, body);
 			}
 		}
-		/* /v1/instances/NAME/logs?tail=N */
+		/* GET /v1/instances/NAME/logs?tail=&since=&follow=... (logs.c) */
 		if (name && nlen > 5 && !strcmp(name + nlen - 5, "/logs") && nlen - 5 < sizeof base) {
-			const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "tail");
-			char *end = NULL;
-			long tail = t ? strtol(t, &end, 10) : 0;
-			if (t && (!*t || *end || tail < 0))
-				return fail(conn, MHD_HTTP_BAD_REQUEST, "invalid", "tail must be a whole number");
+			struct MHD_Response *stream;
+			enum MHD_Result ret;
 			if (strcmp(method, "GET"))
 				return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
 					    "this path does not take that method");
 			snprintf(base, sizeof base, "%.*s", (int)(nlen - 5), name);
-			status = instances_logs(base, tail, &body);
-			return reply(conn, status, body);
+			status = logs_request(conn, base, &body, &stream);
+			if (!stream)
+				return reply(conn, status, body);
+			ret = MHD_queue_response(conn, status, stream);
+			MHD_destroy_response(stream);
+			return ret;
 		}
 		if (!name && !strcmp(method, "GET"))
 			status = instances_list(&body);

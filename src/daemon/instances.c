@@ -2,8 +2,9 @@
  *
  * <state>/instances/NAME/ holds config.json (what was asked: the desired
  * state), shim.json (the shim that runs it), exit.json (how it ended), and
- * stdout.log / stderr.log. mkdir of the directory is the create: exactly
- * one of any number of racing creates of a name wins, the rest get 409.
+ * its log, output.N.jsonl (logwriter.h). mkdir of the directory is the
+ * create: exactly one of any number of racing creates of a name wins, the
+ * rest get 409.
  * Files are written whole (temp, fsync, rename, fsync dir), so a daemon
  * killed at any point finds each of them old or new, never torn. */
 #include <dirent.h>
@@ -26,7 +27,6 @@
 #include "instances.h"
 
 #define STOP_GRACE_MS 5000
-#define LOG_READ_MAX (1 << 20)	/* a logs request returns at most the last MiB of each */
 
 static char instances_dir[4096];
 static char aegisd_exe[4096];
@@ -416,59 +416,25 @@ unsigned instances_start(const char *name, json_t **body)
 	return 200;
 }
 
-/* The last `tail` lines (0: all, up to LOG_READ_MAX bytes) of one log. */
-static json_t *log_tail(const char *dir, const char *file, long tail)
+bool instance_dir(const char *name, char *dir, size_t len)
 {
-	char path[4500], *buf;
-	struct stat st;
-	off_t from = 0;
-	ssize_t n;
-	int fd;
-	json_t *j;
-
-	snprintf(path, sizeof path, "%s/%s", dir, file);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		if (fd >= 0)
-			close(fd);
-		return json_string("");
-	}
-	if (st.st_size > LOG_READ_MAX)
-		from = st.st_size - LOG_READ_MAX;
-	buf = malloc(LOG_READ_MAX + 1);
-	n = buf ? pread(fd, buf, LOG_READ_MAX, from) : -1;
-	close(fd);
-	if (n < 0) {
-		free(buf);
-		return json_string("");
-	}
-	buf[n] = '\0';
-	{
-		char *start = buf + n;
-		long lines = 0;
-		/* walk back over `tail` line ends (a final newline ends the last line) */
-		while (tail > 0 && start > buf) {
-			if (start[-1] == '\n' && start != buf + n && ++lines == tail)
-				break;
-			start--;
-		}
-		j = json_stringn(tail > 0 ? start : buf, (size_t)(buf + n - (tail > 0 ? start : buf)));
-		if (!j)	/* not UTF-8: say so rather than fail */
-			j = json_string("(log is not UTF-8 text)");
-	}
-	free(buf);
-	return j;
+	return existing_dir(name, dir, len);
 }
 
-unsigned instances_logs(const char *name, long tail, json_t **body)
+/* Nothing more will be written to the instance's log: it ended (its shim
+ * writes exit.json after the last record), its shim died, or it is gone. */
+bool instance_ended(const char *dir)
 {
-	char dir[4400];
+	json_t *shim;
+	bool ended;
 
-	if (!existing_dir(name, dir, sizeof dir))
-		return *body = err_body("not_found", "no instance of that name", "name"), 404;
-	*body = json_pack("{s:s, s:o, s:o}", "name", name, "stdout", log_tail(dir, "stdout.log", tail),
-			  "stderr", log_tail(dir, "stderr.log", tail));
-	return 200;
+	if (access(dir, F_OK) < 0 || flag(dir, "exit.json"))
+		return true;
+	if (!(shim = load(dir, "shim.json")))
+		return false;	/* starting: its shim has yet to say so */
+	ended = !live_shim(dir, shim);
+	json_decref(shim);
+	return ended;
 }
 
 /* Pause or resume a running instance (the cgroup freezer: memory kept, no

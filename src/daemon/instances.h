@@ -24,8 +24,10 @@ unsigned instances_disable(const char *name, json_t **body);
 unsigned instances_start(const char *name, json_t **body);
 /* Pause (freezer) or resume a running instance. */
 unsigned instances_pause(const char *name, bool pause, json_t **body);
-/* The end of an instance's stdout and stderr logs: last `tail` lines (0: all, bounded). */
-unsigned instances_logs(const char *name, long tail, json_t **body);
+/* The directory of an existing instance; false for a bad or unknown name. */
+bool instance_dir(const char *name, char *dir, size_t len);
+/* Nothing more will be written to its log (dir as instance_dir gives it). */
+bool instance_ended(const char *dir);
 
 /* `aegisd --shim DIR`: run one instance's sandbox; never returns. */
 __attribute__((noreturn)) void shim_main(const char *dir);

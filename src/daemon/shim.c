@@ -1,11 +1,13 @@
 /* shim.c — `aegisd --shim DIR`: the one supervisor process of an instance.
  *
  * Started in its own session and reparented away from aegisd, it runs the
- * instance's sandbox with the engine, writes its output to DIR's logs and,
- * when the sandbox ends, how it ended to DIR/exit.json. aegisd can die or
- * restart meanwhile: the shim and its sandbox do not notice. */
+ * instance's sandbox with the engine, writes its output to DIR's log
+ * (logwriter.c) and, when the sandbox ends and the log is complete, how it
+ * ended to DIR/exit.json. aegisd can die or restart meanwhile: the shim and
+ * its sandbox do not notice. */
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include "../common/policy.h"
 #include "../common/util.h"
 #include "instances.h"
+#include "logwriter.h"
 
 static char **strings(json_t *arr)
 {
@@ -52,7 +55,10 @@ void shim_main(const char *dir)
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
 	struct aegis_policy policy = { 0 };
-	json_t *config, *v;
+	struct logwriter *lw;
+	json_t *config, *v, *end;
+	uint64_t log_max, log_lost;
+	sigset_t all;
 	char path[4400];
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
@@ -62,10 +68,14 @@ void shim_main(const char *dir)
 	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
 						  (json_int_t)time(NULL)));
 	null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	spec.out_fd = openat(dirfd, "stdout.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	spec.err_fd = openat(dirfd, "stderr.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (null < 0 || spec.out_fd < 0 || spec.err_fd < 0 || dup2(null, 0) < 0)
+	if (null < 0 || dup2(null, 0) < 0)
 		_exit(125);
+	/* the command's output reaches the log through the writer's pipes */
+	if (logwriter_max_bytes(&log_max, &err) < 0 ||
+	    logwriter_start(&lw, dirfd, log_max, &spec.out_fd, &spec.err_fd, &err) < 0) {
+		write_whole(dirfd, "exit.json", json_pack("{s:s, s:s}", "end", "error", "error", err.msg));
+		_exit(0);
+	}
 	spec.freezable = true;	/* instances can be paused */
 	spec.argv = strings(json_object_get(config, "argv"));
 	spec.env = strings(json_object_get(config, "env"));
@@ -74,6 +84,10 @@ void shim_main(const char *dir)
 	if ((v = json_object_get(config, "workspace")))
 		spec.workspace = json_string_value(v);
 	spec.workspace_ro = json_is_true(json_object_get(config, "workspace_ro"));
+	/* The rotated log bounds an instance's output on disk; the one-shot
+	 * run's default cut would end a long-lived log for good. A policy's
+	 * own output limit still holds. */
+	spec.limits.output_bytes = UINT64_MAX;
 	v = json_object_get(config, "policy");
 	if (policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0) {
 		spec.policy = &policy;
@@ -82,13 +96,22 @@ void shim_main(const char *dir)
 	} else {
 		r = -1;
 	}
+	/* The command is gone; what is left takes moments and a second
+	 * SIGTERM must not cost the end of the log or exit.json. */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	/* all of the output on disk before exit.json: a reader that sees
+	 * exit.json and then reads to the end has everything */
+	log_lost = logwriter_finish(lw);
 	if (r < 0)
-		write_whole(dirfd, "exit.json", json_pack("{s:s, s:s}", "end", "error", "error", err.msg));
+		end = json_pack("{s:s, s:s}", "end", "error", "error", err.msg);
 	else
-		write_whole(dirfd, "exit.json",
-			    json_pack("{s:s, s:i, s:o, s:o, s:f}", "end", ends[res.end], "exit_code", res.exit_code,
-				      "signal", res.term_signal ? json_integer(res.term_signal) : json_null(),
-				      "limit", res.limit ? json_string(res.limit) : json_null(),
-				      "wall_ms", res.wall_us / 1000.0));
+		end = json_pack("{s:s, s:i, s:o, s:o, s:f}", "end", ends[res.end], "exit_code", res.exit_code,
+				"signal", res.term_signal ? json_integer(res.term_signal) : json_null(),
+				"limit", res.limit ? json_string(res.limit) : json_null(),
+				"wall_ms", res.wall_us / 1000.0);
+	if (log_lost)	/* the disk could not keep up: say so where the end is told */
+		json_object_set_new(end, "log_dropped_bytes", json_integer((json_int_t)log_lost));
+	write_whole(dirfd, "exit.json", end);
 	_exit(0);
 }

@@ -35,6 +35,16 @@ def info(env, name):
     return json.loads(p.stdout) if p.returncode == 0 else None
 
 
+def stdout_of(env, name):
+    """The instance's stdout as `aegis logs` gives it (the log is JSON lines, test_logs.py)."""
+    return aegis(env, "logs", name).stdout
+
+
+def log_size(env, name):
+    d = os.path.join(env["AEGIS_STATE_DIR"], "instances", name)
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("output."))
+
+
 def wait_state(env, name, want, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -54,14 +64,14 @@ def test_lifecycle(env):
     assert "web" in lst.stdout and "running" in lst.stdout
     i = info(env, "web")
     assert i["policy"] == "default" and i["uptime_s"] >= 0 and i["shim_pid"] > 0
-    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "web", "stdout.log")
+    inst = os.path.join(env["AEGIS_STATE_DIR"], "instances", "web")
     deadline = time.monotonic() + 5
-    while open(log).read() != "hi\n":
+    while stdout_of(env, "web") != "hi\n":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert aegis(env, "instance", "delete", "web").returncode == 0
     assert info(env, "web") is None
-    assert not os.path.exists(os.path.dirname(log))
+    assert not os.path.exists(inst)
     assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout
 
 
@@ -148,16 +158,15 @@ def test_logs(env):
 def test_pause_resume_and_delete_while_paused(env):
     aegis(env, "instance", "start", "--name", "tick", "--", "sh", "-c", "while :; do echo x; sleep 0.02; done")
     wait_state(env, "tick", "running")
-    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "tick", "stdout.log")
     time.sleep(0.3)
     assert aegis(env, "instance", "pause", "tick").stdout == "tick: paused\n"
     assert info(env, "tick")["state"] == "paused"
-    size = os.path.getsize(log)
+    size = log_size(env, "tick")
     time.sleep(0.5)
-    assert os.path.getsize(log) == size  # no CPU while paused
+    assert log_size(env, "tick") == size  # no CPU while paused
     assert aegis(env, "instance", "resume", "tick").stdout == "tick: running\n"
     time.sleep(0.3)
-    assert os.path.getsize(log) > size
+    assert log_size(env, "tick") > size
     assert aegis(env, "instance", "pause", "tick").returncode == 0
     start = time.monotonic()
     assert aegis(env, "instance", "delete", "tick").returncode == 0
@@ -179,10 +188,9 @@ def test_delete_stops_a_plain_command_at_once(env):
 def test_disable_keeps_the_config_and_start_brings_it_back(env):
     aegis(env, "instance", "start", "--name", "svc", "--", "sh", "-c", "echo up; sleep 60")
     wait_state(env, "svc", "running")
-    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "svc", "stdout.log")
     deadline = time.monotonic() + 5
-    while open(log).read() != "up\n":  # the command got going before we stop it
-        assert time.monotonic() < deadline, open(log).read()
+    while stdout_of(env, "svc") != "up\n":  # the command got going before we stop it
+        assert time.monotonic() < deadline, stdout_of(env, "svc")
         time.sleep(0.05)
     assert aegis(env, "instance", "disable", "svc").stdout == "svc: disabled\n"
     assert info(env, "svc")["state"] == "disabled"
@@ -192,6 +200,6 @@ def test_disable_keeps_the_config_and_start_brings_it_back(env):
     again = aegis(env, "instance", "start", "--name", "svc")
     assert again.returncode == 125 and "running" in again.stderr
     deadline = time.monotonic() + 5
-    while open(log).read() != "up\nup\n":
-        assert time.monotonic() < deadline, open(log).read()
+    while stdout_of(env, "svc") != "up\nup\n":  # the log goes on across a restart
+        assert time.monotonic() < deadline, stdout_of(env, "svc")
         time.sleep(0.05)
