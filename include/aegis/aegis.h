@@ -86,6 +86,9 @@ struct aegis_spec {
 	bool capture;			/* capture stdout/stderr into the result instead of passing them */
 	int out_fd, err_fd;		/* where passed output goes; 0 means 1 and 2 */
 	bool freezable;			/* join the freezer (v1) so the run can be paused */
+	/* > 0: a listening SOCK_SEQPACKET socket for exec requests into the
+	 * running sandbox (docs/api: the exec control protocol); 0: none */
+	int control_fd;
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
 	const char *hostname;
@@ -140,6 +143,16 @@ int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err);
 
 /* Remove the run cgroup a killed supervisor (pid) left behind, once empty. */
 void aegis_cleanup_killed_run(int supervisor_pid);
+
+/* What a running run uses now, from its cgroup. */
+struct aegis_usage {
+	uint64_t memory_bytes;		/* charged to it now (page cache included) */
+	uint64_t memory_peak_bytes;
+	uint64_t cpu_us;		/* CPU time since it started */
+	uint64_t pids;			/* tasks now */
+};
+/* -1 when the run (by its supervisor's pid) has no cgroup (ended). */
+int aegis_run_usage(int supervisor_pid, struct aegis_usage *usage);
 
 /* What this host supports; filled by aegis_doctor(). */
 struct aegis_host {

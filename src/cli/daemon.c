@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "../common/httpc.h"
@@ -23,17 +25,24 @@
 
 #define UP_WAIT_MS 5000
 
-static bool healthy(const char *sock)
+/* Is a daemon listening on sock? A connection it accepts says so even
+ * when it is too busy to answer a health request (starting a second one
+ * then would only fail); a full backlog (EAGAIN) says so too. */
+static bool listening(const char *sock)
 {
-	struct httpc_response r;
-	struct aegis_error err = { 0 };
-	bool ok;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	bool there;
 
-	if (httpc_request(sock, "GET", "/v1/health", NULL, &r, &err) < 0)
+	if (fd < 0 || strlen(sock) >= sizeof sun.sun_path) {
+		if (fd >= 0)
+			close(fd);
 		return false;
-	ok = r.status == 200;
-	httpc_response_free(&r);
-	return ok;
+	}
+	memcpy(sun.sun_path, sock, strlen(sock) + 1);
+	there = connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0 || errno == EAGAIN;
+	close(fd);
+	return there;
 }
 
 /* aegisd lives next to this program (build dir or bindir). */
@@ -77,7 +86,7 @@ int daemon_ensure(const char *sock)
 	uint64_t deadline;
 	int lfd;
 
-	if (healthy(sock))
+	if (listening(sock))
 		return 0;
 	snprintf(dir, sizeof dir, "%s", sock);
 	if (paths_private_dir(dirname(dir), &err) < 0)
@@ -86,13 +95,13 @@ int daemon_ensure(const char *sock)
 	snprintf(log, sizeof log, "%s/aegisd.log", dir);
 	if ((lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 || flock(lfd, LOCK_EX) < 0)
 		return cli_usage_error("up: cannot lock %s: %s", lock, strerror(errno));
-	if (!healthy(sock)) {	/* nobody started it while we waited for the lock */
+	if (!listening(sock)) {	/* nobody started it while we waited for the lock */
 		if (daemon_binary(bin, sizeof bin) < 0 || access(bin, X_OK) < 0) {
 			close(lfd);
 			return cli_usage_error("up: aegisd not found next to this program (%s)", bin);
 		}
 		spawn_detached(bin, sock, log);
-		for (deadline = now_us() + UP_WAIT_MS * 1000ULL; !healthy(sock); usleep(5000))
+		for (deadline = now_us() + UP_WAIT_MS * 1000ULL; !listening(sock); usleep(5000))
 			if (now_us() > deadline) {
 				close(lfd);
 				return cli_usage_error("up: aegisd did not come up within %d ms (see %s)", UP_WAIT_MS, log);

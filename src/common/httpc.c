@@ -33,6 +33,21 @@ static int connect_unix(const char *path, struct aegis_error *err)
 	return fd;
 }
 
+/* A daemon that closes on us is an error to report, not SIGPIPE to die of. */
+static int send_all(int fd, const void *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf = (const char *)buf + n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 static int read_all(int fd, struct httpc_response *resp, struct aegis_error *err)
 {
 	uint64_t deadline = now_us() + HTTPC_TIMEOUT_MS * 1000ULL;
@@ -88,8 +103,8 @@ int httpc_request(const char *socket_path, const char *method, const char *path,
 	n = snprintf(head, sizeof head,
 		     "%s %s HTTP/1.1\r\nHost: aegisd\r\nConnection: close\r\n"
 		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, blen);
-	if (n < 0 || (size_t)n >= sizeof head || write_all(fd, head, (size_t)n) < 0 ||
-	    (blen && write_all(fd, body, blen) < 0) || read_all(fd, resp, err) < 0) {
+	if (n < 0 || (size_t)n >= sizeof head || send_all(fd, head, (size_t)n) < 0 ||
+	    (blen && send_all(fd, body, blen) < 0) || read_all(fd, resp, err) < 0) {
 		if (!err->msg[0])
 			error_sys(err, "talking to aegisd");
 		close(fd);
@@ -112,6 +127,82 @@ void httpc_response_free(struct httpc_response *resp)
 	free(resp->body);
 	resp->body = NULL;
 	resp->len = 0;
+}
+
+/* The response head, a byte at a time: what follows it is not ours to
+ * read (it is the upgraded protocol's). */
+static int read_head(int fd, char *head, size_t cap, struct aegis_error *err)
+{
+	size_t n = 0;
+
+	while (n + 1 < cap) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+		if (poll(&p, 1, HTTPC_TIMEOUT_MS) == 0)
+			return error_set(err, AEGIS_E_SETUP, 0, "aegisd did not answer within %d ms", HTTPC_TIMEOUT_MS);
+		r = read(fd, head + n, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return error_set(err, AEGIS_E_SETUP, r < 0 ? errno : 0, "aegisd closed the connection");
+		head[++n] = '\0';
+		if (n >= 4 && !memcmp(head + n - 4, "\r\n\r\n", 4))
+			return 0;
+	}
+	return error_set(err, AEGIS_E_SETUP, 0, "aegisd's answer has an oversized head");
+}
+
+int httpc_upgrade(const char *socket_path, const char *path, const char *body, const char *protocol,
+		  struct httpc_response *resp, struct aegis_error *err)
+{
+	char head[4096];
+	size_t blen = strlen(body);
+	int fd, n;
+
+	memset(resp, 0, sizeof *resp);
+	if ((fd = connect_unix(socket_path, err)) < 0)
+		return -1;
+	n = snprintf(head, sizeof head,
+		     "POST %s HTTP/1.1\r\nHost: aegisd\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
+		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", path, protocol, blen);
+	if (n < 0 || (size_t)n >= sizeof head || send_all(fd, head, (size_t)n) < 0 ||
+	    send_all(fd, body, blen) < 0) {
+		error_sys(err, "talking to aegisd");
+		close(fd);
+		return -1;
+	}
+	if (read_head(fd, head, sizeof head, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (strncmp(head, "HTTP/1.", 7) || sscanf(head + 8, " %d", &resp->status) != 1) {
+		close(fd);
+		return error_set(err, AEGIS_E_SETUP, 0, "aegisd answered something that is not HTTP");
+	}
+	if (resp->status == 101)
+		return fd;
+	/* an error: its JSON body, Content-Length bytes (the connection may
+	 * be kept open: "Connection: Upgrade" is not "close") */
+	{
+		const char *cl = strcasestr(head, "\r\ncontent-length:");
+		size_t want = cl ? strtoul(cl + 17, NULL, 10) : 0, got = 0;
+		if (want > HTTPC_RESPONSE_MAX || !(resp->body = malloc(want + 1))) {
+			close(fd);
+			return error_set(err, AEGIS_E_SETUP, 0, "aegisd's answer is too large");
+		}
+		while (got < want) {
+			ssize_t r = read(fd, resp->body + got, want - got);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			got += (size_t)r;
+		}
+		resp->body[got] = '\0';
+		resp->len = got;
+	}
+	close(fd);
+	return 0;
 }
 
 /* Streamed answers: the head within the usual time, then the body as it
@@ -166,7 +257,7 @@ int httpc_stream_open(const char *socket_path, const char *path, struct httpc_st
 	if ((s->fd = connect_unix(socket_path, err)) < 0)
 		return -1;
 	n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: aegisd\r\nConnection: close\r\n\r\n", path);
-	if (n < 0 || (size_t)n >= sizeof head || write_all(s->fd, head, (size_t)n) < 0) {
+	if (n < 0 || (size_t)n >= sizeof head || send_all(s->fd, head, (size_t)n) < 0) {
 		error_sys(err, "talking to aegisd");
 		goto fail;
 	}

@@ -23,6 +23,11 @@ struct httpc_response {
 int httpc_request(const char *socket_path, const char *method, const char *path, const char *body,
 		  struct httpc_response *resp, struct aegis_error *err);
 void httpc_response_free(struct httpc_response *resp);
+/* POST path with "Upgrade: protocol". On 101: the connection, now that
+ * protocol's (resp->status 101). Otherwise 0 with the answer in resp, or
+ * -1 with err. */
+int httpc_upgrade(const char *socket_path, const char *path, const char *body, const char *protocol,
+		  struct httpc_response *resp, struct aegis_error *err);
 
 /* A streamed answer: the head read within HTTPC_TIMEOUT_MS, then the body
  * as it comes, chunked or not, with no time limit (a followed log). */
@@ -41,6 +46,5 @@ int httpc_stream_open(const char *socket_path, const char *path, struct httpc_st
 /* Up to cap bytes of the body: how many, 0 at its end, -1 with err. */
 ssize_t httpc_stream_read(struct httpc_stream *s, char *out, size_t cap, struct aegis_error *err);
 void httpc_stream_close(struct httpc_stream *s);
-
 
 #endif

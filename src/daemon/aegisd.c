@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,7 +27,9 @@
 #include "../common/paths.h"
 #include "../common/util.h"
 #include "daemon.h"
+#include "exec.h"
 #include "instances.h"
+#include "recover.h"
 #include "logwriter.h"
 
 void daemon_log(const char *level, const char *msg, const char *key, const char *value)
@@ -92,7 +95,7 @@ static int listen_socket(const char *path, struct aegis_error *err)
 		return error_sys(err, "bind %s", path);
 	}
 	umask(old);
-	if (listen(fd, 64) < 0) {
+	if (listen(fd, API_BACKLOG) < 0) {
 		close(fd);
 		return error_sys(err, "listen %s", path);
 	}
@@ -107,14 +110,14 @@ int main(int argc, char **argv)
 	char path[256];
 	eventfd_t v;
 	sigset_t stop;
-	int lfd;
+	int lfd, stopping;
 
 	char state[4096], self[4096];
 	uint64_t log_max;
 	ssize_t n;
 
-	if (argc == 3 && !strcmp(argv[1], "--shim"))
-		shim_main(argv[2]);
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "--shim"))
+		shim_main(argv[2], argc == 4 ? atoi(argv[3]) : -1);
 	if (argc == 3 && !strcmp(argv[1], "--socket"))
 		snprintf(path, sizeof path, "%s", argv[2]);
 	else if (argc != 1)
@@ -132,9 +135,23 @@ int main(int argc, char **argv)
 	    instances_init(state, self) < 0)
 		return daemon_log("error", err.msg[0] ? err.msg : "cannot set up the state directory", "state",
 				  state), 125;
+	/* a descriptor per connection, per watched shim: the soft limit (often
+	 * 1024) is below what the caps allow */
+	{
+		struct rlimit nofile;
+		if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+			nofile.rlim_cur = nofile.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &nofile);
+		}
+	}
+	/* settle what the last daemon left, then keep an eye on every shim */
+	if (recover_start() < 0)
+		return daemon_log("error", "cannot start watching the instances", NULL, NULL), 125;
 	if ((lfd = listen_socket(path, &err)) < 0)
 		return daemon_log("error", err.msg, "socket", path), 125;
 	api.shutdown_fd = eventfd(0, EFD_CLOEXEC);
+	stopping = eventfd(0, EFD_CLOEXEC);
+	exec_init(stopping);
 	/* SIGINT/SIGTERM: a clean stop, like POST /v1/shutdown */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGINT);
@@ -152,6 +169,7 @@ int main(int argc, char **argv)
 			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 			       MHD_OPTION_NOTIFY_COMPLETED, api_request_done, NULL,
 			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
+			       MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
 			       MHD_OPTION_END);
 	if (!mhd || api.shutdown_fd < 0) {
 		daemon_log("error", "cannot start the HTTP server", "socket", path);
@@ -170,6 +188,8 @@ int main(int argc, char **argv)
 		if (sfd >= 0)
 			close(sfd);
 	}
+	/* streams held open for their shims let go, so the stop does not wait on them */
+	eventfd_write(stopping, 1);
 	MHD_stop_daemon(mhd);
 	unlink(path);
 	daemon_log("info", "stopped", "socket", path);

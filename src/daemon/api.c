@@ -5,7 +5,9 @@
  * directory is 0700 and the peer's credentials are checked on every
  * connection (SO_PEERCRED), so a sandbox or another user is refused even if
  * the socket were reachable. */
+#include <ctype.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -15,6 +17,7 @@
 #include <aegis/aegis.h>
 #include "../common/util.h"
 #include "daemon.h"
+#include "exec.h"
 #include "instances.h"
 #include "logs.h"
 
@@ -94,6 +97,21 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 				return reply(conn, status, body);
 			}
 		}
+		/* POST /v1/instances/NAME/exec (streamed with Upgrade, else JSON) */
+		if (name && nlen > 5 && !strcmp(name + nlen - 5, "/exec") && nlen - 5 < sizeof base) {
+			struct MHD_Response *up;
+			enum MHD_Result ret;
+			if (strcmp(method, "POST"))
+				return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+					    "this path does not take that method");
+			snprintf(base, sizeof base, "%.*s", (int)(nlen - 5), name);
+			status = exec_start(conn, base, req_body, &body, &up);
+			if (!up)
+				return reply(conn, status, body);
+			ret = MHD_queue_response(conn, status, up);
+			MHD_destroy_response(up);
+			return ret;
+		}
 		/* GET /v1/instances/NAME/logs?tail=&since=&follow=... (logs.c) */
 		if (name && nlen > 5 && !strcmp(name + nlen - 5, "/logs") && nlen - 5 < sizeof base) {
 			struct MHD_Response *stream;
@@ -155,6 +173,64 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 	return fail(conn, MHD_HTTP_NOT_FOUND, "not_found", "no such API path (the API is under /v1)");
 }
 
+/* A body is JSON nested at most API_JSON_DEPTH deep, checked before any
+ * parser builds it (a deep document costs memory and stack to parse). */
+static bool body_well_formed(const char *text, size_t len, char *why, size_t cap)
+{
+	bool in_string = false, escaped = false;
+	int depth = 0;
+	json_error_t e;
+	json_t *j;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		if (in_string) {
+			if (escaped)
+				escaped = false;
+			else if (c == '\\')
+				escaped = true;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if ((c == '[' || c == '{') && ++depth > API_JSON_DEPTH) {
+			snprintf(why, cap, "JSON nested deeper than %d levels", API_JSON_DEPTH);
+			return false;
+		} else if (c == ']' || c == '}') {
+			depth--;
+		}
+	}
+	if (!(j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e))) {
+		snprintf(why, cap, "malformed JSON at line %d column %d: %s", e.line, e.column, e.text);
+		return false;
+	}
+	json_decref(j);
+	return true;
+}
+
+/* Percent-decoding of URLs and query values, in place, except %00: the
+ * C strings the handlers get would end there, so "a%00b" would name "a".
+ * It stays "%00", which no name or value accepts. */
+size_t api_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *out = s;
+
+	(void)cls;
+	(void)conn;
+	for (char *in = s; *in; in++) {
+		unsigned v;
+		if (*in == '%' && sscanf(in + 1, "%2x", &v) == 1 && isxdigit((unsigned char)in[1]) &&
+		    isxdigit((unsigned char)in[2]) && v != 0) {
+			*out++ = (char)v;
+			in += 2;
+		} else {
+			*out++ = *in;
+		}
+	}
+	*out = '\0';
+	return (size_t)(out - s);
+}
+
 enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *url,
 			   const char *method, const char *version, const char *upload_data,
 			   size_t *upload_size, void **req_cls)
@@ -188,6 +264,13 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
 	}
 	if (req->too_big)
 		return fail(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", "request body over 1 MiB");
+	if (req->body) {
+		char why[200];
+		if (!body_well_formed(req->body, req->len, why, sizeof why))
+			return reply(conn, MHD_HTTP_BAD_REQUEST,
+				     json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "invalid", "message", why,
+					       "field", "body"));
+	}
 	return route(cls, conn, url, method, req->body);
 }
 

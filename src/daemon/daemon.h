@@ -12,7 +12,9 @@
 
 #define API_VERSION "v1"
 #define API_BODY_MAX (1 << 20)		/* request bodies: 413 beyond */
-#define API_CONNECTIONS_MAX 64		/* concurrent connections */
+#define API_CONNECTIONS_MAX 1024	/* concurrent connections (a thread each) */
+#define API_BACKLOG 4096		/* waiting to be accepted (the kernel may clamp it) */
+#define API_JSON_DEPTH 32		/* nesting of request bodies */
 #define API_TIMEOUT_S 10		/* idle / header / body timeout per connection */
 
 struct api {
@@ -24,8 +26,14 @@ struct api {
 enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *url,
 			   const char *method, const char *version, const char *upload_data,
 			   size_t *upload_size, void **req_cls);
+/* MHD_OPTION_UNESCAPE_CALLBACK: percent-decoding that never makes a NUL. */
+size_t api_unescape(void *cls, struct MHD_Connection *conn, char *s);
 void api_request_done(void *cls, struct MHD_Connection *conn, void **req_cls,
 		      enum MHD_RequestTerminationCode toe);
+
+/* Test-only fault injection: with AEGIS_FAULT=point in the daemon's
+ * environment, the daemon kills itself (SIGKILL) when it reaches point. */
+void daemon_fault(const char *point);
 
 /* One JSON line on stderr: {"ts":..., "level":..., "msg":..., key: value...}. */
 void daemon_log(const char *level, const char *msg, const char *key, const char *value);

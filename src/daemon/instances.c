@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +25,11 @@
 #include "../common/policy.h"
 #include "../common/util.h"
 #include <aegis/aegis.h>
+#include "daemon.h"
 #include "instances.h"
 
 #define STOP_GRACE_MS 5000
+#define SHIM_READY_MS 5000
 
 static char instances_dir[4096];
 static char aegisd_exe[4096];
@@ -144,22 +147,39 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 	return req;
 }
 
+/* Start the instance's shim and wait until it has taken the instance
+ * (its lock and shim.json): from then on a delete or stop finds it. */
 static void spawn_shim(const char *dir)
 {
-	pid_t pid = fork();
+	int ready[2];
+	pid_t pid;
 
+	if (pipe2(ready, O_CLOEXEC) < 0)
+		return;
+	pid = fork();
 	if (pid == 0) {
 		/* the shim's own session and parent (init): it outlives us */
 		setsid();
 		if (fork() == 0) {
-			execl(aegisd_exe, "aegisd", "--shim", dir, (char *)NULL);
+			char fd[16];
+			int keep = fcntl(ready[1], F_DUPFD, 3);	/* without close-on-exec */
+			snprintf(fd, sizeof fd, "%d", keep);
+			execl(aegisd_exe, "aegisd", "--shim", dir, fd, (char *)NULL);
 			_exit(127);
 		}
 		_exit(0);
 	}
-	if (pid > 0)
+	close(ready[1]);
+	if (pid > 0) {
+		struct pollfd p = { .fd = ready[0], .events = POLLIN };
+		char c;
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
+		/* a byte: it runs; EOF: it failed, or another shim has it */
+		if (poll(&p, 1, SHIM_READY_MS) == 1)
+			(void)!read(ready[0], &c, 1);
+	}
+	close(ready[0]);
 }
 
 unsigned instances_create(const char *request, json_t **body)
@@ -173,6 +193,17 @@ unsigned instances_create(const char *request, json_t **body)
 		*body = err_body("invalid", why, bad);
 		return 400;
 	}
+	/* what the policy was when it was checked: info shows it */
+	{
+		struct aegis_policy pol;
+		struct aegis_error perr;
+		char digest[65];
+		if (policy_load(json_string_value(json_object_get(req, "policy")) ?: "default", &pol, &perr) == 0) {
+			policy_digest(&pol, digest);
+			json_object_set_new(req, "policy_digest", json_sprintf("sha256:%s", digest));
+			policy_free(&pol);
+		}
+	}
 	snprintf(dir, sizeof dir, "%s/%s", instances_dir, json_string_value(json_object_get(req, "name")));
 	if (mkdir(dir, 0700) < 0) {
 		json_decref(req);
@@ -180,6 +211,7 @@ unsigned instances_create(const char *request, json_t **body)
 			return *body = err_body("exists", "an instance of that name exists", "name"), 409;
 		return *body = err_body("storage", strerror(errno), NULL), 507;
 	}
+	daemon_fault("create-mkdir");
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || write_atomic(dfd, "config.json", req) < 0) {
 		if (dfd >= 0)
@@ -189,7 +221,9 @@ unsigned instances_create(const char *request, json_t **body)
 		return *body = err_body("storage", "cannot write the instance's config", NULL), 507;
 	}
 	close(dfd);
+	daemon_fault("create-config");
 	spawn_shim(dir);
+	daemon_fault("create-spawned");
 	*body = json_pack("{s:s, s:s}", "name", json_string_value(json_object_get(req, "name")),
 			  "state", "starting");
 	json_decref(req);
@@ -213,8 +247,38 @@ static json_t *load(const char *dir, const char *file)
 	return json_load_file(path, 0, NULL);
 }
 
+/* The shim holds a write lock on DIR/shim.lock (an open file description
+ * lock, shim.c) for its whole life: held means a shim runs the instance,
+ * whatever became of any pid we recorded, and it is gone the instant the
+ * shim dies. Testing it takes nothing, so it never races a starting shim. */
+static bool shim_lock_held(const char *dir)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char path[4500];
+	bool held;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/shim.lock", dir);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return false;
+	held = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	close(fd);
+	return held;
+}
+
+static pid_t shim_process(const char *dir, json_t *shim);
+
 /* The shim's pid if it is alive and is really that instance's shim. */
 static pid_t live_shim(const char *dir, json_t *shim)
+{
+	return shim_lock_held(dir) ? shim_process(dir, shim) : 0;
+}
+
+/* The pid in shim.json if that process is the instance's shim: its
+ * command line names dir. (Alone, without the lock: a shim that died
+ * leaves the lock held while a sandbox child it forked lingers.) */
+static pid_t shim_process(const char *dir, json_t *shim)
 {
 	pid_t pid = (pid_t)json_integer_value(json_object_get(shim, "pid"));
 	char path[64], cmd[4600];
@@ -246,6 +310,14 @@ static bool paused(const char *dir)
 	return flag(dir, "paused");
 }
 
+/* The shim was killed, or the sandbox could not be set up. */
+static bool ended_badly(json_t *exitj)
+{
+	const char *end = json_string_value(json_object_get(exitj, "end"));
+
+	return end && (!strcmp(end, "failed") || !strcmp(end, "error"));
+}
+
 static json_t *describe(const char *name)
 {
 	char dir[4400];
@@ -257,15 +329,26 @@ static json_t *describe(const char *name)
 		return NULL;
 	shim = load(dir, "shim.json");
 	exitj = load(dir, "exit.json");
-	state = flag(dir, "disabled") ? "disabled" : exitj ? "exited" : !shim ? "starting"
+	state = flag(dir, "deleting") ? "deleting" : flag(dir, "disabled") ? "disabled"
+		: exitj ? (ended_badly(exitj) ? "failed" : "exited") : !shim ? "starting"
 		: !live_shim(dir, shim) ? "failed" : flag(dir, "paused") ? "paused" : "running";
 	out = json_pack("{s:s, s:s, s:O, s:s}", "name", name, "state", state, "argv",
 			json_object_get(config, "argv"), "policy",
 			json_string_value(json_object_get(config, "policy")) ?: "default");
+	if (json_object_get(config, "policy_digest"))
+		json_object_set(out, "policy_digest", json_object_get(config, "policy_digest"));
+	json_object_set_new(out, "image", json_string("host"));	/* OCI images: not yet */
+	json_object_set_new(out, "expose", json_array());		/* port exposure: not yet */
 	if (json_object_get(config, "workspace"))
 		json_object_set(out, "workspace", json_object_get(config, "workspace"));
 	if (shim) {
+		struct aegis_usage u;
 		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));
+		if ((!strcmp(state, "running") || !strcmp(state, "paused")) &&
+		    aegis_run_usage((int)json_integer_value(json_object_get(shim, "pid")), &u) == 0)
+			json_object_set_new(out, "resources", json_pack("{s:I, s:I, s:f, s:I}",
+				"memory_bytes", (json_int_t)u.memory_bytes, "memory_peak_bytes",
+				(json_int_t)u.memory_peak_bytes, "cpu_s", u.cpu_us / 1e6, "pids", (json_int_t)u.pids));
 		if (!strcmp(state, "running") || !strcmp(state, "paused"))
 			json_object_set_new(out, "uptime_s", json_integer(
 				(json_int_t)time(NULL) - json_integer_value(json_object_get(shim, "started_unix"))));
@@ -314,13 +397,29 @@ static int remove_tree(const char *dir)
 
 	if (!d)
 		return errno == ENOENT ? 0 : -1;
+	/* the "deleting" mark goes last: a delete cut short is finished later */
 	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "deleting")) {
 			snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
 			unlink(path);
+			daemon_fault("delete-partial");
 		}
 	closedir(d);
+	snprintf(path, sizeof path, "%s/deleting", dir);
+	unlink(path);
 	return rmdir(dir);
+}
+
+/* Mark the instance in dir: a flag file, durable before we go on. */
+static void mark(const char *dir, const char *name)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dfd < 0)
+		return;
+	close(openat(dfd, name, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+	fsync(dfd);
+	close(dfd);
 }
 
 /* Stop whatever runs for the instance in dir: SIGTERM, SIGKILL after the
@@ -337,9 +436,9 @@ static void stop_instance(const char *dir)
 		if (live_shim(dir, shim)) {
 			uint64_t deadline = now_us() + STOP_GRACE_MS * 1000ULL;
 			struct aegis_error ignored;
-			/* frozen tasks cannot even die: thaw a paused instance first */
-			if (paused(dir))
-				aegis_freeze_run((int)pid, false, &ignored);
+			/* frozen tasks cannot even die: thaw first (a paused instance,
+			 * or one a failed pause left freezing) */
+			aegis_freeze_run((int)pid, false, &ignored);
 			syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			while (live_shim(dir, shim) && now_us() < deadline)
 				usleep(10000);
@@ -370,7 +469,11 @@ unsigned instances_delete(const char *name, json_t **body)
 
 	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	/* desired state first: a daemon killed from here on finishes the delete */
+	mark(dir, "deleting");
+	daemon_fault("delete-marked");
 	stop_instance(dir);
+	daemon_fault("delete-stopped");
 	if (remove_tree(dir) < 0)
 		return *body = err_body("storage", strerror(errno), NULL), 507;
 	*body = json_pack("{s:s, s:s}", "name", name, "state", "deleted");
@@ -463,4 +566,147 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 		unlink(flag);
 	*body = json_pack("{s:s, s:s}", "name", name, "state", pause ? "paused" : "running");
 	return 200;
+}
+
+/* For an exec: the directory (O_DIRECTORY fd) of a running, unpaused
+ * instance; 0, or an HTTP status with *body. */
+unsigned instances_running_dir(const char *name, int *dirfd, json_t **body)
+{
+	char dir[4400];
+	json_t *shim;
+	pid_t pid = 0;
+
+	if (!existing_dir(name, dir, sizeof dir))
+		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	shim = load(dir, "shim.json");
+	if (shim && !flag(dir, "disabled"))
+		pid = live_shim(dir, shim);
+	json_decref(shim);
+	if (!pid)
+		return *body = err_body("not_running", "the instance is not running", "name"), 409;
+	if (paused(dir))
+		return *body = err_body("paused", "the instance is paused (resume it first)", "name"), 409;
+	if ((*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return *body = err_body("storage", strerror(errno), NULL), 507;
+	return 0;
+}
+
+/* A shim gone without writing exit.json was killed: say so, and remove
+ * the cgroup it left (its sandbox died with it: parent-death signal). */
+static void reap(const char *dir, json_t *shim)
+{
+	pid_t pid = (pid_t)json_integer_value(json_object_get(shim, "pid"));
+	int dfd;
+
+	aegis_cleanup_killed_run((int)pid);
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return;
+	write_atomic(dfd, "exit.json", json_pack("{s:s, s:s}", "end", "failed", "error",
+						 "the instance's shim ended without reporting (killed?)"));
+	close(dfd);
+	unlink_in(dir, "paused");
+}
+
+void instances_reap(const char *name)
+{
+	char dir[4400];
+	json_t *shim, *exitj;
+
+	if (!existing_dir(name, dir, sizeof dir) || flag(dir, "deleting"))
+		return;
+	shim = load(dir, "shim.json");
+	exitj = load(dir, "exit.json");
+	if (shim && !exitj && !shim_process(dir, shim)) {
+		reap(dir, shim);
+		daemon_log("warn", "instance failed: its shim was killed", "instance", name);
+	}
+	json_decref(shim);
+	json_decref(exitj);
+}
+
+/* At start: make the table match reality after whatever stopped the last
+ * daemon, at whatever step. */
+void instances_recover(void)
+{
+	DIR *d = opendir(instances_dir);
+	struct dirent *e;
+
+	while (d && (e = readdir(d))) {
+		char dir[4400];
+		json_t *config, *shim, *exitj;
+		if (!existing_dir(e->d_name, dir, sizeof dir))
+			continue;
+		if (flag(dir, "deleting")) {
+			stop_instance(dir);
+			remove_tree(dir);
+			daemon_log("info", "finished an interrupted delete", "instance", e->d_name);
+			continue;
+		}
+		config = load(dir, "config.json");
+		shim = load(dir, "shim.json");
+		exitj = load(dir, "exit.json");
+		if (shim && live_shim(dir, shim)) {
+			daemon_log("info", "adopted a running instance", "instance", e->d_name);
+		} else if (shim_lock_held(dir)) {
+			;	/* a shim starting up (or the last child of a dead one): the watcher sees to it */
+		} else if (!config) {
+			/* cut short between mkdir and its config: never accepted */
+			remove_tree(dir);
+			daemon_log("info", "removed an interrupted create", "instance", e->d_name);
+		} else if (!exitj && !flag(dir, "disabled") && shim && !shim_process(dir, shim)) {
+			reap(dir, shim);
+			daemon_log("warn", "instance failed while the daemon was down: its shim was killed",
+				   "instance", e->d_name);
+		} else if (!exitj && !flag(dir, "disabled")) {
+			/* accepted, its shim never ran: start it, as was asked */
+			spawn_shim(dir);
+			daemon_log("info", "started an instance whose create was interrupted", "instance", e->d_name);
+		}
+		json_decref(config);
+		json_decref(shim);
+		json_decref(exitj);
+	}
+	if (d)
+		closedir(d);
+}
+
+/* Live shims (name, pid), for the watcher; at most max. One that died
+ * before the watcher ever saw it is reaped here. */
+int instances_live(struct live_shim *out, int max)
+{
+	DIR *d = opendir(instances_dir);
+	struct dirent *e;
+	int n = 0;
+
+	while (d && n < max && (e = readdir(d))) {
+		char dir[4400];
+		json_t *shim;
+		pid_t pid;
+		if (!existing_dir(e->d_name, dir, sizeof dir) || !(shim = load(dir, "shim.json")))
+			continue;
+		if ((pid = live_shim(dir, shim)) > 0) {
+			snprintf(out[n].name, sizeof out[n].name, "%s", e->d_name);
+			out[n++].pid = pid;
+		} else {
+			instances_reap(e->d_name);
+		}
+		json_decref(shim);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* Is pid still the live shim of name (after a pidfd was opened for it)? */
+bool instances_is_shim(const char *name, pid_t pid)
+{
+	char dir[4400];
+	json_t *shim;
+	bool same;
+
+	if (!existing_dir(name, dir, sizeof dir) || !(shim = load(dir, "shim.json")))
+		return false;
+	same = live_shim(dir, shim) == pid;
+	json_decref(shim);
+	return same;
 }

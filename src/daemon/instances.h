@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 #define INSTANCE_NAME_MAX 63
 
@@ -29,7 +30,26 @@ bool instance_dir(const char *name, char *dir, size_t len);
 /* Nothing more will be written to its log (dir as instance_dir gives it). */
 bool instance_ended(const char *dir);
 
+/* For an exec: the directory (O_DIRECTORY fd) of a running, unpaused
+ * instance; 0, or an HTTP status with *body. */
+unsigned instances_running_dir(const char *name, int *dirfd, json_t **body);
+
+/* At daemon start: finish interrupted deletes, drop interrupted creates
+ * that were never accepted, start accepted ones whose shim never ran,
+ * adopt running instances, mark those whose shim was killed as failed. */
+void instances_recover(void);
+/* A watched shim ended: if it was killed (no exit.json), mark and clean up. */
+void instances_reap(const char *name);
+struct live_shim {
+	char name[INSTANCE_NAME_MAX + 1];
+	pid_t pid;
+};
+int instances_live(struct live_shim *out, int max);
+bool instances_is_shim(const char *name, pid_t pid);
+
 /* `aegisd --shim DIR`: run one instance's sandbox; never returns. */
-__attribute__((noreturn)) void shim_main(const char *dir);
+/* ready_fd (or -1): written to once the shim holds its lock and has
+ * written shim.json, closed unwritten if another shim runs the instance. */
+__attribute__((noreturn)) void shim_main(const char *dir, int ready_fd);
 
 #endif

@@ -17,6 +17,7 @@
 #include <aegis/aegis.h>
 #include "../common/policy.h"
 #include "../common/util.h"
+#include "control.h"
 #include "instances.h"
 #include "logwriter.h"
 
@@ -48,7 +49,19 @@ static void write_whole(int dirfd, const char *name, json_t *j)
 	json_decref(j);
 }
 
-void shim_main(const char *dir)
+/* An open file description lock on DIR/shim.lock, never released: it
+ * goes when the shim does. (Not flock: a test of it would have to take it;
+ * F_OFD_GETLK only looks.) The descriptor is close-on-exec and the
+ * sandbox closes it before anything it runs could keep it. */
+static int shim_lock(int dirfd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	int fd = openat(dirfd, "shim.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+	return fd < 0 || fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -1 : 0;
+}
+
+void shim_main(const char *dir, int ready_fd)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
 	struct aegis_spec spec = AEGIS_SPEC_DEFAULT;
@@ -65,8 +78,17 @@ void shim_main(const char *dir)
 	snprintf(path, sizeof path, "%s/config.json", dir);
 	if (dirfd < 0 || !(config = json_load_file(path, 0, NULL)))
 		_exit(125);
+	/* one shim per instance: the lock says this one is it, for as long as
+	 * it lives (aegisd tests it to tell a live shim from a dead one) */
+	if (shim_lock(dirfd) < 0)
+		_exit(0);
 	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
 						  (json_int_t)time(NULL)));
+	if (ready_fd >= 0) {
+		/* the daemon may now find us (and stop us) by shim.json */
+		(void)!write(ready_fd, "1", 1);
+		close(ready_fd);
+	}
 	null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (null < 0 || dup2(null, 0) < 0)
 		_exit(125);
@@ -77,6 +99,9 @@ void shim_main(const char *dir)
 		_exit(0);
 	}
 	spec.freezable = true;	/* instances can be paused */
+	/* execs come in here (aegisd passes them on); without it, none can */
+	if ((spec.control_fd = control_listen(dirfd)) < 0)
+		_exit(125);
 	spec.argv = strings(json_object_get(config, "argv"));
 	spec.env = strings(json_object_get(config, "env"));
 	if ((v = json_object_get(config, "cwd")))

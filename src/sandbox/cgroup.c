@@ -32,8 +32,9 @@ static void choose_v1_controllers(struct cgroup *cg, const struct aegis_limits *
 		cg->v1[cg->nv1++] = "cpu";
 	if (freezable)
 		cg->v1[cg->nv1++] = "freezer";
-	/* cpu and cpuacct are often one hierarchy under two names */
-	if (l->cpu_ms && !(l->cpus_milli && stat(CGROUP_ROOT "/cpu", &cpu) == 0 &&
+	/* cpu and cpuacct are often one hierarchy under two names; a long-lived
+	 * (freezable) run is accounted for `instance info` */
+	if ((l->cpu_ms || freezable) && !(l->cpus_milli && stat(CGROUP_ROOT "/cpu", &cpu) == 0 &&
 			   stat(CGROUP_ROOT "/cpuacct", &acct) == 0 &&
 			   cpu.st_ino == acct.st_ino && cpu.st_dev == acct.st_dev))
 		cg->v1[cg->nv1++] = "cpuacct";
@@ -389,6 +390,26 @@ bool cgroup_can_create(const char *parent_override, char *controllers, size_t le
 
 /* The run cgroup of a supervisor that was killed (it could not remove it):
  * removed once empty. For the daemon, after it kills a shim. */
+/* SIGKILL every task of a v1 cgroup. They are sandbox processes whose
+ * supervisor is gone; each is in the cgroup as we read it. */
+static void kill_members(const char *dir)
+{
+	char path[600], buf[65536], *p, *end;
+
+	snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+		return;
+	for (p = buf; *p; p = end) {
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		if (pid > 1)
+			kill((pid_t)pid, SIGKILL);
+		while (*end == '\n')
+			end++;
+	}
+}
+
 void aegis_cleanup_killed_run(int supervisor_pid)
 {
 	static const char *const v1[] = { "memory", "pids", "cpu", "cpuacct", "freezer" };
@@ -404,11 +425,20 @@ void aegis_cleanup_killed_run(int supervisor_pid)
 		remove_dir(dir);
 		return;
 	}
+	/* A paused run's tasks cannot even die: thaw them, then make sure
+	 * none is left (v1 has no cgroup.kill). */
+	snprintf(dir, sizeof dir, CGROUP_ROOT "/freezer%s/run-%d", parent, supervisor_pid);
+	(void)write_knob(dir, "freezer.state", "THAWED", true, NULL);
+	snprintf(dir, sizeof dir, CGROUP_ROOT "/pids%s/run-%d", parent, supervisor_pid);
+	kill_members(dir);
 	for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) {
 		snprintf(dir, sizeof dir, CGROUP_ROOT "/%s%s/run-%d", v1[i], parent, supervisor_pid);
 		remove_dir(dir);
 	}
 }
+
+#define FREEZE_ATTEMPTS 20
+#define FREEZE_WAIT_MS 50
 
 int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err)
 {
@@ -423,14 +453,44 @@ int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err)
 		return write_knob(dir, "cgroup.freeze", frozen ? "1" : "0", false, err);
 	}
 	snprintf(dir, sizeof dir, CGROUP_ROOT "/freezer%s/run-%d", parent, supervisor_pid);
-	if (write_knob(dir, "freezer.state", frozen ? "FROZEN" : "THAWED", false, err) < 0)
-		return -1;
-	/* v1 passes through FREEZING: done when every task is stopped */
-	for (int tries = 0; frozen && tries < 1000; tries++) {
-		snprintf(knob, sizeof knob, "%s/freezer.state", dir);
-		if (read_file_at(AT_FDCWD, knob, state, sizeof state) > 0 && !strncmp(state, "FROZEN", 6))
-			return 0;
+	if (!frozen)
+		return write_knob(dir, "freezer.state", "THAWED", false, err);
+	/* v1 passes through FREEZING, done when every task is stopped. A task
+	 * frozen between vfork and exec holds its parent unfreezable in
+	 * FREEZING for good: thaw and try again, and never leave the run
+	 * half frozen. */
+	snprintf(knob, sizeof knob, "%s/freezer.state", dir);
+	for (int attempt = 0; attempt < FREEZE_ATTEMPTS; attempt++) {
+		if (write_knob(dir, "freezer.state", "FROZEN", false, err) < 0)
+			return -1;
+		for (int ms = 0; ms < FREEZE_WAIT_MS; ms++) {
+			if (read_file_at(AT_FDCWD, knob, state, sizeof state) > 0 && !strncmp(state, "FROZEN", 6))
+				return 0;
+			usleep(1000);
+		}
+		if (write_knob(dir, "freezer.state", "THAWED", false, err) < 0)
+			return -1;
 		usleep(1000);
 	}
-	return frozen ? error_set(err, AEGIS_E_SETUP, 0, "cgroup: %s did not freeze", dir) : 0;
+	return error_set(err, AEGIS_E_SETUP, 0, "cgroup: %s did not freeze (left running)", dir);
+}
+
+int aegis_run_usage(int supervisor_pid, struct aegis_usage *u)
+{
+	struct cgroup cg = { .version = cgroup_version(), .dirfd = -1,
+			     .v1 = { "memory", "pids", "cpuacct" }, .nv1 = 3 };
+	char parent[200], path[512];
+
+	memset(u, 0, sizeof *u);
+	default_parent(cg.version, parent, sizeof parent);
+	snprintf(cg.rel, sizeof cg.rel, "%s/run-%d", strcmp(parent, "/") ? parent : "", supervisor_pid);
+	knob_path(&cg, "memory", "memory.current", "memory.usage_in_bytes", path, sizeof path);
+	if (access(path, F_OK) < 0)
+		return -1;
+	u->memory_bytes = read_u64(path);
+	u->memory_peak_bytes = cgroup_peak_memory(&cg);
+	u->cpu_us = cgroup_cpu_usage_us(&cg);
+	knob_path(&cg, "pids", "pids.current", "pids.current", path, sizeof path);
+	u->pids = read_u64(path);
+	return 0;
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -32,22 +33,41 @@ struct kernel_sigaction {
 	uint64_t mask;
 };
 
+/* The exec failed in the child: tell PID 1 at which step and why. */
+__attribute__((noreturn)) static void child_failed(int report_fd, int step)
+{
+	int why[2] = { step, errno };
+
+	(void)!write(report_fd, why, sizeof why);
+	_exit(127);
+}
+
 __attribute__((noreturn))
-static void launch_child(const char *path, char *const *argv, char *const *envp,
-			 const sigset_t *mask, uint64_t ignored, int report_fd)
+static void launch_child(const char *path, const struct launch *l, const sigset_t *mask,
+			 uint64_t ignored, int report_fd)
 {
 	struct kernel_sigaction dfl = { .handler = SIG_DFL };
-	int e;
 
 	for (int sig = 1; sig <= 64; sig++)
 		if (ignored & (1ULL << (sig - 1)))
 			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+	if (l->stdio[0] >= 0) {
+		/* an exec: its own stdio, session and (with a tty) terminal */
+		for (int i = 0; i < 3; i++)
+			if (dup2(l->stdio[i], i) < 0)
+				child_failed(report_fd, LAUNCH_EXEC);
+		for (int i = 0; i < 3; i++)
+			if (l->stdio[i] > 2)
+				close(l->stdio[i]);
+		if (setsid() < 0 || (l->tty && ioctl(0, TIOCSCTTY, 0) < 0))
+			child_failed(report_fd, LAUNCH_EXEC);
+	}
+	if (l->cwd && chdir(l->cwd) < 0)
+		child_failed(report_fd, LAUNCH_CHDIR);
 	sigprocmask(SIG_SETMASK, mask, NULL);
 	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-	execve(path, argv, envp);
-	e = errno;
-	(void)!write(report_fd, &e, sizeof e);
-	_exit(127);
+	execve(path, l->argv, l->envp);
+	child_failed(report_fd, LAUNCH_EXEC);
 }
 
 /* The signals this process ignores: they would be inherited through exec. */
@@ -89,14 +109,15 @@ static int resolve(const char *cmd, char *const *envp, char *out, size_t len)
 	return found_err;
 }
 
-pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *err)
+pid_t command_launch(const struct launch *l, const sigset_t *mask, int *err, int *step)
 {
 	char path[4096];
 	uint64_t ignored = ignored_signals();
-	int report[2], e;
+	int report[2], why[2];
 	pid_t pid;
 
-	*err = resolve(ctx->spec->argv[0], ctx->envp, path, sizeof path);
+	*step = LAUNCH_EXEC;
+	*err = resolve(l->argv[0], l->envp, path, sizeof path);
 	if (*err)
 		return -1;
 	if (pipe2(report, O_CLOEXEC) < 0) {
@@ -106,7 +127,7 @@ pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *er
 	pid = fork();
 	if (pid == 0) {
 		close(report[0]);
-		launch_child(path, ctx->spec->argv, ctx->envp, mask, ignored, report[1]);
+		launch_child(path, l, mask, ignored, report[1]);
 	}
 	close(report[1]);
 	if (pid < 0) {
@@ -114,12 +135,13 @@ pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *er
 		close(report[0]);
 		return -1;
 	}
-	/* EOF: the exec happened (close-on-exec); four bytes: its errno. */
-	if (read(report[0], &e, sizeof e) == (ssize_t)sizeof e) {
+	/* EOF: the exec happened (close-on-exec); otherwise the step and errno. */
+	if (read(report[0], why, sizeof why) == (ssize_t)sizeof why) {
 		close(report[0]);
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
-		*err = e;
+		*step = why[0];
+		*err = why[1];
 		return -1;
 	}
 	close(report[0]);

@@ -26,11 +26,18 @@ struct sandbox_ctx {
 	gid_t host_gid;
 };
 
-/* sync.c — messages from the sandbox to the supervisor. */
-enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER, SYNC_UPPER, SYNC_PROXY };
+/* sync.c — messages between the sandbox's PID 1 and its supervisor.
+ * SYNC_EXEC* are the exec protocol: the supervisor asks PID 1 to start a
+ * command beside the main one (payload: struct exec_wire and strings,
+ * descriptors: its stdin, stdout, stderr); PID 1 answers STARTED (err set
+ * if it could not) and, when reaped, EXEC_EXIT. */
+enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER, SYNC_UPPER, SYNC_PROXY,
+		 SYNC_EXEC, SYNC_EXEC_STARTED, SYNC_EXEC_EXIT, SYNC_EXEC_SIGNAL };
 struct sync_msg {
 	enum sync_kind kind;
-	int wait_status;		/* SYNC_EXIT: the command's wait status */
+	int wait_status;		/* SYNC_EXIT, SYNC_EXEC_EXIT: wait status; EXEC_SIGNAL: the signal */
+	uint32_t exec_id;		/* SYNC_EXEC*: which exec */
+	uint32_t payload_len;		/* bytes after the struct in the same message */
 	char limit[16];			/* SYNC_LIMIT, SYNC_EXIT: a limit PID 1 saw, e.g. disk_full */
 	struct aegis_error err;		/* SYNC_ERROR */
 };
@@ -38,6 +45,19 @@ int sync_send(int fd, const struct sync_msg *msg);
 int sync_recv(int fd, struct sync_msg *msg);	/* 1 got one, 0 EOF, -1 error */
 int sync_send_fd(int fd, const struct sync_msg *msg, int passed);
 int sync_recv_fd(int fd, struct sync_msg *msg, int *passed);	/* *passed -1 if none */
+/* A message with a payload and up to SYNC_FDS_MAX descriptors. */
+#define SYNC_FDS_MAX 3
+#define SYNC_PAYLOAD_MAX (64 * 1024)
+int sync_sendv(int fd, const struct sync_msg *msg, const void *payload, const int *fds, int nfds);
+/* 1 got one (payload NUL-terminated in buf, fds[] -1 where none), 0 EOF, -1 error */
+int sync_recvv(int fd, struct sync_msg *msg, char *buf, size_t cap, int fds[SYNC_FDS_MAX]);
+
+/* What an exec asks PID 1 for; followed by cwd, argv[], env[] as
+ * NUL-terminated strings. */
+struct exec_wire {
+	uint32_t argc, envc;
+	uint32_t tty;			/* make stdin the controlling terminal */
+};
 
 /* userns.c */
 void userns_host_ids(uid_t *uid, gid_t *gid);
@@ -118,8 +138,17 @@ struct execwatch {
 /* Answer one exec; returns "execs" when that limit was hit, else NULL. */
 const char *execwatch_handle(struct execwatch *w);
 
-/* command.c — start the command from PID 1; -1 with *err an errno. */
-pid_t command_start(const struct sandbox_ctx *ctx, const sigset_t *mask, int *err);
+/* command.c — start a command from PID 1: the main one, or an exec.
+ * -1 with *err an errno and *step the step that failed. */
+struct launch {
+	char *const *argv;
+	char *const *envp;
+	const char *cwd;	/* chdir here first; NULL: stay */
+	int stdio[3];		/* an exec's stdin, stdout, stderr; -1: inherit ours */
+	bool tty;		/* stdin is a terminal: make it the controlling one */
+};
+enum { LAUNCH_EXEC, LAUNCH_CHDIR };
+pid_t command_launch(const struct launch *l, const sigset_t *mask, int *err, int *step);
 
 /* harness.c — PID 1 inside the sandbox. Never returns. */
 __attribute__((noreturn)) void harness_run(const struct sandbox_ctx *ctx);

@@ -16,6 +16,7 @@
 
 #include "../common/error.h"
 #include "../common/util.h"
+#include "execserve.h"
 #include "proxy.h"
 #include "sandbox.h"
 
@@ -37,6 +38,7 @@ struct run_state {
 	struct artifacts *arts;
 	struct run_parts *parts;
 	struct proxy *proxy;
+	struct execserve *exec;	/* spec.control_fd given: execs into the run */
 	struct execwatch watch;
 	struct cgroup *cg;
 	struct aegis_result *res;
@@ -128,7 +130,7 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 	int passed, r = sync_recv_fd(fd, &msg, &passed);
 
 	if (passed >= 0 && (r <= 0 || (msg.kind != SYNC_LISTENER && msg.kind != SYNC_UPPER &&
-					msg.kind != SYNC_PROXY) ||
+					msg.kind != SYNC_PROXY && msg.kind != SYNC_EXEC_STARTED) ||
 			    (msg.kind == SYNC_LISTENER && st->watch.fd >= 0))) {
 		close(passed);
 		passed = -1;
@@ -164,6 +166,13 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 		break;
 	case SYNC_LIMIT:
 		stop_for(st, strcmp(msg.limit, "disk_full") == 0 ? "disk_full" : "unknown");
+		break;
+	case SYNC_EXEC_STARTED:
+	case SYNC_EXEC_EXIT:
+		if (st->exec)
+			execserve_news(st->exec, &msg, passed);
+		else if (passed >= 0)
+			close(passed);
 		break;
 	case SYNC_ERROR:
 		if (!*failed) {
@@ -235,15 +244,20 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sigfd < 0)
 		return error_sys(err, "signalfd");
+	if (spec->control_fd > 0 && !(st.exec = execserve_new(sync_fd, spec->cwd))) {
+		close(sigfd);
+		return error_sys(err, "exec server");
+	}
 
 	while (!exited || sync_open || streams[0].in >= 0 || streams[1].in >= 0) {
-		struct pollfd p[6] = {
+		struct pollfd p[7] = {
 			{ .fd = exited ? -1 : pidfd, .events = POLLIN },
 			{ .fd = sync_open ? sync_fd : -1, .events = POLLIN },
 			{ .fd = exited ? -1 : sigfd, .events = POLLIN },
 			{ .fd = streams[0].in, .events = POLLIN },
 			{ .fd = streams[1].in, .events = POLLIN },
 			{ .fd = exited ? -1 : st.watch.fd, .events = POLLIN },
+			{ .fd = exited || !st.exec ? -1 : spec->control_fd, .events = POLLIN },
 		};
 		uint64_t now = now_us(), wake = next_tick;
 		int wait_ms;
@@ -257,7 +271,7 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 		if (deadline && deadline < wake)
 			wake = deadline;
 		wait_ms = exited || st.stopped ? -1 : (int)((wake > now ? wake - now : 0) + 999) / 1000;
-		if (poll(p, 6, wait_ms) < 0) {
+		if (poll(p, 7, wait_ms) < 0) {
 			if (errno == EINTR)
 				continue;
 			close(sigfd);
@@ -283,10 +297,14 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 			close(st.watch.fd);
 			st.watch.fd = -1;
 		}
+		if (p[6].revents)
+			execserve_accept(st.exec, spec->control_fd);
 		if (p[0].revents)
 			exited = true;	/* PID 1 gone: the whole pid namespace is gone */
 	}
 	close(sigfd);
+	if (st.exec)
+		execserve_end(st.exec);
 	if (st.proxy)
 		proxy_stop(st.proxy);
 	if (st.watch.fd >= 0)

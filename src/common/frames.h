@@ -1,0 +1,34 @@
+/* frames.h — the exec stream: how stdin, stdout, stderr, signals and the
+ * exit status of one `aegis exec` share a single connection.
+ *
+ * Each frame is an 8-byte header — type, three zero bytes, payload length
+ * (big-endian 32 bits) — then the payload: Docker's attach framing, with
+ * types of our own for control. The user's side sends STDIN, STDIN_CLOSE,
+ * SIGNAL and RESIZE; the sandbox side sends STDOUT, STDERR and, last,
+ * EXIT. Bump FRAMES_VERSION with any incompatible change. */
+#ifndef AEGIS_COMMON_FRAMES_H
+#define AEGIS_COMMON_FRAMES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FRAMES_VERSION "aegis-exec.1"	/* the HTTP Upgrade token */
+#define FRAME_MAX (64 * 1024)		/* payload bytes */
+
+enum frame_type {
+	FRAME_STDIN = 0,
+	FRAME_STDOUT = 1,
+	FRAME_STDERR = 2,
+	FRAME_EXIT = 3,		/* JSON {"exit_code", "signal"} or {"exit_code", "error": {code, message}} */
+	FRAME_STDIN_CLOSE = 4,	/* no payload */
+	FRAME_SIGNAL = 5,	/* JSON {"signal": N} */
+	FRAME_RESIZE = 6,	/* JSON {"rows": R, "cols": C} */
+};
+
+/* Write one frame whole. -1 with errno. */
+int frame_send(int fd, enum frame_type type, const void *data, size_t len);
+/* Read one frame into buf (FRAME_MAX + 1 bytes; payload NUL-terminated).
+ * 1 got one, 0 clean EOF before a header, -1 error or malformed (errno). */
+int frame_recv(int fd, enum frame_type *type, char *buf, size_t *len);
+
+#endif

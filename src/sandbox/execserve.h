@@ -1,0 +1,19 @@
+/* execserve.h — execs into a running sandbox, the supervisor's side
+ * (execserve.c). Used by supervise.c only. */
+#ifndef AEGIS_SANDBOX_EXECSERVE_H
+#define AEGIS_SANDBOX_EXECSERVE_H
+
+struct execserve;
+struct sync_msg;
+
+/* Serve execs for the run whose PID 1 is at the other end of sync_fd. */
+struct execserve *execserve_new(int sync_fd, const char *default_cwd);
+/* A connection is waiting on the control socket: serve it in a thread. */
+void execserve_accept(struct execserve *srv, int listen_fd);
+/* PID 1's EXEC_STARTED / EXEC_EXIT, for the session it belongs to;
+ * passed: a terminal's master side that came with STARTED, or -1 (taken). */
+void execserve_news(struct execserve *srv, const struct sync_msg *msg, int passed);
+/* The sandbox is gone: end every session (briefly waited for) and let go. */
+void execserve_end(struct execserve *srv);
+
+#endif

@@ -1,0 +1,276 @@
+"""`aegis exec` and POST /v1/instances/NAME/exec (issue 5): a command in a
+running instance behaves as if local (stdio, signals, exit status, a
+terminal with -t) and gets exactly the instance's confinement."""
+import hashlib
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import AEGIS, run
+
+
+@pytest.fixture
+def env():
+    d = tempfile.mkdtemp(prefix="aegis-exec-")
+    e = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
+             AEGIS_STATE_DIR=os.path.join(d, "state"))
+    yield e
+    idir = os.path.join(d, "state", "instances")
+    for name in os.listdir(idir) if os.path.isdir(idir) else []:
+        run([AEGIS, "instance", "delete", name], env=e)
+    run([AEGIS, "down"], env=e)
+    subprocess.run(["rm", "-rf", d])
+
+
+def aegis(env, *args, **kw):
+    return run([AEGIS, *args], env=env, **kw)
+
+
+def state(env, name):
+    p = aegis(env, "instance", "info", name)
+    return json.loads(p.stdout)["state"] if p.returncode == 0 else None
+
+
+def start(env, name, *extra, argv=("sleep", "600")):
+    p = aegis(env, "instance", "start", "--name", name, *extra, "--", *argv)
+    assert p.returncode == 0, p
+    deadline = time.monotonic() + 10
+    while state(env, name) != "running":
+        assert time.monotonic() < deadline, state(env, name)
+        time.sleep(0.02)
+    # running = its shim is up; the control socket comes right after
+    sock = os.path.join(env["AEGIS_STATE_DIR"], "instances", name, "control.sock")
+    while not os.path.exists(sock):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def api(env, method, path, body=None, timeout=30):
+    """One raw HTTP request on the daemon's socket → (status, JSON body)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(env["AEGIS_SOCKET"])
+    data = json.dumps(body).encode() if body is not None else b""
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_stdio_status_env_cwd(env):
+    start(env, "box", "--env", "FROM_INSTANCE=1")
+    p = aegis(env, "exec", "box", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (p.returncode, p.stdout, p.stderr) == (7, "out\n", "err\n"), p
+    p = aegis(env, "exec", "box", "--", "cat", input="piped stdin\n")
+    assert (p.returncode, p.stdout) == (0, "piped stdin\n"), p
+    p = aegis(env, "exec", "-e", "EXTRA=2", "-w", "/tmp", "box", "--", "sh", "-c",
+              'echo "$FROM_INSTANCE $EXTRA $(pwd)"')
+    assert p.stdout == "1 2 /tmp\n", p
+
+
+def test_start_failures_have_distinct_statuses(env):
+    start(env, "box")
+    p = aegis(env, "exec", "box", "--", "no-such-command")
+    assert p.returncode == 127 and "no-such-command: command not found" in p.stderr, p
+    p = aegis(env, "exec", "box", "--", "/etc/passwd")
+    assert p.returncode == 126 and "cannot execute" in p.stderr, p
+    p = aegis(env, "exec", "-w", "/nowhere", "box", "--", "true")
+    assert p.returncode == 125 and "cwd /nowhere" in p.stderr, p
+    p = aegis(env, "exec", "nosuch", "--", "true")
+    assert p.returncode == 125 and "no instance of that name" in p.stderr, p
+    p = aegis(env, "exec", "box")
+    assert p.returncode == 125 and "no command given" in p.stderr, p
+    p = aegis(env, "exec", "../etc", "--", "true")
+    assert p.returncode == 125 and p.stderr.count("\n") == 1, p
+
+
+def test_exec_gets_the_instance_confinement(env, tmp_path):
+    """HOSTILE.md E-20 (capabilities), E-60 (exec rules): an exec is no way
+    around the instance's policy; the same probes work on the host."""
+    pol = tmp_path / "p.json"
+    pol.write_text(json.dumps({"commands": {"argv_deny": ["echo forbidden"]}}))
+    start(env, "box", "--policy", str(pol))
+    status = aegis(env, "exec", "box", "--", "cat", "/proc/self/status").stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["CapEff"].strip() == "0000000000000000", fields["CapEff"]
+    assert fields["NoNewPrivs"].strip() == "1" and fields["Seccomp"].strip() == "2"
+    host = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+    assert host["NoNewPrivs"].strip() == "0"
+    # the instance's pid namespace, hostname and PID 1
+    p = aegis(env, "exec", "box", "--", "sh", "-c", "hostname; cat /proc/1/comm; ps -o pid= -p 1")
+    assert p.stdout.split()[0] == "aegis" and p.stdout.split()[-1] == "1", p
+    assert socket.gethostname() != "aegis"
+    # an argv rule holds for execs too; outside, the same command runs
+    p = aegis(env, "exec", "box", "--", "echo", "forbidden")
+    assert p.returncode == 126 and p.stdout == "", p
+    assert run(["echo", "forbidden"]).stdout == "forbidden\n"
+    p = aegis(env, "exec", "box", "--", "sh", "-c", "/bin/echo forbidden || echo refused")
+    assert "refused" in p.stdout and "forbidden\n" not in p.stdout, p
+
+
+def test_terminal_with_t(env):
+    start(env, "box")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(AEGIS, [AEGIS, "exec", "-t", "box", "--", "sh", "-c", "tty; stty size; exit 3"], env)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([fd], [], [], 10)
+            if not r:
+                break
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3, out
+    assert b"/dev/pts/0" in out, out  # the sandbox's own devpts, not the host's
+    p = aegis(env, "exec", "-t", "box", "--", "true")  # stdin is not a terminal here
+    assert p.returncode == 125 and "-t needs a terminal" in p.stderr
+
+
+def test_signals_reach_the_command(env):
+    start(env, "box")
+    p = subprocess.Popen([AEGIS, "exec", "box", "--", "sh", "-c", "trap 'echo got-int; exit 9' INT; "
+                          "echo ready; while :; do sleep 0.05; done"], env=env, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGINT)
+    assert p.wait(10) == 9 and p.stdout.read() == "got-int\n"
+    p = subprocess.Popen([AEGIS, "exec", "box", "--", "sleep", "30"], env=env)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 128 + signal.SIGTERM
+
+
+def test_a_hung_up_client_hangs_up_the_command(env):
+    start(env, "box")
+    p = subprocess.Popen([AEGIS, "exec", "box", "--", "sh", "-c", "echo ready; exec sleep 300"],
+                         env=env, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while "sleep 300" in aegis(env, "exec", "box", "--", "ps", "-eo", "args").stdout:
+        assert time.monotonic() < deadline, "the exec outlived its client"
+        time.sleep(0.05)
+
+
+def test_many_at_once_and_large_output(env):
+    start(env, "box")
+    results = [None] * 20
+
+    def one(i):
+        results[i] = aegis(env, "exec", "box", "--", "sh", "-c", f"echo {i}; echo e{i} >&2; exit {i % 5}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for i, p in enumerate(results):
+        assert (p.returncode, p.stdout, p.stderr) == (i % 5, f"{i}\n", f"e{i}\n"), p
+    big = subprocess.run([AEGIS, "exec", "box", "--", "seq", "1", "3000000"], env=env, capture_output=True)
+    local = subprocess.run(["seq", "1", "3000000"], capture_output=True).stdout
+    assert big.returncode == 0 and hashlib.sha256(big.stdout).digest() == hashlib.sha256(local).digest()
+    data = os.urandom(8 << 20)
+    p = subprocess.run([AEGIS, "exec", "box", "--", "sha256sum"], env=env, input=data, capture_output=True)
+    assert p.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest(), p
+
+
+def test_background_children_do_not_hold_the_exec(env):
+    start(env, "box")
+    t = time.monotonic()
+    p = aegis(env, "exec", "box", "--", "sh", "-c", "sleep 60 & echo started")
+    assert p.returncode == 0 and p.stdout == "started\n" and time.monotonic() - t < 5, p
+
+
+def test_exec_survives_a_daemon_kill(env):
+    start(env, "box")
+    p = subprocess.Popen([AEGIS, "exec", "box", "--", "sh", "-c", "echo before; read x; echo after $x"],
+                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "before\n"
+    pid = None  # the daemon of this test: the one started with our socket in its environment
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+                environ = open(f"/proc/{d}/environ", "rb").read()
+            except OSError:
+                continue
+            if cmd[0].endswith(b"aegisd") and b"--shim" not in cmd and env["AEGIS_SOCKET"].encode() in environ:
+                pid = int(d)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    p.stdin.write("ok\n")
+    p.stdin.close()
+    assert p.stdout.read() == "after ok\n" and p.wait(10) == 0
+
+
+def test_instance_ending_ends_its_execs(env):
+    start(env, "box", argv=("sh", "-c", "sleep 1"))
+    p = aegis(env, "exec", "box", "--", "sleep", "30")
+    assert p.returncode == 137 and "instance stopped" in p.stderr, p
+
+
+def test_paused_and_stopped_instances_refuse(env):
+    start(env, "box")
+    assert aegis(env, "instance", "pause", "box").returncode == 0
+    p = aegis(env, "exec", "box", "--", "true")
+    assert p.returncode == 125 and "paused" in p.stderr, p
+    assert aegis(env, "instance", "resume", "box").returncode == 0
+    assert aegis(env, "exec", "box", "--", "true").returncode == 0
+    assert aegis(env, "instance", "disable", "box").returncode == 0
+    p = aegis(env, "exec", "box", "--", "true")
+    assert p.returncode == 125 and "not running" in p.stderr, p
+
+
+def test_json_form(env):
+    start(env, "box")
+    status, body = api(env, "POST", "/v1/instances/box/exec",
+                       {"argv": ["sh", "-c", "cat; echo e >&2; printf '\\377'; exit 2"], "stdin": "in\n"})
+    assert status == 200 and body["exit_code"] == 2 and body["signal"] is None, body
+    assert body["stdout"] == "in\n\ufffd" and body["stderr"] == "e\n" and not body["timed_out"], body
+    status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["sleep", "30"], "timeout_ms": 200})
+    assert status == 200 and body["timed_out"] and body["exit_code"] == 137, body
+    status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["head", "-c", "3000000", "/dev/zero"]})
+    assert body["stdout_truncated"] and len(body["stdout"]) == 1 << 20, len(body["stdout"])
+    status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["nope"]})
+    assert status == 200 and body["exit_code"] == 127 and body["error"]["code"] == "not_found", body
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"argv": []}, "argv"), ({"argv": "ls"}, "argv"), ({"argv": ["ls", 1]}, "argv"),
+    ({"argv": ["ls"], "env": ["NOEQUALS"]}, "env"), ({"argv": ["ls"], "cwd": "rel"}, "cwd"),
+    ({"argv": ["ls"], "tty": True}, "tty"), ({"argv": ["ls"], "timeout_ms": -1}, "timeout_ms"),
+    ({"argv": ["ls"], "rows": 70000}, "rows"), ({"argv": ["ls"], "bogus": 1}, "bogus"),
+])
+def test_bad_requests_name_the_field(env, body, field):
+    start(env, "box")
+    status, got = api(env, "POST", "/v1/instances/box/exec", body)
+    assert status == 400 and got["error"]["field"] == field, got
+    status, got = api(env, "GET", "/v1/instances/box/exec")
+    assert status == 405
+
+
+def test_info_reports_resources_and_policy(env):
+    start(env, "box")
+    assert aegis(env, "exec", "box", "--", "sh", "-c", "head -c 50000000 /dev/zero > /tmp/fill").returncode == 0
+    i = json.loads(aegis(env, "instance", "info", "box").stdout)
+    r = i["resources"]
+    assert r["memory_bytes"] >= 50_000_000 and r["memory_peak_bytes"] >= r["memory_bytes"], r  # tmpfs is charged
+    assert r["pids"] >= 2 and r["cpu_s"] > 0, r
+    assert i["policy_digest"].startswith("sha256:") and len(i["policy_digest"]) == 71 and i["image"] == "host"

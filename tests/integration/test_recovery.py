@@ -1,0 +1,248 @@
+"""Crash consistency (issue 5): the daemon killed at named points of create,
+exec and delete (AEGIS_FAULT, a test-only switch), killed shims, killed
+sandbox inits, exits while the daemon is down. After a restart every
+instance is adopted or cleanly gone, `instance list` matches reality, and
+no shim, sandbox process or cgroup is left behind."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import AEGIS, run
+
+
+@pytest.fixture
+def env():
+    d = tempfile.mkdtemp(prefix="aegis-recover-")
+    e = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
+             AEGIS_STATE_DIR=os.path.join(d, "state"))
+    e.pop("AEGIS_FAULT", None)
+    yield e
+    up(e)
+    idir = os.path.join(d, "state", "instances")
+    for name in os.listdir(idir) if os.path.isdir(idir) else []:
+        run([AEGIS, "instance", "delete", name], env=e)
+    run([AEGIS, "down"], env=e)
+    subprocess.run(["rm", "-rf", d])
+
+
+def aegis(env, *args, **kw):
+    return run([AEGIS, *args], env=env, **kw)
+
+
+def up(env, fault=None):
+    aegis(env, "down")
+    e = dict(env, AEGIS_FAULT=fault) if fault else env
+    p = aegis(e, "up")
+    assert p.returncode == 0, p
+
+
+def info(env, name):
+    p = aegis(env, "instance", "info", name)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def wait_state(env, name, *want, timeout=10):
+    """Until the state is one of want (a failed one: once it says why)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        i = info(env, name)
+        if i and i["state"] in want and (i["state"] != "failed" or "exit" in i):
+            return i
+        time.sleep(0.05)
+    raise AssertionError(f"{name}: {info(env, name)}, wanted {want}")
+
+
+def shims(env):
+    """pid → instance dir of every shim process of this test's state dir."""
+    out = {}
+    prefix = os.path.join(env["AEGIS_STATE_DIR"], "instances") + "/"
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if len(cmd) > 2 and cmd[1] == b"--shim" and cmd[2].decode().startswith(prefix):
+                out[int(d)] = cmd[2].decode()
+    return out
+
+
+def cgroups_of(pid):
+    return glob.glob(f"/sys/fs/cgroup/*/aegis/run-{pid}") + glob.glob(f"/sys/fs/cgroup/aegis/run-{pid}")
+
+
+def assert_matches_reality(env):
+    """Every listed running instance has its one shim; no shim without one."""
+    listed = json.loads(aegis(env, "instance", "list", "--json").stdout)["instances"]
+    running = {i["name"]: i["shim_pid"] for i in listed if i["state"] in ("running", "paused")}
+    live = shims(env)
+    for name, pid in running.items():
+        assert pid in live and live[pid].endswith("/" + name), (name, pid, live)
+    for pid, d in live.items():
+        assert os.path.basename(d) in running, ("a shim nobody lists", pid, d, listed)
+
+
+@pytest.mark.parametrize("point,outcome", [("create-mkdir", "gone"), ("create-config", "running"),
+                                           ("create-spawned", "running")])
+def test_daemon_killed_during_create(env, point, outcome):
+    up(env, fault=point)
+    p = aegis(env, "instance", "start", "--name", "c", "--", "sleep", "600")
+    assert p.returncode != 0, p  # the daemon died under the request
+    up(env)
+    if outcome == "gone":
+        assert info(env, "c") is None
+        assert not os.path.exists(os.path.join(env["AEGIS_STATE_DIR"], "instances", "c"))
+    else:
+        wait_state(env, "c", "running")
+    assert_matches_reality(env)
+    assert aegis(env, "instance", "start", "--name", "d", "--", "sleep", "600").returncode == 0
+    wait_state(env, "d", "running")
+
+
+@pytest.mark.parametrize("point", ["delete-marked", "delete-stopped", "delete-partial"])
+def test_daemon_killed_during_delete(env, point):
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "x", "--", "sleep", "600").returncode == 0
+    pid = wait_state(env, "x", "running")["shim_pid"]
+    up(env, fault=point)
+    assert aegis(env, "instance", "delete", "x").returncode != 0
+    up(env)
+    assert info(env, "x") is None
+    assert not os.path.exists(os.path.join(env["AEGIS_STATE_DIR"], "instances", "x"))
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") or cgroups_of(pid):
+        assert time.monotonic() < deadline, ("left behind", pid, cgroups_of(pid))
+        time.sleep(0.05)
+    assert_matches_reality(env)
+
+
+def test_daemon_killed_after_handing_an_exec_over(env):
+    """The stream belongs to the shim: the exec finishes without the daemon."""
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "e", "--", "sleep", "600").returncode == 0
+    wait_state(env, "e", "running")
+    up(env, fault="exec-handed")
+    p = aegis(env, "exec", "e", "--", "sh", "-c", "sleep 0.3; echo finished; exit 4")
+    assert (p.returncode, p.stdout) == (4, "finished\n"), p
+    up(env)
+    assert aegis(env, "exec", "e", "--", "true").returncode == 0
+    assert_matches_reality(env)
+
+
+def test_daemon_killed_before_handing_an_exec_over(env):
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "e", "--", "sleep", "600").returncode == 0
+    wait_state(env, "e", "running")
+    up(env, fault="exec-upgraded")
+    p = aegis(env, "exec", "e", "--", "echo", "never")
+    assert p.returncode == 125 and "never" not in p.stdout and p.stderr.startswith("aegis: "), p
+    up(env)
+    assert aegis(env, "exec", "e", "--", "echo", "now").stdout == "now\n"
+    assert_matches_reality(env)
+
+
+def test_a_killed_shim_is_failed_and_cleaned_up(env):
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "k", "--", "sleep", "600").returncode == 0
+    pid = wait_state(env, "k", "running")["shim_pid"]
+    assert cgroups_of(pid)
+    os.kill(pid, signal.SIGKILL)
+    i = wait_state(env, "k", "failed", timeout=5)
+    assert "killed" in i["exit"]["error"], i
+    deadline = time.monotonic() + 5
+    while cgroups_of(pid):
+        assert time.monotonic() < deadline, cgroups_of(pid)
+        time.sleep(0.05)
+    # and while the daemon is down
+    assert aegis(env, "instance", "start", "--name", "k2", "--", "sleep", "600").returncode == 0
+    pid = wait_state(env, "k2", "running")["shim_pid"]
+    assert aegis(env, "down").returncode == 0
+    os.kill(pid, signal.SIGKILL)
+    up(env)
+    assert info(env, "k2")["state"] == "failed" and not cgroups_of(pid)
+    assert_matches_reality(env)
+
+
+def test_a_killed_paused_instance_is_cleaned_up(env):
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "p", "--", "sleep", "600").returncode == 0
+    pid = wait_state(env, "p", "running")["shim_pid"]
+    assert aegis(env, "exec", "p", "--", "true").returncode == 0  # the sandbox is up
+    assert aegis(env, "instance", "pause", "p").returncode == 0
+    os.kill(pid, signal.SIGKILL)
+    wait_state(env, "p", "failed", timeout=5)
+    deadline = time.monotonic() + 5
+    while cgroups_of(pid):
+        assert time.monotonic() < deadline, cgroups_of(pid)
+        time.sleep(0.05)
+
+
+def test_a_killed_sandbox_init_ends_the_instance(env):
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "i", "--", "sleep", "600").returncode == 0
+    shim = wait_state(env, "i", "running")["shim_pid"]
+    assert aegis(env, "exec", "i", "--", "true").returncode == 0  # the sandbox is up
+    children = open(f"/proc/{shim}/task/{shim}/children").read().split()
+    init = [int(c) for c in children if b"--shim" in open(f"/proc/{c}/cmdline", "rb").read()]
+    assert len(init) == 1, children  # the sandbox's PID 1 (our harness, forked from the shim)
+    os.kill(init[0], signal.SIGKILL)
+    i = wait_state(env, "i", "failed", "exited", timeout=5)
+    assert i["exit"], i
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{shim}") or cgroups_of(shim):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert_matches_reality(env)
+
+
+def test_exits_while_the_daemon_is_down_are_reported(env):
+    up(env)
+    assert aegis(env, "instance", "start", "--name", "q", "--", "sh", "-c", "sleep 0.5; exit 3").returncode == 0
+    wait_state(env, "q", "running")
+    daemon = [int(d) for d in os.listdir("/proc") if d.isdigit() and _is_daemon(int(d), env)]
+    assert len(daemon) == 1
+    os.kill(daemon[0], signal.SIGKILL)
+    time.sleep(1.0)
+    up(env)
+    i = wait_state(env, "q", "exited")
+    assert i["exit"]["exit_code"] == 3, i
+
+
+def _is_daemon(pid, env):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        environ = open(f"/proc/{pid}/environ", "rb").read()
+    except OSError:
+        return False
+    return cmd[0].endswith(b"aegisd") and b"--shim" not in cmd and env["AEGIS_SOCKET"].encode() in environ
+
+
+def test_daemon_killed_among_20_logging_instances(env):
+    up(env)
+    for n in range(20):
+        assert aegis(env, "instance", "start", "--name", f"l{n}", "--", "sh", "-c",
+                     "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.05; done").returncode == 0
+    for n in range(20):
+        wait_state(env, f"l{n}", "running")
+    followers = [subprocess.Popen([AEGIS, "logs", "-f", f"l{n}"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for n in range(20)]
+    time.sleep(0.3)
+    before = {n: aegis(env, "logs", f"l{n}").stdout.count("\n") for n in range(20)}
+    daemon = [int(d) for d in os.listdir("/proc") if d.isdigit() and _is_daemon(int(d), env)]
+    os.kill(daemon[0], signal.SIGKILL)
+    time.sleep(0.5)
+    up(env)
+    for f in followers:
+        f.kill()
+        f.wait()
+    for n in range(20):
+        assert info(env, f"l{n}")["state"] == "running"
+        after = aegis(env, "logs", f"l{n}").stdout
+        assert after.count("\n") > before[n] and "line 1\n" in after, n
+    assert_matches_reality(env)
