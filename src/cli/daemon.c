@@ -174,8 +174,17 @@ int cmd_status(int argc, char **argv)
 	h = json_object_get(s, "host");
 	printf("aegisd %s (api %s), up %.1f s, socket %s\n", json_string_value(json_object_get(s, "version")),
 	       json_string_value(json_object_get(s, "api")), json_real_value(json_object_get(s, "uptime_s")), sock);
-	printf("  instances          %lld\n",
-	       (long long)json_integer_value(json_object_get(json_object_get(s, "instances"), "total")));
+	{
+		json_t *counts = json_object_get(s, "instances"), *n;
+		const char *state, *sep = " (";
+		printf("  instances          %lld", (long long)json_integer_value(json_object_get(counts, "total")));
+		json_object_foreach(counts, state, n)
+			if (strcmp(state, "total")) {
+				printf("%s%lld %s", sep, (long long)json_integer_value(n), state);
+				sep = ", ";
+			}
+		printf("%s\n", *sep == ',' ? ")" : "");
+	}
 	printf("  host               cgroup %s%s, landlock ABI %lld, seccomp user notification %s\n",
 	       json_string_value(json_object_get(h, "cgroup")),
 	       json_is_true(json_object_get(h, "cgroup_writable")) ? "" : " (not writable)",

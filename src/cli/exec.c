@@ -156,7 +156,9 @@ static int stream(int fd, bool tty)
 	return EXIT_AEGIS_ERROR;
 }
 
-int cmd_exec(int argc, char **argv)
+/* The request (req, env: the caller's, freed by it) from the command line,
+ * then the exec. */
+static int exec_with(int argc, char **argv, json_t *req, json_t *env)
 {
 	static const struct option opts[] = {
 		{ "tty", no_argument, NULL, 't' }, { "env", required_argument, NULL, 'e' },
@@ -165,7 +167,7 @@ int cmd_exec(int argc, char **argv)
 	};
 	struct aegis_error err = { 0 };
 	struct httpc_response r;
-	json_t *req = json_object(), *env = json_array(), *args = json_array(), *j;
+	json_t *args, *j;
 	char sock[256], path[160], *text;
 	const char *name;
 	bool tty = false;
@@ -212,16 +214,15 @@ int cmd_exec(int argc, char **argv)
 			json_array_append_new(env, json_string(term));
 		}
 	}
+	args = json_array();
 	for (int i = optind; i < argc; i++)
 		json_array_append_new(args, json_string(argv[i]));
 	json_object_set_new(req, "argv", args);
 	if (json_array_size(env))
 		json_object_set(req, "env", env);
-	json_decref(env);
 	if (tty)
 		json_object_set_new(req, "tty", json_true());
 	text = json_dumps(req, JSON_COMPACT);
-	json_decref(req);
 	if (!text)
 		return cli_usage_error("exec: arguments are not valid UTF-8");
 	snprintf(path, sizeof path, "/v1/instances/%s/exec", name);
@@ -248,5 +249,15 @@ int cmd_exec(int argc, char **argv)
 	}
 	rc = stream(fd, tty);
 	close(fd);
+	return rc;
+}
+
+int cmd_exec(int argc, char **argv)
+{
+	json_t *req = json_object(), *env = json_array();
+	int rc = exec_with(argc, argv, req, env);
+
+	json_decref(req);
+	json_decref(env);
 	return rc;
 }

@@ -116,8 +116,6 @@ int main(int argc, char **argv)
 	uint64_t log_max;
 	ssize_t n;
 
-	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "--shim"))
-		shim_main(argv[2], argc == 4 ? atoi(argv[3]) : -1);
 	if (argc == 3 && !strcmp(argv[1], "--socket"))
 		snprintf(path, sizeof path, "%s", argv[2]);
 	else if (argc != 1)
@@ -128,7 +126,7 @@ int main(int argc, char **argv)
 	 * stops the daemon here, not each instance later */
 	if (logwriter_max_bytes(&log_max, &err) < 0)
 		return daemon_log("error", err.msg, NULL, NULL), 125;
-	/* the shims are this same program, found through /proc before anything can move it */
+	/* the shims live next to us, found through /proc before anything can move us */
 	n = readlink("/proc/self/exe", self, sizeof self - 1);
 	self[n > 0 ? n : 0] = '\0';
 	if (paths_state(state, sizeof state, &err) < 0 || paths_private_dir(state, &err) < 0 ||

@@ -155,10 +155,10 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 			struct aegis_host h;
 			aegis_doctor(&h);
 			return reply(conn, MHD_HTTP_OK,
-				     json_pack("{s:s, s:s, s:f, s:{s:i}, s:{s:b, s:s, s:b, s:i, s:b}}",
+				     json_pack("{s:s, s:s, s:f, s:o, s:{s:b, s:s, s:b, s:i, s:b}}",
 					       "version", AEGIS_VERSION, "api", API_VERSION,
 					       "uptime_s", (now_us() - api->started_us) / 1e6,
-					       "instances", "total", 0,
+					       "instances", instances_counts(),
 					       "host", "user_namespaces", h.userns, "cgroup", h.cgroup_version,
 					       "cgroup_writable", h.cgroup_writable,
 					       "landlock_abi", h.landlock_abi, "seccomp_notify", h.seccomp_notify));

@@ -27,12 +27,13 @@
 #include <aegis/aegis.h>
 #include "daemon.h"
 #include "instances.h"
+#include "shim.h"
 
 #define STOP_GRACE_MS 5000
 #define SHIM_READY_MS 5000
 
 static char instances_dir[4096];
-static char aegisd_exe[4096];
+static char shim_exe[4096];	/* aegis-shim, next to aegisd */
 
 bool instance_name_valid(const char *name)
 {
@@ -48,7 +49,10 @@ bool instance_name_valid(const char *name)
 
 int instances_init(const char *state_dir, const char *self_exe)
 {
-	snprintf(aegisd_exe, sizeof aegisd_exe, "%s", self_exe);
+	const char *slash = strrchr(self_exe, '/');
+
+	snprintf(shim_exe, sizeof shim_exe, "%.*s%s", slash ? (int)(slash - self_exe + 1) : 0, self_exe,
+		 SHIM_PROGRAM);
 	snprintf(instances_dir, sizeof instances_dir, "%s/instances", state_dir);
 	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
 		return -1;
@@ -164,7 +168,7 @@ static void spawn_shim(const char *dir)
 			char fd[16];
 			int keep = fcntl(ready[1], F_DUPFD, 3);	/* without close-on-exec */
 			snprintf(fd, sizeof fd, "%d", keep);
-			execl(aegisd_exe, "aegisd", "--shim", dir, fd, (char *)NULL);
+			execl(shim_exe, SHIM_PROGRAM, "--shim", dir, fd, (char *)NULL);
 			_exit(127);
 		}
 		_exit(0);
@@ -709,4 +713,20 @@ bool instances_is_shim(const char *name, pid_t pid)
 	same = live_shim(dir, shim) == pid;
 	json_decref(shim);
 	return same;
+}
+
+/* {"total": N, STATE: n...} for aegis status. */
+json_t *instances_counts(void)
+{
+	json_t *list, *counts = json_pack("{s:i}", "total", 0), *one;
+	size_t i;
+
+	instances_list(&list);
+	json_array_foreach(json_object_get(list, "instances"), i, one) {
+		const char *state = json_string_value(json_object_get(one, "state"));
+		json_object_set_new(counts, state, json_integer(json_integer_value(json_object_get(counts, state)) + 1));
+		json_object_set_new(counts, "total", json_integer((json_int_t)i + 1));
+	}
+	json_decref(list);
+	return counts;
 }

@@ -18,6 +18,8 @@ int instances_init(const char *state_dir, const char *self_exe);
 /* Each returns an HTTP status and sets *body (a JSON object, owned by the caller). */
 unsigned instances_create(const char *request, json_t **body);
 unsigned instances_list(json_t **body);
+/* {"total": N, STATE: n...}: how many instances, by state. */
+json_t *instances_counts(void);
 unsigned instances_info(const char *name, json_t **body);
 unsigned instances_delete(const char *name, json_t **body);
 /* Stop and keep the config (no auto-start); start again from the config. */
@@ -47,9 +49,5 @@ struct live_shim {
 int instances_live(struct live_shim *out, int max);
 bool instances_is_shim(const char *name, pid_t pid);
 
-/* `aegisd --shim DIR`: run one instance's sandbox; never returns. */
-/* ready_fd (or -1): written to once the shim holds its lock and has
- * written shim.json, closed unwritten if another shim runs the instance. */
-__attribute__((noreturn)) void shim_main(const char *dir, int ready_fd);
 
 #endif

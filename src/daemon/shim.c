@@ -1,4 +1,4 @@
-/* shim.c — `aegisd --shim DIR`: the one supervisor process of an instance.
+/* shim.c — aegis-shim: the one supervisor process of an instance.
  *
  * Started in its own session and reparented away from aegisd, it runs the
  * instance's sandbox with the engine, writes its output to DIR's log
@@ -18,7 +18,7 @@
 #include "../common/policy.h"
 #include "../common/util.h"
 #include "control.h"
-#include "instances.h"
+#include "shim.h"
 #include "logwriter.h"
 
 static char **strings(json_t *arr)
@@ -139,4 +139,14 @@ void shim_main(const char *dir, int ready_fd)
 		json_object_set_new(end, "log_dropped_bytes", json_integer((json_int_t)log_lost));
 	write_whole(dirfd, "exit.json", end);
 	_exit(0);
+}
+
+/* A program of its own, small and static: one runs per instance, and its
+ * sandbox's PID 1 is a fork of it, so what it maps every instance pays. */
+int main(int argc, char **argv)
+{
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "--shim"))
+		shim_main(argv[2], argc == 4 ? atoi(argv[3]) : -1);
+	fprintf(stderr, "usage: %s --shim DIR [READY_FD] (started by aegisd)\n", SHIM_PROGRAM);
+	return 125;
 }

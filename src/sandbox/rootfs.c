@@ -126,10 +126,12 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 
 	if (mounts_mkdir("etc", err) < 0)
 		return -1;
+	/* An instance (freezable: long-lived) binds them instead: a copy is
+	 * tmpfs memory (~180 KiB) charged for as long as it lives. */
 	for (int i = 0; etc_allow[i]; i++) {
 		snprintf(host, sizeof host, "/etc/%s", etc_allow[i]);
 		snprintf(dst, sizeof dst, "etc/%s", etc_allow[i]);
-		if (expose_host_path(host, dst, true, err) < 0)
+		if (expose_host_path(host, dst, !spec->freezable, err) < 0)
 			return -1;
 	}
 	/* host network mode: the host's resolver too (followed if a symlink,

@@ -274,3 +274,40 @@ def test_info_reports_resources_and_policy(env):
     assert r["memory_bytes"] >= 50_000_000 and r["memory_peak_bytes"] >= r["memory_bytes"], r  # tmpfs is charged
     assert r["pids"] >= 2 and r["cpu_s"] > 0, r
     assert i["policy_digest"].startswith("sha256:") and len(i["policy_digest"]) == 71 and i["image"] == "host"
+
+
+def curl(env, method, path, body=None):
+    args = ["curl", "-sS", "--unix-socket", env["AEGIS_SOCKET"], "-X", method, "-w", "\n%{http_code}",
+            f"http://aegisd{path}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+    p = run(args)
+    text, _, code = p.stdout.rpartition("\n")
+    return int(code), json.loads(text)
+
+
+def test_full_lifecycle_with_curl(env):
+    """The API on its own, as any HTTP client uses it (curl --unix-socket)."""
+    assert aegis(env, "up").returncode == 0
+    status, body = curl(env, "POST", "/v1/instances", {"name": "c1", "argv": ["sh", "-c", "echo hello; sleep 600"],
+                                                       "env": ["K=v"]})
+    assert status == 201 and body["state"] == "starting", body
+    deadline = time.monotonic() + 10
+    while curl(env, "GET", "/v1/instances/c1")[1]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    status, body = curl(env, "POST", "/v1/instances/c1/exec", {"argv": ["sh", "-c", "echo $K"]})
+    assert status == 200 and body["stdout"] == "v\n" and body["exit_code"] == 0, body
+    while "hello" not in curl(env, "GET", "/v1/instances/c1/logs")[1]["stdout"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert curl(env, "POST", "/v1/instances/c1/pause")[1]["state"] == "paused"
+    assert curl(env, "POST", "/v1/instances/c1/exec", {"argv": ["true"]})[0] == 409
+    assert curl(env, "POST", "/v1/instances/c1/resume")[1]["state"] == "running"
+    status, body = curl(env, "GET", "/v1/status")
+    assert body["instances"]["total"] == 1 and body["instances"]["running"] == 1, body
+    assert curl(env, "GET", "/v1/instances")[1]["instances"][0]["name"] == "c1"
+    assert curl(env, "POST", "/v1/instances/c1/disable")[1]["state"] == "disabled"
+    assert curl(env, "POST", "/v1/instances/c1/start")[1]["state"] == "starting"
+    assert curl(env, "DELETE", "/v1/instances/c1") == (200, {"name": "c1", "state": "deleted"})
+    assert curl(env, "GET", "/v1/instances/c1")[0] == 404

@@ -124,7 +124,7 @@ def test_one_create_of_a_name_wins(env):
     assert results.count(0) == 1 and results.count(125) == 99, results
     wait_state(env, "race", "running")
     # one shim (its sandbox's PID 1, a clone of it, shares its command line)
-    pids = set(run(["pgrep", "-f", "aegisd --shim .*/instances/race( [0-9]+)?$"]).stdout.split())
+    pids = set(run(["pgrep", "-f", "aegis-shim --shim .*/instances/race( [0-9]+)?$"]).stdout.split())
     parents = {p for p in pids if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] not in pids}
     assert len(parents) == 1, pids
 
