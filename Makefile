@@ -61,6 +61,7 @@ bench: build
 	bash bench/policy.sh
 	/usr/bin/python3 bench/network.py
 	/usr/bin/python3 bench/daemon.py
+	/usr/bin/python3 bench/instances.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -90,23 +90,39 @@ static int read_all(int fd, struct httpc_response *resp, struct aegis_error *err
 	return 0;
 }
 
-int httpc_request(const char *socket_path, const char *method, const char *path, const char *body,
-		  struct httpc_response *resp, struct aegis_error *err)
+/* Connect and send one request; its connection, or -1 with err. */
+static int send_request(const char *socket_path, const char *method, const char *path,
+			const char *connection, const char *body, struct aegis_error *err)
 {
-	char head[512], *sep;
+	char head[1024];
 	size_t blen = body ? strlen(body) : 0;
 	int fd, n;
 
-	memset(resp, 0, sizeof *resp);
 	if ((fd = connect_unix(socket_path, err)) < 0)
 		return -1;
 	n = snprintf(head, sizeof head,
-		     "%s %s HTTP/1.1\r\nHost: aegisd\r\nConnection: close\r\n"
-		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, blen);
+		     "%s %s HTTP/1.1\r\nHost: aegisd\r\nConnection: %s\r\n"
+		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, connection,
+		     blen);
 	if (n < 0 || (size_t)n >= sizeof head || send_all(fd, head, (size_t)n) < 0 ||
-	    (blen && send_all(fd, body, blen) < 0) || read_all(fd, resp, err) < 0) {
-		if (!err->msg[0])
-			error_sys(err, "talking to aegisd");
+	    (blen && send_all(fd, body, blen) < 0)) {
+		error_sys(err, "talking to aegisd");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int httpc_request(const char *socket_path, const char *method, const char *path, const char *body,
+		  struct httpc_response *resp, struct aegis_error *err)
+{
+	char *sep;
+	int fd;
+
+	memset(resp, 0, sizeof *resp);
+	if ((fd = send_request(socket_path, method, path, "close", body, err)) < 0)
+		return -1;
+	if (read_all(fd, resp, err) < 0) {
 		close(fd);
 		return -1;
 	}
@@ -155,22 +171,13 @@ static int read_head(int fd, char *head, size_t cap, struct aegis_error *err)
 int httpc_upgrade(const char *socket_path, const char *path, const char *body, const char *protocol,
 		  struct httpc_response *resp, struct aegis_error *err)
 {
-	char head[4096];
-	size_t blen = strlen(body);
-	int fd, n;
+	char head[4096], connection[300];
+	int fd;
 
 	memset(resp, 0, sizeof *resp);
-	if ((fd = connect_unix(socket_path, err)) < 0)
+	snprintf(connection, sizeof connection, "Upgrade\r\nUpgrade: %s", protocol);
+	if ((fd = send_request(socket_path, "POST", path, connection, body, err)) < 0)
 		return -1;
-	n = snprintf(head, sizeof head,
-		     "POST %s HTTP/1.1\r\nHost: aegisd\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
-		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", path, protocol, blen);
-	if (n < 0 || (size_t)n >= sizeof head || send_all(fd, head, (size_t)n) < 0 ||
-	    send_all(fd, body, blen) < 0) {
-		error_sys(err, "talking to aegisd");
-		close(fd);
-		return -1;
-	}
 	if (read_head(fd, head, sizeof head, err) < 0) {
 		close(fd);
 		return -1;

@@ -324,8 +324,9 @@ uint64_t cgroup_cpu_usage_us(struct cgroup *cg)
 
 static void remove_dir(const char *dir)
 {
-	/* The pid namespace is gone by now, but a v1 memcg may lag a moment. */
-	for (int tries = 0; tries < 200; tries++) {
+	/* The pid namespace is gone by now (or its tasks were just killed),
+	 * but they leave the cgroup a moment later; a v1 memcg may lag more. */
+	for (int tries = 0; tries < 1000; tries++) {
 		if (rmdir(dir) == 0 || errno == ENOENT)
 			return;
 		if (errno != EBUSY)

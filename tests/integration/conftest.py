@@ -5,8 +5,11 @@ AEGIS_PROBE path of the hostile probe binary (default: build/tests/probe/aegis-p
 """
 import contextlib
 import http.server
+import json
 import os
+import socket
 import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -75,3 +78,39 @@ def http_server(body=b"hello from the host\n"):
 @pytest.fixture(scope="session", autouse=True)
 def _binaries_exist():
     assert os.access(AEGIS, os.X_OK), f"aegis binary missing: {AEGIS} (run make first)"
+
+
+@pytest.fixture
+def daemon_env():
+    """An environment for a private aegisd: its socket and state dir in a
+    temp dir (never the real ones). After the test its instances are
+    deleted, the daemon stopped and the dir removed."""
+    d = tempfile.mkdtemp(prefix="aegis-daemon-")
+    env = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
+               AEGIS_STATE_DIR=os.path.join(d, "state"))
+    env.pop("AEGIS_FAULT", None)
+    yield env
+    env.pop("AEGIS_FAULT", None)
+    idir = os.path.join(d, "state", "instances")
+    for name in os.listdir(idir) if os.path.isdir(idir) else []:
+        run([AEGIS, "instance", "delete", name], env=env)
+    run([AEGIS, "down"], env=env)
+    subprocess.run(["rm", "-rf", d])
+
+
+def api(env, method, path, body=b"", timeout=30):
+    """One raw HTTP/1.1 request on env's daemon socket → (status, JSON body).
+    body: bytes as they are, or anything else as JSON."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(env["AEGIS_SOCKET"])
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    head, _, rest = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(rest)

@@ -5,14 +5,12 @@ import json
 import os
 import random
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import AEGIS, run
+from conftest import AEGIS, api, run
 
 # Documents every JSON parser must refuse, in the spirit of JSONTestSuite's
 # n_* cases: structure, numbers, strings, escapes, encodings, trailers.
@@ -31,31 +29,13 @@ INVALID = [
 
 
 @pytest.fixture
-def daemon():
-    d = tempfile.mkdtemp(prefix="aegis-abuse-")
-    env = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
-               AEGIS_STATE_DIR=os.path.join(d, "state"))
-    assert run([AEGIS, "up"], env=env).returncode == 0
-    yield env
-    idir = os.path.join(d, "state", "instances")
-    for name in os.listdir(idir) if os.path.isdir(idir) else []:
-        run([AEGIS, "instance", "delete", name], env=env)
-    run([AEGIS, "down"], env=env)
-    subprocess.run(["rm", "-rf", d])
+def daemon(daemon_env):
+    assert run([AEGIS, "up"], env=daemon_env).returncode == 0
+    return daemon_env
 
 
 def http(env, method, path, body=b"", timeout=10):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(env["AEGIS_SOCKET"])
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    out = b""
-    while chunk := s.recv(65536):
-        out += chunk
-    s.close()
-    head, _, rest = out.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(rest)
+    return api(env, method, path, body, timeout)
 
 
 def healthy(env, within=1.0):

@@ -9,26 +9,17 @@ import select
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import AEGIS, run
+from conftest import AEGIS, api, run
 
 
 @pytest.fixture
-def env():
-    d = tempfile.mkdtemp(prefix="aegis-exec-")
-    e = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
-             AEGIS_STATE_DIR=os.path.join(d, "state"))
-    yield e
-    idir = os.path.join(d, "state", "instances")
-    for name in os.listdir(idir) if os.path.isdir(idir) else []:
-        run([AEGIS, "instance", "delete", name], env=e)
-    run([AEGIS, "down"], env=e)
-    subprocess.run(["rm", "-rf", d])
+def env(daemon_env):
+    return daemon_env
 
 
 def aegis(env, *args, **kw):
@@ -52,22 +43,6 @@ def start(env, name, *extra, argv=("sleep", "600")):
     while not os.path.exists(sock):
         assert time.monotonic() < deadline
         time.sleep(0.01)
-
-
-def api(env, method, path, body=None, timeout=30):
-    """One raw HTTP request on the daemon's socket → (status, JSON body)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(env["AEGIS_SOCKET"])
-    data = json.dumps(body).encode() if body is not None else b""
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
-    out = b""
-    while chunk := s.recv(65536):
-        out += chunk
-    s.close()
-    head, _, body = out.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
 
 
 def test_stdio_status_env_cwd(env):

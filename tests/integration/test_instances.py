@@ -4,8 +4,6 @@ before anything is made (HOSTILE.md A-08, A-09)."""
 import json
 import os
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -15,15 +13,8 @@ from conftest import AEGIS, run
 
 
 @pytest.fixture
-def env():
-    d = tempfile.mkdtemp(prefix="aegis-inst-")
-    e = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
-             AEGIS_STATE_DIR=os.path.join(d, "state"))
-    yield e
-    for name in os.listdir(os.path.join(d, "state", "instances")) if os.path.isdir(os.path.join(d, "state", "instances")) else []:
-        run([AEGIS, "instance", "delete", name], env=e)
-    run([AEGIS, "down"], env=e)
-    subprocess.run(["rm", "-rf", d])
+def env(daemon_env):
+    return daemon_env
 
 
 def aegis(env, *args):

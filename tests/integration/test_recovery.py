@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -17,18 +16,9 @@ from conftest import AEGIS, run
 
 
 @pytest.fixture
-def env():
-    d = tempfile.mkdtemp(prefix="aegis-recover-")
-    e = dict(os.environ, AEGIS_SOCKET=os.path.join(d, "run", "aegisd.sock"),
-             AEGIS_STATE_DIR=os.path.join(d, "state"))
-    e.pop("AEGIS_FAULT", None)
-    yield e
-    up(e)
-    idir = os.path.join(d, "state", "instances")
-    for name in os.listdir(idir) if os.path.isdir(idir) else []:
-        run([AEGIS, "instance", "delete", name], env=e)
-    run([AEGIS, "down"], env=e)
-    subprocess.run(["rm", "-rf", d])
+def env(daemon_env):
+    yield daemon_env
+    up(daemon_env)  # the cleanup wants a daemon without a fault switch
 
 
 def aegis(env, *args, **kw):
@@ -77,6 +67,37 @@ def cgroups_of(pid):
     return glob.glob(f"/sys/fs/cgroup/*/aegis/run-{pid}") + glob.glob(f"/sys/fs/cgroup/aegis/run-{pid}")
 
 
+def dead(pid, timeout=5):
+    """Until pid has exited (a zombie, or reaped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if open(f"/proc/{pid}/stat").read().split(") ")[1][0] in "ZX":
+                return
+        except (OSError, IndexError):
+            return
+        assert time.monotonic() < deadline, f"{pid} still alive"
+        time.sleep(0.01)
+
+
+def wait_cleaned(pid, timeout=5):
+    """Until the shim pid and its run's cgroups are gone."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") or cgroups_of(pid):
+        assert time.monotonic() < deadline, ("left behind", pid, cgroups_of(pid))
+        time.sleep(0.05)
+
+
+def sandbox_up(env, name):
+    """A daemon, and instance name running `sleep 600` with its sandbox up
+    (an exec got through); its shim's pid."""
+    up(env)
+    assert aegis(env, "instance", "start", "--name", name, "--", "sleep", "600").returncode == 0
+    pid = wait_state(env, name, "running")["shim_pid"]
+    assert aegis(env, "exec", name, "--", "true").returncode == 0
+    return pid
+
+
 def assert_matches_reality(env):
     """Every listed running instance has its one shim; no shim without one."""
     listed = json.loads(aegis(env, "instance", "list", "--json").stdout)["instances"]
@@ -115,33 +136,24 @@ def test_daemon_killed_during_delete(env, point):
     up(env)
     assert info(env, "x") is None
     assert not os.path.exists(os.path.join(env["AEGIS_STATE_DIR"], "instances", "x"))
-    deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{pid}") or cgroups_of(pid):
-        assert time.monotonic() < deadline, ("left behind", pid, cgroups_of(pid))
-        time.sleep(0.05)
+    wait_cleaned(pid)
     assert_matches_reality(env)
 
 
-def test_daemon_killed_after_handing_an_exec_over(env):
-    """The stream belongs to the shim: the exec finishes without the daemon."""
+@pytest.mark.parametrize("point,argv,status,out", [
+    # handed over: the stream belongs to the shim, the exec finishes without the daemon
+    ("exec-handed", ["sh", "-c", "sleep 0.3; echo finished; exit 4"], 4, "finished\n"),
+    # not yet: a clear error, and nothing ran
+    ("exec-upgraded", ["echo", "never"], 125, ""),
+])
+def test_daemon_killed_during_exec(env, point, argv, status, out):
     up(env)
     assert aegis(env, "instance", "start", "--name", "e", "--", "sleep", "600").returncode == 0
     wait_state(env, "e", "running")
-    up(env, fault="exec-handed")
-    p = aegis(env, "exec", "e", "--", "sh", "-c", "sleep 0.3; echo finished; exit 4")
-    assert (p.returncode, p.stdout) == (4, "finished\n"), p
-    up(env)
-    assert aegis(env, "exec", "e", "--", "true").returncode == 0
-    assert_matches_reality(env)
-
-
-def test_daemon_killed_before_handing_an_exec_over(env):
-    up(env)
-    assert aegis(env, "instance", "start", "--name", "e", "--", "sleep", "600").returncode == 0
-    wait_state(env, "e", "running")
-    up(env, fault="exec-upgraded")
-    p = aegis(env, "exec", "e", "--", "echo", "never")
-    assert p.returncode == 125 and "never" not in p.stdout and p.stderr.startswith("aegis: "), p
+    up(env, fault=point)
+    p = aegis(env, "exec", "e", "--", *argv)
+    assert (p.returncode, p.stdout) == (status, out), p
+    assert status != 125 or p.stderr.startswith("aegis: "), p
     up(env)
     assert aegis(env, "exec", "e", "--", "echo", "now").stdout == "now\n"
     assert_matches_reality(env)
@@ -155,49 +167,36 @@ def test_a_killed_shim_is_failed_and_cleaned_up(env):
     os.kill(pid, signal.SIGKILL)
     i = wait_state(env, "k", "failed", timeout=5)
     assert "killed" in i["exit"]["error"], i
-    deadline = time.monotonic() + 5
-    while cgroups_of(pid):
-        assert time.monotonic() < deadline, cgroups_of(pid)
-        time.sleep(0.05)
+    wait_cleaned(pid)
     # and while the daemon is down
     assert aegis(env, "instance", "start", "--name", "k2", "--", "sleep", "600").returncode == 0
     pid = wait_state(env, "k2", "running")["shim_pid"]
     assert aegis(env, "down").returncode == 0
     os.kill(pid, signal.SIGKILL)
+    dead(pid)
     up(env)
-    assert info(env, "k2")["state"] == "failed" and not cgroups_of(pid)
+    assert info(env, "k2")["state"] == "failed"
+    wait_cleaned(pid)
     assert_matches_reality(env)
 
 
 def test_a_killed_paused_instance_is_cleaned_up(env):
-    up(env)
-    assert aegis(env, "instance", "start", "--name", "p", "--", "sleep", "600").returncode == 0
-    pid = wait_state(env, "p", "running")["shim_pid"]
-    assert aegis(env, "exec", "p", "--", "true").returncode == 0  # the sandbox is up
+    pid = sandbox_up(env, "p")
     assert aegis(env, "instance", "pause", "p").returncode == 0
     os.kill(pid, signal.SIGKILL)
     wait_state(env, "p", "failed", timeout=5)
-    deadline = time.monotonic() + 5
-    while cgroups_of(pid):
-        assert time.monotonic() < deadline, cgroups_of(pid)
-        time.sleep(0.05)
+    wait_cleaned(pid)
 
 
 def test_a_killed_sandbox_init_ends_the_instance(env):
-    up(env)
-    assert aegis(env, "instance", "start", "--name", "i", "--", "sleep", "600").returncode == 0
-    shim = wait_state(env, "i", "running")["shim_pid"]
-    assert aegis(env, "exec", "i", "--", "true").returncode == 0  # the sandbox is up
+    shim = sandbox_up(env, "i")
     children = open(f"/proc/{shim}/task/{shim}/children").read().split()
     init = [int(c) for c in children if b"--shim" in open(f"/proc/{c}/cmdline", "rb").read()]
     assert len(init) == 1, children  # the sandbox's PID 1 (our harness, forked from the shim)
     os.kill(init[0], signal.SIGKILL)
     i = wait_state(env, "i", "failed", "exited", timeout=5)
     assert i["exit"], i
-    deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{shim}") or cgroups_of(shim):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_cleaned(shim)
     assert_matches_reality(env)
 
 
