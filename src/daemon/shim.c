@@ -72,7 +72,7 @@ void shim_main(const char *dir, int ready_fd)
 	json_t *config, *v, *end;
 	uint64_t log_max, log_lost;
 	sigset_t all;
-	char path[4400];
+	char path[4400], audit[4400];
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
 	snprintf(path, sizeof path, "%s/config.json", dir);
@@ -99,6 +99,9 @@ void shim_main(const char *dir, int ready_fd)
 		_exit(0);
 	}
 	spec.freezable = true;	/* instances can be paused */
+	/* every run of the instance, and every exec in it, on one hash chain */
+	snprintf(audit, sizeof audit, "%s/audit.jsonl", dir);
+	spec.audit_path = audit;
 	/* execs come in here (aegisd passes them on); without it, none can */
 	if ((spec.control_fd = control_listen(dirfd)) < 0)
 		_exit(125);

@@ -286,3 +286,14 @@ def test_full_lifecycle_with_curl(env):
     assert curl(env, "POST", "/v1/instances/c1/start")[1]["state"] == "starting"
     assert curl(env, "DELETE", "/v1/instances/c1") == (200, {"name": "c1", "state": "deleted"})
     assert curl(env, "GET", "/v1/instances/c1")[0] == 404
+
+
+def test_execs_are_on_the_instance_audit_chain(env):
+    start(env, "box")
+    assert aegis(env, "exec", "box", "--", "sh", "-c", "true; ls / >/dev/null").returncode == 0
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "box", "audit.jsonl")
+    events = [json.loads(line) for line in open(log)]
+    argvs = [e["argv"] for e in events if e["type"] == "exec"]
+    assert ["sh", "-c", "true; ls / >/dev/null"] in argvs and ["ls", "/"] in argvs, argvs
+    p = aegis(env, "audit", "verify", log)
+    assert p.returncode == 0 and "hash chain intact" in p.stdout, p
