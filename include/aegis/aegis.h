@@ -137,12 +137,15 @@ struct aegis_apply_report {
 };
 int aegis_apply(const char *artifacts_dir, struct aegis_apply_report *report, struct aegis_error *err);
 
-/* Pause (freeze) or resume the run whose supervisor is pid; it must have
- * been started with spec.freezable. Memory is kept, no CPU is used. */
-int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err);
+/* Runs are named by their supervisor's pid and the spec.cgroup_parent they
+ * were started with (NULL: the default). */
+
+/* Pause (freeze) or resume a run; it must have been started with
+ * spec.freezable. Memory is kept, no CPU is used. */
+int aegis_freeze_run(int supervisor_pid, const char *cgroup_parent, bool frozen, struct aegis_error *err);
 
 /* Remove the run cgroup a killed supervisor (pid) left behind, once empty. */
-void aegis_cleanup_killed_run(int supervisor_pid);
+void aegis_cleanup_killed_run(int supervisor_pid, const char *cgroup_parent);
 
 /* What a running run uses now, from its cgroup. */
 struct aegis_usage {
@@ -152,7 +155,7 @@ struct aegis_usage {
 	uint64_t pids;			/* tasks now */
 };
 /* -1 when the run (by its supervisor's pid) has no cgroup (ended). */
-int aegis_run_usage(int supervisor_pid, struct aegis_usage *usage);
+int aegis_run_usage(int supervisor_pid, const char *cgroup_parent, struct aegis_usage *usage);
 
 /* What this host supports; filled by aegis_doctor(). */
 struct aegis_host {

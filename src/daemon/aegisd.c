@@ -111,6 +111,7 @@ int main(int argc, char **argv)
 	eventfd_t v;
 	sigset_t stop;
 	int lfd, stopping;
+	const char *cgroup_parent;
 
 	char state[4096], self[4096];
 	uint64_t log_max;
@@ -126,11 +127,17 @@ int main(int argc, char **argv)
 	 * stops the daemon here, not each instance later */
 	if (logwriter_max_bytes(&log_max, &err) < 0)
 		return daemon_log("error", err.msg, NULL, NULL), 125;
+	/* $AEGIS_CGROUP_PARENT: where instances' cgroups go (a delegated one,
+	 * rootless); checked here, not at each create */
+	if ((cgroup_parent = getenv("AEGIS_CGROUP_PARENT")) &&
+	    (cgroup_parent[0] != '/' || strstr(cgroup_parent, "..") || strlen(cgroup_parent) > 200))
+		return daemon_log("error", "AEGIS_CGROUP_PARENT must be an absolute cgroup path without '..'",
+				  "value", cgroup_parent), 125;
 	/* the shims live next to us, found through /proc before anything can move us */
 	n = readlink("/proc/self/exe", self, sizeof self - 1);
 	self[n > 0 ? n : 0] = '\0';
 	if (paths_state(state, sizeof state, &err) < 0 || paths_private_dir(state, &err) < 0 ||
-	    instances_init(state, self) < 0)
+	    instances_init(state, self, cgroup_parent) < 0)
 		return daemon_log("error", err.msg[0] ? err.msg : "cannot set up the state directory", "state",
 				  state), 125;
 	/* a descriptor per connection, per watched shim: the soft limit (often

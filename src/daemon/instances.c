@@ -34,6 +34,7 @@
 
 static char instances_dir[4096];
 static char shim_exe[4096];	/* aegis-shim, next to aegisd */
+static const char *cgroup_parent;	/* $AEGIS_CGROUP_PARENT: new instances' cgroups go below it */
 
 bool instance_name_valid(const char *name)
 {
@@ -47,9 +48,11 @@ bool instance_name_valid(const char *name)
 	return true;
 }
 
-int instances_init(const char *state_dir, const char *self_exe)
+int instances_init(const char *state_dir, const char *self_exe, const char *cgroup_parent_dir)
 {
 	const char *slash = strrchr(self_exe, '/');
+
+	cgroup_parent = cgroup_parent_dir;
 
 	snprintf(shim_exe, sizeof shim_exe, "%.*s%s", slash ? (int)(slash - self_exe + 1) : 0, self_exe,
 		 SHIM_PROGRAM);
@@ -208,6 +211,8 @@ unsigned instances_create(const char *request, json_t **body)
 			policy_free(&pol);
 		}
 	}
+	if (cgroup_parent)
+		json_object_set_new(req, "cgroup_parent", json_string(cgroup_parent));
 	snprintf(dir, sizeof dir, "%s/%s", instances_dir, json_string_value(json_object_get(req, "name")));
 	if (mkdir(dir, 0700) < 0) {
 		json_decref(req);
@@ -249,6 +254,19 @@ static json_t *load(const char *dir, const char *file)
 
 	snprintf(path, sizeof path, "%s/%s", dir, file);
 	return json_load_file(path, 0, NULL);
+}
+
+/* The cgroup parent the instance in dir was created with (NULL: the
+ * default), in buf. */
+static const char *parent_of(const char *dir, char *buf, size_t len)
+{
+	json_t *config = load(dir, "config.json");
+	const char *p = json_string_value(json_object_get(config, "cgroup_parent"));
+
+	if (p)
+		snprintf(buf, len, "%s", p);
+	json_decref(config);
+	return p ? buf : NULL;
 }
 
 /* The shim holds a write lock on DIR/shim.lock (an open file description
@@ -349,7 +367,8 @@ static json_t *describe(const char *name)
 		struct aegis_usage u;
 		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));
 		if ((!strcmp(state, "running") || !strcmp(state, "paused")) &&
-		    aegis_run_usage((int)json_integer_value(json_object_get(shim, "pid")), &u) == 0)
+		    aegis_run_usage((int)json_integer_value(json_object_get(shim, "pid")),
+				    json_string_value(json_object_get(config, "cgroup_parent")), &u) == 0)
 			json_object_set_new(out, "resources", json_pack("{s:I, s:I, s:f, s:I}",
 				"memory_bytes", (json_int_t)u.memory_bytes, "memory_peak_bytes",
 				(json_int_t)u.memory_peak_bytes, "cpu_s", u.cpu_us / 1e6, "pids", (json_int_t)u.pids));
@@ -430,6 +449,7 @@ static void mark(const char *dir, const char *name)
  * grace, a paused one thawed first; a killed shim's cgroup removed. */
 static void stop_instance(const char *dir)
 {
+	char parent[256];
 	json_t *shim = load(dir, "shim.json"), *exitj;
 	pid_t pid;
 	int pidfd;
@@ -442,7 +462,7 @@ static void stop_instance(const char *dir)
 			struct aegis_error ignored;
 			/* frozen tasks cannot even die: thaw first (a paused instance,
 			 * or one a failed pause left freezing) */
-			aegis_freeze_run((int)pid, false, &ignored);
+			aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), false, &ignored);
 			syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			while (live_shim(dir, shim) && now_us() < deadline)
 				usleep(10000);
@@ -454,7 +474,7 @@ static void stop_instance(const char *dir)
 	/* a shim that was killed (by us or anyone) leaves its run cgroup */
 	exitj = load(dir, "exit.json");
 	if (shim && !exitj && (pid = (pid_t)json_integer_value(json_object_get(shim, "pid"))) > 0)
-		aegis_cleanup_killed_run((int)pid);
+		aegis_cleanup_killed_run((int)pid, parent_of(dir, parent, sizeof parent));
 	json_decref(exitj);
 	json_decref(shim);
 }
@@ -548,6 +568,7 @@ bool instance_ended(const char *dir)
  * CPU). Remembered in the instance's directory as a "paused" file. */
 unsigned instances_pause(const char *name, bool pause, json_t **body)
 {
+	char parent[256];
 	struct aegis_error err = { 0 };
 	char dir[4400], flag[4500];
 	json_t *shim;
@@ -561,7 +582,7 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	json_decref(shim);
 	if (!pid)
 		return *body = err_body("not_running", "the instance is not running", "name"), 409;
-	if (aegis_freeze_run((int)pid, pause, &err) < 0)
+	if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), pause, &err) < 0)
 		return *body = err_body("freezer", err.msg, NULL), 500;
 	snprintf(flag, sizeof flag, "%s/paused", dir);
 	if (pause)
@@ -599,10 +620,11 @@ unsigned instances_running_dir(const char *name, int *dirfd, json_t **body)
  * the cgroup it left (its sandbox died with it: parent-death signal). */
 static void reap(const char *dir, json_t *shim)
 {
+	char parent[256];
 	pid_t pid = (pid_t)json_integer_value(json_object_get(shim, "pid"));
 	int dfd;
 
-	aegis_cleanup_killed_run((int)pid);
+	aegis_cleanup_killed_run((int)pid, parent_of(dir, parent, sizeof parent));
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return;
 	write_atomic(dfd, "exit.json", json_pack("{s:s, s:s}", "end", "failed", "error",

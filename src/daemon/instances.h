@@ -12,8 +12,9 @@
 /* ^[a-z0-9][a-z0-9-]{0,62}$ — nothing else is ever used in a path. */
 bool instance_name_valid(const char *name);
 
-/* Set up <state>/instances; remember where aegisd is (for the shims). */
-int instances_init(const char *state_dir, const char *self_exe);
+/* Set up <state>/instances; remember where aegisd is (its shims are next
+ * to it) and the cgroup parent new instances get (NULL: the default). */
+int instances_init(const char *state_dir, const char *self_exe, const char *cgroup_parent);
 
 /* Each returns an HTTP status and sets *body (a JSON object, owned by the caller). */
 unsigned instances_create(const char *request, json_t **body);

@@ -99,6 +99,7 @@ void shim_main(const char *dir, int ready_fd)
 		_exit(0);
 	}
 	spec.freezable = true;	/* instances can be paused */
+	spec.cgroup_parent = json_string_value(json_object_get(config, "cgroup_parent"));
 	/* every run of the instance, and every exec in it, on one hash chain */
 	snprintf(audit, sizeof audit, "%s/audit.jsonl", dir);
 	spec.audit_path = audit;

@@ -97,6 +97,18 @@ static void default_parent(int version, char *out, size_t len)
 		*slash = '\0';
 }
 
+/* The parent of a run's cgroup: the one it was given, or the default;
+ * "" for the root. */
+static void run_parent(const char *given, int version, char *out, size_t len)
+{
+	if (given)
+		snprintf(out, len, "%s", given);
+	else
+		default_parent(version, out, len);
+	if (strcmp(out, "/") == 0)
+		out[0] = '\0';
+}
+
 static int write_knob(const char *dir, const char *knob, const char *val, bool optional,
 		      struct aegis_error *err)
 {
@@ -411,15 +423,13 @@ static void kill_members(const char *dir)
 	}
 }
 
-void aegis_cleanup_killed_run(int supervisor_pid)
+void aegis_cleanup_killed_run(int supervisor_pid, const char *cgroup_parent)
 {
 	static const char *const v1[] = { "memory", "pids", "cpu", "cpuacct", "freezer" };
 	int version = cgroup_version();
 	char parent[200], dir[512];
 
-	default_parent(version, parent, sizeof parent);
-	if (strcmp(parent, "/") == 0)
-		parent[0] = '\0';
+	run_parent(cgroup_parent, version, parent, sizeof parent);
 	if (version == 2) {
 		snprintf(dir, sizeof dir, CGROUP_ROOT "%s/run-%d", parent, supervisor_pid);
 		(void)write_knob(dir, "cgroup.kill", "1", true, NULL);
@@ -441,14 +451,12 @@ void aegis_cleanup_killed_run(int supervisor_pid)
 #define FREEZE_ATTEMPTS 20
 #define FREEZE_WAIT_MS 50
 
-int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err)
+int aegis_freeze_run(int supervisor_pid, const char *cgroup_parent, bool frozen, struct aegis_error *err)
 {
 	int version = cgroup_version();
 	char parent[200], dir[512], knob[560], state[32];
 
-	default_parent(version, parent, sizeof parent);
-	if (strcmp(parent, "/") == 0)
-		parent[0] = '\0';
+	run_parent(cgroup_parent, version, parent, sizeof parent);
 	if (version == 2) {
 		snprintf(dir, sizeof dir, CGROUP_ROOT "%s/run-%d", parent, supervisor_pid);
 		return write_knob(dir, "cgroup.freeze", frozen ? "1" : "0", false, err);
@@ -476,15 +484,15 @@ int aegis_freeze_run(int supervisor_pid, bool frozen, struct aegis_error *err)
 	return error_set(err, AEGIS_E_SETUP, 0, "cgroup: %s did not freeze (left running)", dir);
 }
 
-int aegis_run_usage(int supervisor_pid, struct aegis_usage *u)
+int aegis_run_usage(int supervisor_pid, const char *cgroup_parent, struct aegis_usage *u)
 {
 	struct cgroup cg = { .version = cgroup_version(), .dirfd = -1,
 			     .v1 = { "memory", "pids", "cpuacct" }, .nv1 = 3 };
 	char parent[200], path[512];
 
 	memset(u, 0, sizeof *u);
-	default_parent(cg.version, parent, sizeof parent);
-	snprintf(cg.rel, sizeof cg.rel, "%s/run-%d", strcmp(parent, "/") ? parent : "", supervisor_pid);
+	run_parent(cgroup_parent, cg.version, parent, sizeof parent);
+	snprintf(cg.rel, sizeof cg.rel, "%s/run-%d", parent, supervisor_pid);
 	knob_path(&cg, "memory", "memory.current", "memory.usage_in_bytes", path, sizeof path);
 	if (access(path, F_OK) < 0)
 		return -1;

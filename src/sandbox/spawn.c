@@ -97,8 +97,11 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 	if (sync_recv(ctx->sync_fd, &msg) != 1 || msg.kind != SYNC_GO)
 		_exit(125);
 	msg.kind = SYNC_ERROR;
-	/* 2. become root of the user namespace (an unprivileged uid on the host) */
-	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+	/* 2. become root of the user namespace (an unprivileged uid on the host).
+	 * Raw syscalls: glibc's wrappers would apply the change to every thread
+	 * it believes we have, and a thread the caller was still starting when
+	 * we were cloned would be waited for forever (we are a raw clone). */
+	if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0) {
 		error_sys(err, "become sandbox root");
 		goto fail;
 	}

@@ -3,11 +3,13 @@
 The test (run as root, as CI does) makes an unprivileged user, delegates a
 cgroup to it the way a cgroup manager would, and runs aegis as that user.
 """
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -20,7 +22,8 @@ DELEGATED = "/aegis-rootless-test"
 def _cgroup_dirs():
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         return ["/sys/fs/cgroup" + DELEGATED]
-    return [f"/sys/fs/cgroup/{c}{DELEGATED}" for c in ("memory", "pids")]
+    # instances (the daemon test) are also frozen and CPU-accounted
+    return [f"/sys/fs/cgroup/{c}{DELEGATED}" for c in ("memory", "pids", "freezer", "cpuacct")]
 
 
 def _public_dir(prefix):
@@ -41,12 +44,12 @@ def user():
         pw = pwd.getpwnam(USER)
     # Binaries where the user can reach them, wherever the checkout lives.
     bindir = _public_dir("aegis-rootless-bin-")
-    for p in (AEGIS, PROBE):
+    for p in (AEGIS, PROBE, *(os.path.join(os.path.dirname(AEGIS), b) for b in ("aegisd", "aegis-shim"))):
         shutil.copy2(p, bindir)
     # Delegate a cgroup, as systemd does for a user session.
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
-            f.write("+memory +pids")
+            f.write("+memory +pids +cpu")
     for d in _cgroup_dirs():
         os.makedirs(d, exist_ok=True)
         for root, dirs, files in os.walk(d):
@@ -192,3 +195,39 @@ def test_rootless_egress_proxy(user):
         assert p.stdout == "hi\n", p
         p = rootless(user, "curl", "-s", "-i", f"http://other.test:{port}/", opts=net)
         assert "403" in p.stdout, p
+
+
+def test_rootless_daemon_instances(user):
+    """aegisd as an unprivileged user: instances in its delegated cgroup,
+    exec, pause, resume, delete; nothing left behind."""
+    state = os.path.join(user["work"], "daemon")
+    env = dict(os.environ, AEGIS_SOCKET=os.path.join(state, "run", "aegisd.sock"),
+               AEGIS_STATE_DIR=os.path.join(state, "state"), AEGIS_CGROUP_PARENT=DELEGATED)
+    aegis = os.path.join(user["bin"], "aegis")
+
+    def cli(*args, **kw):
+        return as_user(user, aegis, *args, env=env, **kw)
+
+    try:
+        p = cli("instance", "start", "--name", "r", "--", "sleep", "600")
+        assert p.returncode == 0, p
+        deadline = time.monotonic() + 10
+        while json.loads(cli("instance", "info", "r").stdout)["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        info = json.loads(cli("instance", "info", "r").stdout)
+        shim = info["shim_pid"]
+        assert os.stat(f"/proc/{shim}").st_uid == user["uid"]  # the shim is the user's
+        assert any(os.path.isdir(d + f"/run-{shim}") for d in _cgroup_dirs())
+        p = cli("exec", "r", "--", "sh", "-c", "id -u; cat /proc/self/uid_map")
+        assert p.returncode == 0 and p.stdout.split()[:3] == ["0", "0", str(user["uid"])], p
+        assert cli("instance", "pause", "r").returncode == 0
+        assert json.loads(cli("instance", "info", "r").stdout)["state"] == "paused"
+        assert cli("instance", "resume", "r").returncode == 0
+        assert cli("exec", "r", "--", "true").returncode == 0
+        assert json.loads(cli("instance", "info", "r").stdout)["resources"]["pids"] >= 1
+        assert cli("instance", "delete", "r").returncode == 0
+        assert not any(os.path.exists(d + f"/run-{shim}") for d in _cgroup_dirs())
+    finally:
+        cli("instance", "delete", "r")
+        cli("down")
