@@ -140,9 +140,11 @@ int cmd_down(int argc, char **argv)
 		return cli_usage_error("down: takes no arguments");
 	if (paths_socket(sock, sizeof sock, &err) < 0)
 		return cli_fail(&err);
-	if (httpc_request(sock, "POST", "/v1/shutdown", NULL, &r, &err) < 0)
+	if (!listening(sock))
 		return printf("aegisd is not running\n"), 0;
-	httpc_response_free(&r);
+	/* asked; its answer may not come (it is stopping): wait for it to go all the same */
+	if (httpc_request(sock, "POST", "/v1/shutdown", NULL, &r, &err) == 0)
+		httpc_response_free(&r);
 	for (deadline = now_us() + UP_WAIT_MS * 1000ULL; access(sock, F_OK) == 0; usleep(5000))
 		if (now_us() > deadline)
 			return cli_usage_error("down: aegisd did not stop within %d ms", UP_WAIT_MS);

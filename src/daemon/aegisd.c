@@ -172,7 +172,7 @@ int main(int argc, char **argv)
 			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTIONS_MAX,
 			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_TIMEOUT_S,
 			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-			       MHD_OPTION_NOTIFY_COMPLETED, api_request_done, NULL,
+			       MHD_OPTION_NOTIFY_COMPLETED, api_request_done, &api,
 			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
 			       MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
 			       MHD_OPTION_END);

@@ -25,6 +25,7 @@ struct request {
 	char *body;
 	size_t len;
 	bool too_big;
+	bool shutdown;		/* POST /v1/shutdown: stop once its answer is out */
 };
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, json_t *body)
@@ -67,7 +68,7 @@ static bool peer_allowed(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const char *url,
-			     const char *method, const char *req_body)
+			     const char *method, struct request *req)
 {
 	static const struct { const char *path, *method; } routes[] = {
 		{ "/v1/health", "GET" }, { "/v1/version", "GET" }, { "/v1/status", "GET" },
@@ -105,7 +106,7 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 				return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
 					    "this path does not take that method");
 			snprintf(base, sizeof base, "%.*s", (int)(nlen - 5), name);
-			status = exec_start(conn, base, req_body, &body, &up);
+			status = exec_start(conn, base, req->body, &body, &up);
 			if (!up)
 				return reply(conn, status, body);
 			ret = MHD_queue_response(conn, status, up);
@@ -130,7 +131,7 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 		if (!name && !strcmp(method, "GET"))
 			status = instances_list(&body);
 		else if (!name && !strcmp(method, "POST"))
-			status = instances_create(req_body, &body);
+			status = instances_create(req->body, &body);
 		else if (name && !strcmp(method, "GET"))
 			status = instances_info(name, &body);
 		else if (name && !strcmp(method, "DELETE"))
@@ -163,8 +164,19 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 					       "cgroup_writable", h.cgroup_writable,
 					       "landlock_abi", h.landlock_abi, "seccomp_notify", h.seccomp_notify));
 		}
-		/* POST /v1/shutdown */
-		eventfd_write(api->shutdown_fd, 1);
+		/* POST /v1/shutdown: on record, with who asked */
+		{
+			const union MHD_ConnectionInfo *ci =
+				MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+			struct ucred cred = { 0 };
+			socklen_t len = sizeof cred;
+			char pid[16];
+			if (ci)
+				getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+			snprintf(pid, sizeof pid, "%d", (int)cred.pid);
+			daemon_log("info", "shutdown requested", "peer_pid", pid);
+		}
+		req->shutdown = true;	/* api_request_done stops us, once the answer is sent */
 		return reply(conn, MHD_HTTP_ACCEPTED, json_pack("{s:s}", "status", "shutting down"));
 	}
 	if (known)
@@ -271,17 +283,19 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
 				     json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "invalid", "message", why,
 					       "field", "body"));
 	}
-	return route(cls, conn, url, method, req->body);
+	return route(cls, conn, url, method, req);
 }
 
 void api_request_done(void *cls, struct MHD_Connection *conn, void **req_cls,
 		      enum MHD_RequestTerminationCode toe)
 {
 	struct request *req = *req_cls;
+	struct api *api = cls;
 
-	(void)cls;
 	(void)conn;
 	(void)toe;
+	if (req && req->shutdown)
+		eventfd_write(api->shutdown_fd, 1);
 	if (req) {
 		free(req->body);
 		free(req);

@@ -28,6 +28,7 @@
 #include "daemon.h"
 #include "instances.h"
 #include "shim.h"
+#include "statefile.h"
 
 #define STOP_GRACE_MS 5000
 #define SHIM_READY_MS 5000
@@ -71,25 +72,6 @@ static json_t *err_body(const char *code, const char *message, const char *field
 	if (field)
 		json_object_set_new(e, "field", json_string(field));
 	return json_pack("{s:o}", "error", e);
-}
-
-/* Write dir/name whole: a reader sees the old file or the new one. */
-static int write_atomic(int dirfd, const char *name, json_t *j)
-{
-	char tmp[300], *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	int fd, r = -1;
-
-	if (!text)
-		return -1;
-	snprintf(tmp, sizeof tmp, ".%s.tmp", name);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0 && write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0 &&
-	    renameat(dirfd, tmp, dirfd, name) == 0 && fsync(dirfd) == 0)
-		r = 0;
-	if (fd >= 0)
-		close(fd);
-	free(text);
-	return r;
 }
 
 /* The request, checked field by field; NULL and *bad = the field at fault. */
@@ -222,7 +204,7 @@ unsigned instances_create(const char *request, json_t **body)
 	}
 	daemon_fault("create-mkdir");
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || write_atomic(dfd, "config.json", req) < 0) {
+	if (dfd < 0 || statefile_write(dfd, "config.json", req) < 0) {
 		if (dfd >= 0)
 			close(dfd);
 		rmdir(dir);
@@ -340,6 +322,28 @@ static bool ended_badly(json_t *exitj)
 	return end && (!strcmp(end, "failed") || !strcmp(end, "error"));
 }
 
+/* An instance whose config.json is there but unreadable: we never write
+ * one torn (temp, fsync, rename), so something else damaged it. It is
+ * listed as broken, kept as it is for a look, and can be deleted. NULL if
+ * there is no config at all (a create cut short, never accepted). */
+static json_t *damaged(const char *dir, const char *name)
+{
+	char path[4500], why[300];
+	json_error_t e;
+	json_t *j;
+
+	snprintf(path, sizeof path, "%s/config.json", dir);
+	if (access(path, F_OK) < 0)
+		return NULL;
+	if ((j = json_load_file(path, 0, &e))) {	/* repaired meanwhile */
+		json_decref(j);
+		snprintf(why, sizeof why, "config.json changed while being read");
+	} else {
+		snprintf(why, sizeof why, "config.json is damaged: %s (line %d)", e.text, e.line);
+	}
+	return json_pack("{s:s, s:s, s:[], s:s}", "name", name, "state", "broken", "argv", "error", why);
+}
+
 static json_t *describe(const char *name)
 {
 	char dir[4400];
@@ -348,7 +352,7 @@ static json_t *describe(const char *name)
 
 	snprintf(dir, sizeof dir, "%s/%s", instances_dir, name);
 	if (!(config = load(dir, "config.json")))
-		return NULL;
+		return damaged(dir, name);
 	shim = load(dir, "shim.json");
 	exitj = load(dir, "exit.json");
 	state = flag(dir, "deleting") ? "deleting" : flag(dir, "disabled") ? "disabled"
@@ -627,8 +631,12 @@ static void reap(const char *dir, json_t *shim)
 	aegis_cleanup_killed_run((int)pid, parent_of(dir, parent, sizeof parent));
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return;
-	write_atomic(dfd, "exit.json", json_pack("{s:s, s:s}", "end", "failed", "error",
-						 "the instance's shim ended without reporting (killed?)"));
+	{
+		json_t *exitj = json_pack("{s:s, s:s}", "end", "failed", "error",
+					  "the instance's shim ended without reporting (killed?)");
+		statefile_write(dfd, "exit.json", exitj);
+		json_decref(exitj);
+	}
 	close(dfd);
 	unlink_in(dir, "paused");
 }
@@ -675,6 +683,8 @@ void instances_recover(void)
 			daemon_log("info", "adopted a running instance", "instance", e->d_name);
 		} else if (shim_lock_held(dir)) {
 			;	/* a shim starting up (or the last child of a dead one): the watcher sees to it */
+		} else if (!config && (config = damaged(dir, e->d_name))) {
+			daemon_log("error", json_string_value(json_object_get(config, "error")), "instance", e->d_name);
 		} else if (!config) {
 			/* cut short between mkdir and its config: never accepted */
 			remove_tree(dir);

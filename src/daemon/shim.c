@@ -19,6 +19,7 @@
 #include "../common/util.h"
 #include "control.h"
 #include "shim.h"
+#include "statefile.h"
 #include "logwriter.h"
 
 static char **strings(json_t *arr)
@@ -33,19 +34,10 @@ static char **strings(json_t *arr)
 	return out;
 }
 
+/* A state file, whole; j is ours to free. */
 static void write_whole(int dirfd, const char *name, json_t *j)
 {
-	char tmp[64], *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	int fd;
-
-	snprintf(tmp, sizeof tmp, ".%s.tmp", name);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd >= 0 && text && write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0)
-		renameat(dirfd, tmp, dirfd, name);
-	if (fd >= 0)
-		close(fd);
-	fsync(dirfd);
-	free(text);
+	statefile_write(dirfd, name, j);
 	json_decref(j);
 }
 

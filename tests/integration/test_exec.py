@@ -73,8 +73,9 @@ def test_start_failures_have_distinct_statuses(env):
 
 
 def test_exec_gets_the_instance_confinement(env, tmp_path):
-    """HOSTILE.md E-20 (capabilities), E-60 (exec rules): an exec is no way
-    around the instance's policy; the same probes work on the host."""
+    """HOSTILE.md E-24 (capabilities, no_new_privs, seccomp) and the policy's
+    argv rules: an exec is no way around the instance's confinement; the
+    same checks come out the other way on the host."""
     pol = tmp_path / "p.json"
     pol.write_text(json.dumps({"commands": {"argv_deny": ["echo forbidden"]}}))
     start(env, "box", "--policy", str(pol))
