@@ -41,7 +41,7 @@ fuzz:
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_parse.c $(FUZZ_SRC) -o $(FUZZ_BUILD)/fuzz_parse
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_policy.c src/common/policy.c src/common/util.c \
 		src/common/error.c src/common/hash.c -ljansson -lcrypto -o $(FUZZ_BUILD)/fuzz_policy
-	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_proxy.c src/sandbox/netrules.c src/common/error.c \
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_proxy.c src/sandbox/netrules.c src/common/error.c src/common/relay.c \
 		src/common/util.c -ljansson -lpthread -o $(FUZZ_BUILD)/fuzz_proxy
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_logrecord.c src/common/logrecord.c -o $(FUZZ_BUILD)/fuzz_logrecord
 

@@ -29,7 +29,9 @@
 #include "daemon.h"
 #include "exec.h"
 #include "instances.h"
+#include "idle.h"
 #include "recover.h"
+#include "router.h"
 #include "logwriter.h"
 
 void daemon_log(const char *level, const char *msg, const char *key, const char *value)
@@ -150,8 +152,11 @@ int main(int argc, char **argv)
 		}
 	}
 	/* settle what the last daemon left, then keep an eye on every shim */
-	if (recover_start() < 0)
+	if (recover_start() < 0 || router_start() < 0 || idle_start() < 0)
 		return daemon_log("error", "cannot start watching the instances", NULL, NULL), 125;
+	/* v1: keep one (empty) freezer cgroup frozen, so pausing an instance
+	 * never flips the kernel-wide freezer switch (~1.2 ms a time) */
+	aegis_freezer_anchor(cgroup_parent, true);
 	if ((lfd = listen_socket(path, &err)) < 0)
 		return daemon_log("error", err.msg, "socket", path), 125;
 	api.shutdown_fd = eventfd(0, EFD_CLOEXEC);
@@ -196,6 +201,7 @@ int main(int argc, char **argv)
 	/* streams held open for their shims let go, so the stop does not wait on them */
 	eventfd_write(stopping, 1);
 	MHD_stop_daemon(mhd);
+	aegis_freezer_anchor(cgroup_parent, false);
 	unlink(path);
 	daemon_log("info", "stopped", "socket", path);
 	return 0;

@@ -4,6 +4,10 @@
  * whatever the state directory (sun_path holds 108 bytes), and never
  * resolves anywhere but the directory already opened. */
 #include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -56,4 +60,46 @@ int control_connect(int dirfd)
 		return -1;
 	}
 	return fd;
+}
+
+json_t *control_call(int dirfd, json_t *request, int *fd, int timeout_ms)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	char *text = json_dumps(request, JSON_COMPACT), answer[4096];
+	struct iovec iov = { .iov_base = answer, .iov_len = sizeof answer - 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof control.buf };
+	struct cmsghdr *c;
+	json_t *reply = NULL;
+	ssize_t n = -1;
+	int conn;
+
+	if (fd)
+		*fd = -1;
+	if (!text || (conn = control_connect(dirfd)) < 0) {
+		free(text);
+		return NULL;
+	}
+	if (send(conn, text, strlen(text), MSG_NOSIGNAL) == (ssize_t)strlen(text)) {
+		struct pollfd p = { .fd = conn, .events = POLLIN };
+		if (poll(&p, 1, timeout_ms) == 1)
+			n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+	}
+	for (c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+			int passed;
+			memcpy(&passed, CMSG_DATA(c), sizeof(int));
+			if (fd && *fd < 0)
+				*fd = passed;
+			else
+				close(passed);
+		}
+	if (n > 0)
+		reply = json_loadb(answer, (size_t)n, 0, NULL);
+	close(conn);
+	free(text);
+	return reply;
 }

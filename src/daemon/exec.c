@@ -25,6 +25,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "exec.h"
+#include "idle.h"
 #include "instances.h"
 
 #define EXEC_OUTPUT_MAX (1 << 20)	/* buffered mode: bytes kept per stream */
@@ -127,6 +128,7 @@ static int hand_to_shim(int ctl, json_t *req, int stream)
 struct upgrade {
 	int ctl;
 	json_t *req;
+	char name[INSTANCE_NAME_MAX + 1];
 };
 
 /* The connection is ours now: give it to the shim, then keep MHD's hold
@@ -144,9 +146,11 @@ static void upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, cons
 	daemon_fault("exec-upgraded");
 	if (extra_in_size == 0 && hand_to_shim(up->ctl, up->req, sock) == 0) {
 		struct pollfd p[2] = { { .fd = up->ctl, .events = POLLIN }, { .fd = stopping_fd, .events = POLLIN } };
+		idle_hold(up->name, 1);	/* awake while the exec streams */
 		daemon_fault("exec-handed");
 		while (poll(p, 2, -1) < 0 && errno == EINTR)
 			;
+		idle_hold(up->name, -1);
 	}
 	close(up->ctl);
 	json_decref(up->req);
@@ -293,6 +297,9 @@ unsigned exec_start(struct MHD_Connection *conn, const char *name, const char *t
 	*upgrade = NULL;
 	if (!req)
 		return 400;
+	/* an exec is activity, and wakes a sleeping instance */
+	if (instance_name_valid(name) && instances_wake(name) == 0)
+		idle_touch(name);
 	if ((status = instances_running_dir(name, &dirfd, body)) != 0) {
 		json_decref(req);
 		return status;
@@ -305,7 +312,9 @@ unsigned exec_start(struct MHD_Connection *conn, const char *name, const char *t
 					 "the instance is not taking execs (starting or ending)"), 409;
 	}
 	if (!stream) {
+		idle_hold(name, 1);
 		status = run_buffered(ctl, req, body);
+		idle_hold(name, -1);
 		close(ctl);
 		json_decref(req);
 		return status;
@@ -315,6 +324,7 @@ unsigned exec_start(struct MHD_Connection *conn, const char *name, const char *t
 		if (up) {
 			up->ctl = ctl;
 			up->req = req;
+			snprintf(up->name, sizeof up->name, "%s", name);
 			*upgrade = MHD_create_response_for_upgrade(upgraded, up);
 		}
 		if (!*upgrade) {

@@ -8,6 +8,7 @@
  * Files are written whole (temp, fsync, rename, fsync dir), so a daemon
  * killed at any point finds each of them old or new, never torn. */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -26,14 +27,21 @@
 #include "../common/util.h"
 #include <aegis/aegis.h>
 #include "daemon.h"
+#include "expose.h"
+#include "idle.h"
 #include "instances.h"
+#include "router.h"
+#include "control.h"
 #include "shim.h"
 #include "statefile.h"
 
 #define STOP_GRACE_MS 5000
+#define IDLE_PAUSE_DEFAULT_S 60
+#define IDLE_STOP_DEFAULT_S (15 * 60)
 #define SHIM_READY_MS 5000
 
 static char instances_dir[4096];
+static pthread_mutex_t transition = PTHREAD_MUTEX_INITIALIZER;	/* pause, wake, stop, start */
 static char shim_exe[4096];	/* aegis-shim, next to aegisd */
 static const char *cgroup_parent;	/* $AEGIS_CGROUP_PARENT: new instances' cgroups go below it */
 
@@ -74,11 +82,29 @@ static json_t *err_body(const char *code, const char *message, const char *field
 	return json_pack("{s:o}", "error", e);
 }
 
+static int remove_tree(const char *dir);
+static json_t *activity_of(const char *name, const char *dir, json_t *config);
+static void mark(const char *dir, const char *name);
+
+/* True when the request's policy puts the instance on the host's network. */
+static bool expose_needs_own_net(json_t *req)
+{
+	struct aegis_policy pol;
+	struct aegis_error perr;
+	bool host;
+
+	if (policy_load(json_string_value(json_object_get(req, "policy")) ?: "default", &pol, &perr) < 0)
+		return false;
+	host = pol.net_mode && !strcmp(pol.net_mode, "host");
+	policy_free(&pol);
+	return host;
+}
+
 /* The request, checked field by field; NULL and *bad = the field at fault. */
 static json_t *check_request(const char *text, const char **bad, const char **why)
 {
 	static const char *const known[] = { "name", "argv", "env", "cwd", "workspace", "workspace_ro",
-					     "policy", NULL };
+					     "policy", "expose", "idle_pause_s", "idle_stop_s", NULL };
 	json_t *req = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL), *v, *item;
 	const char *key, *name;
 	struct aegis_policy pol;
@@ -133,6 +159,25 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 			       json_decref(req), NULL;
 		policy_free(&pol);
 	}
+	for (i = 0; i < 2; i++) {
+		const char *f = i ? "idle_stop_s" : "idle_pause_s";
+		if ((v = json_object_get(req, f)) && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+						      json_integer_value(v) > 365 * 86400))
+			return *bad = f, *why = "must be a whole number of seconds (0: never)", json_decref(req), NULL;
+	}
+	if ((v = json_object_get(req, "expose"))) {
+		struct expose e;
+		if (!json_is_array(v) || json_array_size(v) > EXPOSE_MAX)
+			return *bad = "expose", *why = "must be an array of at most 16 [ADDR:]HOST:GUEST",
+			       json_decref(req), NULL;
+		json_array_foreach(v, i, item)
+			if (!json_is_string(item) || expose_parse(json_string_value(item), &e) < 0)
+				return *bad = "expose", *why = "must be [ADDR:]HOST:GUEST (numeric address, ports 1-65535)",
+				       json_decref(req), NULL;
+		if (json_array_size(v) && expose_needs_own_net(req))
+			return *bad = "expose", *why = "a host-network instance has no ports of its own to expose",
+			       json_decref(req), NULL;
+	}
 	return req;
 }
 
@@ -173,6 +218,7 @@ static void spawn_shim(const char *dir)
 
 unsigned instances_create(const char *request, json_t **body)
 {
+	char why_buf[200];
 	const char *bad, *why;
 	json_t *req = check_request(request, &bad, &why);
 	char dir[4400];
@@ -195,6 +241,11 @@ unsigned instances_create(const char *request, json_t **body)
 	}
 	if (cgroup_parent)
 		json_object_set_new(req, "cgroup_parent", json_string(cgroup_parent));
+	/* idle: paused after a minute, stopped after 15 min paused, unless asked otherwise */
+	if (!json_object_get(req, "idle_pause_s"))
+		json_object_set_new(req, "idle_pause_s", json_integer(IDLE_PAUSE_DEFAULT_S));
+	if (!json_object_get(req, "idle_stop_s"))
+		json_object_set_new(req, "idle_stop_s", json_integer(IDLE_STOP_DEFAULT_S));
 	snprintf(dir, sizeof dir, "%s/%s", instances_dir, json_string_value(json_object_get(req, "name")));
 	if (mkdir(dir, 0700) < 0) {
 		json_decref(req);
@@ -213,6 +264,12 @@ unsigned instances_create(const char *request, json_t **body)
 	}
 	close(dfd);
 	daemon_fault("create-config");
+	if (router_open(json_string_value(json_object_get(req, "name")), json_object_get(req, "expose"), why_buf,
+			sizeof why_buf) < 0) {
+		remove_tree(dir);
+		json_decref(req);
+		return *body = err_body("port_unavailable", why_buf, "expose"), 409;
+	}
 	spawn_shim(dir);
 	daemon_fault("create-spawned");
 	*body = json_pack("{s:s, s:s}", "name", json_string_value(json_object_get(req, "name")),
@@ -356,6 +413,7 @@ static json_t *describe(const char *name)
 	shim = load(dir, "shim.json");
 	exitj = load(dir, "exit.json");
 	state = flag(dir, "deleting") ? "deleting" : flag(dir, "disabled") ? "disabled"
+		: flag(dir, "stopped") && !live_shim(dir, shim) ? "stopped"
 		: exitj ? (ended_badly(exitj) ? "failed" : "exited") : !shim ? "starting"
 		: !live_shim(dir, shim) ? "failed" : flag(dir, "paused") ? "paused" : "running";
 	out = json_pack("{s:s, s:s, s:O, s:s}", "name", name, "state", state, "argv",
@@ -364,7 +422,8 @@ static json_t *describe(const char *name)
 	if (json_object_get(config, "policy_digest"))
 		json_object_set(out, "policy_digest", json_object_get(config, "policy_digest"));
 	json_object_set_new(out, "image", json_string("host"));	/* OCI images: not yet */
-	json_object_set_new(out, "expose", json_array());		/* port exposure: not yet */
+	json_object_set(out, "expose", json_object_get(config, "expose") ?: json_array());
+	json_object_set_new(out, "activity", activity_of(name, dir, config));
 	if (json_object_get(config, "workspace"))
 		json_object_set(out, "workspace", json_object_get(config, "workspace"));
 	if (shim) {
@@ -416,6 +475,30 @@ unsigned instances_info(const char *name, json_t **body)
 	return 200;
 }
 
+/* Everything below the directory dirfd, never following a link (the
+ * workspace holds what the sandbox made). */
+static void remove_below(int dirfd)
+{
+	DIR *d = opendir_at(dirfd);
+	struct dirent *e;
+
+	while (d && (e = readdir(d))) {
+		int sub;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (unlinkat(dirfd, e->d_name, 0) == 0 || (errno != EISDIR && errno != EPERM))
+			continue;
+		sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub >= 0) {
+			remove_below(sub);
+			close(sub);
+		}
+		unlinkat(dirfd, e->d_name, AT_REMOVEDIR);
+	}
+	if (d)
+		closedir(d);
+}
+
 static int remove_tree(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -428,7 +511,14 @@ static int remove_tree(const char *dir)
 	while ((e = readdir(d)))
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "deleting")) {
 			snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-			unlink(path);
+			if (unlink(path) < 0 && errno == EISDIR) {
+				int sub = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				if (sub >= 0) {
+					remove_below(sub);
+					close(sub);
+				}
+				rmdir(path);
+			}
 			daemon_fault("delete-partial");
 		}
 	closedir(d);
@@ -499,6 +589,7 @@ unsigned instances_delete(const char *name, json_t **body)
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	/* desired state first: a daemon killed from here on finishes the delete */
 	mark(dir, "deleting");
+	router_close(name);
 	daemon_fault("delete-marked");
 	stop_instance(dir);
 	daemon_fault("delete-stopped");
@@ -515,10 +606,14 @@ unsigned instances_disable(const char *name, json_t **body)
 
 	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	pthread_mutex_lock(&transition);
+	router_close(name);	/* refused, not woken: a disabled instance stays down */
 	stop_instance(dir);
 	unlink_in(dir, "paused");
+	unlink_in(dir, "stopped");
 	snprintf(flag, sizeof flag, "%s/disabled", dir);
 	close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+	pthread_mutex_unlock(&transition);
 	*body = json_pack("{s:s, s:s}", "name", name, "state", "disabled");
 	return 200;
 }
@@ -537,8 +632,17 @@ unsigned instances_start(const char *name, json_t **body)
 	json_decref(shim);
 	if (running)
 		return *body = err_body("running", "the instance is running already", "name"), 409;
+	if (flag(dir, "disabled")) {
+		json_t *config = load(dir, "config.json");
+		char why[200];
+		int r = router_open(name, json_object_get(config, "expose"), why, sizeof why);
+		json_decref(config);
+		if (r < 0)
+			return *body = err_body("port_unavailable", why, "expose"), 409;
+	}
 	stop_instance(dir);	/* tidy what a failed shim left */
 	unlink_in(dir, "disabled");
+	unlink_in(dir, "stopped");
 	unlink_in(dir, "paused");
 	unlink_in(dir, "exit.json");
 	unlink_in(dir, "shim.json");
@@ -679,6 +783,11 @@ void instances_recover(void)
 		config = load(dir, "config.json");
 		shim = load(dir, "shim.json");
 		exitj = load(dir, "exit.json");
+		if (config && !flag(dir, "disabled") && json_array_size(json_object_get(config, "expose"))) {
+			char why[200];
+			if (router_open(e->d_name, json_object_get(config, "expose"), why, sizeof why) < 0)
+				daemon_log("error", why, "instance", e->d_name);
+		}
 		if (shim && live_shim(dir, shim)) {
 			daemon_log("info", "adopted a running instance", "instance", e->d_name);
 		} else if (shim_lock_held(dir)) {
@@ -761,4 +870,207 @@ json_t *instances_counts(void)
 	}
 	json_decref(list);
 	return counts;
+}
+
+/* ---- sleeping and waking (idle.c, router.c, exec.c) ---- */
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* DIR/activity.json: wakes, time asleep. Written on each transition. */
+static json_t *activity_load(const char *dir)
+{
+	json_t *a = load(dir, "activity.json");
+
+	return json_is_object(a) ? a : (json_decref(a), json_pack("{s:i, s:i, s:i}", "wake_count", 0,
+								   "paused_ms", 0, "stopped_ms", 0));
+}
+
+static void activity_save(const char *dir, json_t *a)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dfd >= 0) {
+		statefile_write(dfd, "activity.json", a);
+		close(dfd);
+	}
+}
+
+static void activity_add(json_t *a, const char *key, json_int_t v)
+{
+	json_object_set_new(a, key, json_integer(json_integer_value(json_object_get(a, key)) + v));
+}
+
+static json_t *activity_of(const char *name, const char *dir, json_t *config)
+{
+	json_t *a = activity_load(dir), *out;
+	uint64_t idle_ms, last_ms, now = wall_ms();
+	json_int_t since;
+	int holds;
+	char when[40];
+	time_t t;
+	struct tm tm;
+
+	idle_state(name, &idle_ms, &holds, &last_ms);
+	t = (time_t)(last_ms / 1000);
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	out = json_pack("{s:s, s:I, s:i, s:I, s:I}", "last_activity", when, "idle_ms", (json_int_t)idle_ms,
+			"connections", holds, "wake_count", json_integer_value(json_object_get(a, "wake_count")),
+			"idle_pause_s", json_integer_value(json_object_get(config, "idle_pause_s")));
+	json_object_set(out, "idle_stop_s", json_object_get(config, "idle_stop_s"));
+	/* time asleep so far, the current stretch included */
+	since = json_integer_value(json_object_get(a, "paused_since"));
+	json_object_set_new(out, "paused_s", json_real((double)(json_integer_value(json_object_get(a, "paused_ms")) +
+						       (since ? (json_int_t)now - since : 0)) / 1000.0));
+	since = json_integer_value(json_object_get(a, "stopped_since"));
+	json_object_set_new(out, "stopped_s", json_real((double)(json_integer_value(json_object_get(a, "stopped_ms")) +
+							(since ? (json_int_t)now - since : 0)) / 1000.0));
+	json_decref(a);
+	return out;
+}
+
+/* The daemon's word on the instance's audit chain, through its shim. */
+static void instance_event(const char *dir, const char *type, json_t *fields)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	json_t *req = json_pack("{s:s, s:o}", "event", type, "fields", fields), *reply;
+
+	if (dfd >= 0) {
+		reply = control_call(dfd, req, NULL, 5000);
+		json_decref(reply);
+		close(dfd);
+	}
+	json_decref(req);
+}
+
+int instances_dirfd(const char *name)
+{
+	char dir[4400];
+
+	if (!existing_dir(name, dir, sizeof dir))
+		return -1;
+	return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+int instances_wake(const char *name)
+{
+	char dir[4400], parent[256];
+	struct aegis_error err;
+	json_t *shim, *a;
+	pid_t pid = 0;
+	int r = 0;
+
+	if (!existing_dir(name, dir, sizeof dir))
+		return -1;
+	pthread_mutex_lock(&transition);
+	shim = load(dir, "shim.json");
+	if (shim)
+		pid = live_shim(dir, shim);
+	json_decref(shim);
+	if (flag(dir, "deleting") || flag(dir, "disabled")) {
+		r = -1;
+	} else if (pid && flag(dir, "paused")) {
+		if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), false, &err) < 0) {
+			r = -1;
+		} else {
+			unlink_in(dir, "paused");
+			a = activity_load(dir);
+			activity_add(a, "wake_count", 1);
+			activity_add(a, "paused_ms", (json_int_t)wall_ms() - json_integer_value(json_object_get(a, "paused_since")));
+			json_object_del(a, "paused_since");
+			activity_save(dir, a);
+			json_decref(a);
+			instance_event(dir, "instance.wake", json_pack("{s:s}", "from", "paused"));
+		}
+	} else if (!pid && flag(dir, "stopped")) {
+		unlink_in(dir, "stopped");
+		unlink_in(dir, "exit.json");
+		unlink_in(dir, "shim.json");
+		spawn_shim(dir);
+		a = activity_load(dir);
+		activity_add(a, "wake_count", 1);
+		activity_add(a, "stopped_ms", (json_int_t)wall_ms() - json_integer_value(json_object_get(a, "stopped_since")));
+		json_object_del(a, "stopped_since");
+		activity_save(dir, a);
+		json_decref(a);
+		instance_event(dir, "instance.wake", json_pack("{s:s}", "from", "stopped"));
+	} else if (!pid) {
+		json_t *exitj = load(dir, "exit.json");
+		r = exitj ? -1 : 0;	/* ended on its own: not ours to restart; else starting */
+		json_decref(exitj);
+	}
+	pthread_mutex_unlock(&transition);
+	if (r == 0)
+		idle_touch(name);
+	return r;
+}
+
+/* The idle policy of one instance, idle_ms since its last activity. */
+static void idle_one(const char *name)
+{
+	char dir[4400], parent[256];
+	struct aegis_error err;
+	json_t *config, *shim, *a;
+	json_int_t pause_s, stop_s, since;
+	uint64_t idle_ms, last;
+	int holds;
+	pid_t pid = 0;
+
+	if (!existing_dir(name, dir, sizeof dir) || !(config = load(dir, "config.json")))
+		return;
+	pause_s = json_integer_value(json_object_get(config, "idle_pause_s"));
+	stop_s = json_integer_value(json_object_get(config, "idle_stop_s"));
+	json_decref(config);
+	if ((!pause_s && !stop_s) || flag(dir, "disabled") || flag(dir, "deleting") || flag(dir, "stopped"))
+		return;
+	idle_state(name, &idle_ms, &holds, &last);
+	if (holds)
+		return;
+	pthread_mutex_lock(&transition);
+	shim = load(dir, "shim.json");
+	if (shim)
+		pid = live_shim(dir, shim);
+	json_decref(shim);
+	a = activity_load(dir);
+	if (pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000) {
+		if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), true, &err) == 0) {
+			mark(dir, "paused");
+			json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
+			activity_save(dir, a);
+			instance_event(dir, "instance.pause", json_pack("{s:s, s:I}", "reason", "idle", "idle_s",
+									(json_int_t)(idle_ms / 1000)));
+		}
+	} else if (pid && flag(dir, "paused") && stop_s &&
+		   (since = json_integer_value(json_object_get(a, "paused_since"))) &&
+		   (json_int_t)wall_ms() - since >= stop_s * 1000) {
+		instance_event(dir, "instance.stop", json_pack("{s:s, s:I}", "reason", "idle", "paused_s",
+							       ((json_int_t)wall_ms() - since) / 1000));
+		mark(dir, "stopped");
+		stop_instance(dir);	/* thawed, then SIGTERM: the shim writes exit.json */
+		unlink_in(dir, "paused");
+		activity_add(a, "paused_ms", (json_int_t)wall_ms() - since);
+		json_object_del(a, "paused_since");
+		json_object_set_new(a, "stopped_since", json_integer((json_int_t)wall_ms()));
+		activity_save(dir, a);
+	}
+	json_decref(a);
+	pthread_mutex_unlock(&transition);
+}
+
+void instances_idle_sweep(void)
+{
+	DIR *d = opendir(instances_dir);
+	struct dirent *e;
+
+	while (d && (e = readdir(d)))
+		if (instance_name_valid(e->d_name))
+			idle_one(e->d_name);
+	if (d)
+		closedir(d);
 }

@@ -50,5 +50,13 @@ struct live_shim {
 int instances_live(struct live_shim *out, int max);
 bool instances_is_shim(const char *name, pid_t pid);
 
+/* Scale to zero (idle.c, router.c): wake an instance that sleeps (resume
+ * a paused one, start a stopped one again); 0 when it runs (or starts),
+ * -1 when it may not (disabled, deleted, or ended on its own). */
+int instances_wake(const char *name);
+/* Its directory (O_DIRECTORY), or -1. */
+int instances_dirfd(const char *name);
+/* Apply every instance's idle policy once (pause, then stop). */
+void instances_idle_sweep(void);
 
 #endif

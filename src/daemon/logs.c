@@ -20,6 +20,7 @@
 #include "../common/logrecord.h"
 #include "../common/util.h"
 #include "instances.h"
+#include "idle.h"
 #include "logs.h"
 #include "logwriter.h"
 
@@ -498,8 +499,8 @@ static int stream_wait(struct stream *s)
 	if (p[0].revents & POLLIN)
 		while (read(s->inotify, events, sizeof events) > 0)
 			;
-	/* Here a follower could tell an idle timer that the instance is
-	 * being watched: it is, for as long as this loop runs. */
+	/* a follower is activity: the instance stays awake while it watches */
+	idle_touch(strrchr(s->dir, '/') ? strrchr(s->dir, '/') + 1 : s->dir);
 	return 0;
 }
 

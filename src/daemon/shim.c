@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,7 +65,7 @@ void shim_main(const char *dir, int ready_fd)
 	json_t *config, *v, *end;
 	uint64_t log_max, log_lost;
 	sigset_t all;
-	char path[4400], audit[4400];
+	char path[4400], audit[4400], workspace[4400];
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
 	snprintf(path, sizeof path, "%s/config.json", dir);
@@ -105,6 +106,13 @@ void shim_main(const char *dir, int ready_fd)
 	if ((v = json_object_get(config, "workspace")))
 		spec.workspace = json_string_value(v);
 	spec.workspace_ro = json_is_true(json_object_get(config, "workspace_ro"));
+	/* without one of its own, an instance keeps its /workspace in its
+	 * directory: a stop (idle or asked) and the next start keep it */
+	if (!spec.workspace) {
+		mkdirat(dirfd, "workspace", 0700);
+		snprintf(workspace, sizeof workspace, "%s/workspace", dir);
+		spec.workspace = workspace;
+	}
 	/* The rotated log bounds an instance's output on disk; the one-shot
 	 * run's default cut would end a long-lived log for good. A policy's
 	 * own output limit still holds. */

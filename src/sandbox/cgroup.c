@@ -503,3 +503,20 @@ int aegis_run_usage(int supervisor_pid, const char *cgroup_parent, struct aegis_
 	u->pids = read_u64(path);
 	return 0;
 }
+
+void aegis_freezer_anchor(const char *cgroup_parent, bool hold)
+{
+	char parent[200], dir[512];
+
+	if (cgroup_version() != 1)
+		return;	/* v2's cgroup.freeze has no global switch */
+	run_parent(cgroup_parent, 1, parent, sizeof parent);
+	snprintf(dir, sizeof dir, CGROUP_ROOT "/freezer%s/anchor", parent);
+	if (!hold) {
+		rmdir(dir);	/* empty: goes, frozen or not */
+		return;
+	}
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return;
+	(void)write_knob(dir, "freezer.state", "FROZEN", true, NULL);
+}

@@ -56,6 +56,7 @@ struct execserve {
 	pthread_cond_t drained;
 	int sync_fd;		/* our own dup of the channel to PID 1 */
 	const char *cwd;	/* the run's default working directory */
+	struct record *rec;	/* the run's audit events */
 	struct session *live;
 	unsigned refs;		/* the supervise loop, and one per session thread */
 	uint32_t next_id;
@@ -76,7 +77,7 @@ static void serve_release(struct execserve *srv)
 	}
 }
 
-struct execserve *execserve_new(int sync_fd, const char *cwd)
+struct execserve *execserve_new(int sync_fd, const char *cwd, struct record *rec)
 {
 	struct execserve *srv = calloc(1, sizeof *srv);
 
@@ -90,6 +91,7 @@ struct execserve *execserve_new(int sync_fd, const char *cwd)
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->drained, NULL);
 	srv->cwd = cwd;
+	srv->rec = rec;
 	srv->refs = 1;
 	return srv;
 }
@@ -118,6 +120,13 @@ void execserve_news(struct execserve *srv, const struct sync_msg *msg, int passe
 		} else if (msg->kind == SYNC_EXEC_EXIT) {
 			s->status = msg->wait_status;
 			session_set(s, S_EXITED);
+		} else if (msg->kind == SYNC_CONNECTED) {
+			s->status = msg->wait_status;	/* 0, or why not */
+			if (!msg->wait_status && s->master < 0) {
+				s->master = passed;
+				passed = -1;
+			}
+			session_set(s, msg->wait_status ? S_FAILED : S_RUNNING);
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
@@ -194,7 +203,7 @@ static json_t *read_request(struct session *s)
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
 		    c->cmsg_len == CMSG_LEN(sizeof(int)) && s->client < 0)
 			memcpy(&s->client, CMSG_DATA(c), sizeof(int));
-	if (n > 0 && s->client >= 0 && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+	if (n > 0 && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
 		req = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
 	free(text);
 	return req;
@@ -430,6 +439,75 @@ static const char *code_name(const struct aegis_error *e)
 	       : e->code == AEGIS_E_INVALID ? "invalid" : "failed";
 }
 
+/* The answer to a connect or event request, on the control connection,
+ * with a descriptor or without. */
+static void answer(struct session *s, json_t *j, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control = { 0 };
+	char *text = json_dumps(j, JSON_COMPACT);
+	struct iovec iov = { .iov_base = text, .iov_len = text ? strlen(text) : 0 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+		mh.msg_control = control.buf;
+		mh.msg_controllen = sizeof control.buf;
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	if (text)
+		(void)!sendmsg(s->conn, &mh, MSG_NOSIGNAL);
+	free(text);
+	json_decref(j);
+}
+
+/* {"connect": PORT}: a connection to the sandbox's own 127.0.0.1:PORT,
+ * made by its PID 1, handed back to the daemon's router. */
+static void serve_connect(struct session *s, json_t *req)
+{
+	json_int_t port = json_integer_value(json_object_get(req, "connect"));
+	struct sync_msg msg = { .kind = SYNC_CONNECT, .wait_status = (int)port };
+	enum session_state st;
+
+	pthread_mutex_lock(&s->srv->lock);
+	msg.exec_id = s->id = ++s->srv->next_id;
+	pthread_mutex_unlock(&s->srv->lock);
+	if (port < 1 || port > 65535 || tell_pid1(s, &msg, NULL, NULL, 0) < 0) {
+		answer(s, json_pack("{s:s, s:i}", "error", "the instance is not running", "errno", ESRCH), -1);
+		return;
+	}
+	while ((st = state_of(s)) == S_STARTING) {
+		struct pollfd p = { .fd = s->wake[0], .events = POLLIN };
+		poll(&p, 1, -1);
+	}
+	if (st == S_RUNNING && s->master >= 0)
+		answer(s, json_pack("{s:b}", "ok", 1), s->master);
+	else
+		answer(s, json_pack("{s:s, s:i}", "error", st == S_FAILED ? strerror(s->status) :
+				    "the instance stopped", "errno", st == S_FAILED ? s->status : ESRCH), -1);
+}
+
+/* {"event": "instance.X", "fields": {...}}: the daemon's word on the
+ * run's audit chain (it cannot append there itself while we write it). */
+static void serve_event(struct session *s, json_t *req)
+{
+	const char *type = json_string_value(json_object_get(req, "event"));
+	json_t *fields = json_object_get(req, "fields");
+
+	if (!type || strncmp(type, "instance.", 9) || !json_is_object(fields)) {
+		answer(s, json_pack("{s:s}", "error", "malformed event"), -1);
+		return;
+	}
+	record_event(s->srv->rec, type, json_deep_copy(fields));
+	answer(s, json_pack("{s:b}", "ok", 1), -1);
+}
+
 static void session_run(struct session *s)
 {
 	struct stdio io = { .child = { -1, -1, -1 }, .in = -1, .out = -1, .err = -1 };
@@ -439,6 +517,14 @@ static void session_run(struct session *s)
 	char *payload = NULL;
 	enum session_state st;
 
+	if (req && json_object_get(req, "connect")) {
+		serve_connect(s, req);
+		goto out;
+	}
+	if (req && json_object_get(req, "event")) {
+		serve_event(s, req);
+		goto out;
+	}
 	if (s->client < 0)
 		goto out;
 	/* an HTTP server's socket comes non-blocking: we want blocking writes,

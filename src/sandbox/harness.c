@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/statfs.h>
@@ -146,7 +148,30 @@ static int pty_open(int *master, int *slave)
 	return 0;
 }
 
-/* One request from the supervisor: start an exec, or signal one. */
+/* A connection to one of the sandbox's own ports, for the daemon's
+ * router: made in here, so it can reach nothing but this network
+ * namespace's loopback. Loopback answers at once: taken or refused. */
+static void guest_connect(const struct sandbox_ctx *ctx, const struct sync_msg *req)
+{
+	struct sync_msg reply = { .kind = SYNC_CONNECTED, .exec_id = req->exec_id };
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)req->wait_status),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = -1;
+
+	if (req->wait_status < 1 || req->wait_status > 65535)
+		reply.wait_status = EINVAL;
+	else if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		 connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0)
+		reply.wait_status = errno;
+	if (!reply.wait_status)
+		sync_send_fd(ctx->sync_fd, &reply, fd);
+	else
+		sync_send(ctx->sync_fd, &reply);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* One request from the supervisor: start an exec, signal one, or connect. */
 static bool exec_request(const struct sandbox_ctx *ctx, struct execs *x, const sigset_t *mask)
 {
 	static char buf[SYNC_PAYLOAD_MAX + 1];
@@ -163,6 +188,10 @@ static bool exec_request(const struct sandbox_ctx *ctx, struct execs *x, const s
 	for (int i = 0; i < EXECS_MAX; i++)
 		if (x->pid[i] ? x->id[i] == msg.exec_id : slot < 0)
 			slot = i;
+	if (msg.kind == SYNC_CONNECT) {
+		guest_connect(ctx, &msg);
+		goto out;
+	}
 	if (msg.kind == SYNC_EXEC_SIGNAL) {
 		/* its process group: what a terminal's ^C reaches */
 		if (slot >= 0 && x->pid[slot])

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "../common/error.h"
+#include "../common/relay.h"
 #include "../common/util.h"
 #include "proxy.h"
 
@@ -765,138 +766,18 @@ connected:
 			  c->address, strerror(last_err));
 }
 
-/* One direction of the relay: what came with the request head from a
- * buffer, then everything else socket → pipe → socket with splice(2), the
- * bytes never copied through user space. With a 1 MiB pipe this moved
- * ~10% more per second on loopback than a 256 KiB user-space copy. */
-struct proxy_flow {
-	char *buf;			/* bytes that arrived with the request head */
-	size_t off, len;		/* bytes [off, len) wait to be sent */
-	int pipe[2];			/* the rest moves through this pipe: splice(2) */
-	size_t inpipe;			/* bytes in the pipe */
-	bool eof;			/* source said EOF */
-	bool shut;			/* and the destination has been told */
-	uint64_t *count;
-};
-
-#define PROXY_PIPE_SIZE (1 << 20)
-
-/* From the socket into the pipe, no copy through user space.
- * >0 bytes, 0 EOF, -1 errno. */
-static ssize_t proxy_flow_fill(struct proxy_flow *pp, int fd)
-{
-	ssize_t n = splice(fd, NULL, pp->pipe[1], NULL, PROXY_PIPE_SIZE - pp->inpipe,
-			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-
-	if (n > 0)
-		pp->inpipe += (size_t)n;
-	else if (n == 0)
-		pp->eof = true;
-	return n;
-}
-
-/* The head's bytes first, then the pipe's. >0 bytes, -1 errno. */
-static ssize_t proxy_flow_drain(struct proxy_flow *pp, int fd)
-{
-	ssize_t n;
-
-	if (pp->len > pp->off) {
-		n = send(fd, pp->buf + pp->off, pp->len - pp->off, MSG_NOSIGNAL);
-		if (n > 0 && (pp->off += (size_t)n) == pp->len)
-			pp->off = pp->len = 0;
-	} else {
-		n = splice(pp->pipe[0], NULL, fd, NULL, pp->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0)
-			pp->inpipe -= (size_t)n;
-	}
-	if (n > 0)
-		*pp->count += (uint64_t)n;
-	return n;
-}
-
-static bool proxy_flow_pending(const struct proxy_flow *pp)
-{
-	return pp->len > pp->off || pp->inpipe > 0;
-}
-
-static int proxy_flow_open(struct proxy_flow *pp)
-{
-	if (pipe2(pp->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-		pp->pipe[0] = pp->pipe[1] = -1;
-		return -1;
-	}
-	/* a bigger pipe, fewer trips; the default 64 KiB still works */
-	(void)fcntl(pp->pipe[1], F_SETPIPE_SZ, PROXY_PIPE_SIZE);
-	return 0;
-}
-
-static void proxy_flow_close(struct proxy_flow *pp)
-{
-	for (int i = 0; i < 2; i++)
-		if (pp->pipe[i] >= 0)
-			close(pp->pipe[i]);
-}
-
-/* Move bytes both ways until both sides said EOF and everything was
- * delivered, an error, or stop. */
-static void proxy_relay(struct proxy_conn *c, struct proxy_flow *c2u, struct proxy_flow *u2c)
+/* Both ways, until both are done (common/relay.c). */
+static void proxy_relay(struct proxy_conn *c, struct relay_flow *c2u, struct relay_flow *u2c)
 {
 	const int fds[2] = { c->client, c->upstream };
-	/* what is read from fds[i] goes into in[i]; out[i] is written to fds[i] */
-	struct proxy_flow *in[2] = { c2u, u2c }, *out[2] = { u2c, c2u };
 
-	for (;;) {
-		struct pollfd pfd[3];
-		bool one_done = false;
-		int r;
-
-		for (int i = 0; i < 2; i++) {
-			struct proxy_flow *pp = in[i];
-			if (pp->eof && !proxy_flow_pending(pp) && !pp->shut) {
-				shutdown(fds[1 - i], SHUT_WR);
-				pp->shut = true;
-			}
-			if (pp->shut)
-				one_done = true;
-		}
-		if (c2u->shut && u2c->shut)
-			return;
-		for (int i = 0; i < 2; i++) {
-			short ev = 0;
-			if (!in[i]->eof && in[i]->inpipe < PROXY_PIPE_SIZE)
-				ev |= POLLIN;
-			if (proxy_flow_pending(out[i]))
-				ev |= POLLOUT;
-			/* fd -1 when there is nothing to wait for: a hung-up socket
-			 * would otherwise make poll return at once, forever */
-			pfd[i] = (struct pollfd){ .fd = ev ? fds[i] : -1, .events = ev };
-		}
-		pfd[2] = (struct pollfd){ .fd = c->p->stop_fd, .events = POLLIN };
-		r = poll(pfd, 3, one_done ? PROXY_IDLE_AFTER_EOF_MS : -1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0 || pfd[2].revents)
-			return;
-		for (int i = 0; i < 2; i++) {
-			short rev = pfd[i].revents;
-			if ((rev & (POLLIN | POLLHUP | POLLERR)) && (pfd[i].events & POLLIN)) {
-				if (proxy_flow_fill(in[i], fds[i]) < 0 && errno != EAGAIN &&
-				    errno != EINTR)
-					return;
-			}
-			if ((rev & (POLLOUT | POLLHUP | POLLERR)) && (pfd[i].events & POLLOUT)) {
-				if (proxy_flow_drain(out[i], fds[i]) < 0 && errno != EAGAIN &&
-				    errno != EINTR)
-					return;
-			}
-		}
-	}
+	relay_run(fds, c2u, u2c, c->p->stop_fd, PROXY_IDLE_AFTER_EOF_MS);
 }
 
 static void proxy_serve(struct proxy_conn *c)
 {
 	static const char established[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-	struct proxy_flow c2u = { .count = &c->up, .pipe = { -1, -1 } },
+	struct relay_flow c2u = { .count = &c->up, .pipe = { -1, -1 } },
 			  u2c = { .count = &c->down, .pipe = { -1, -1 } };
 	struct proxy_request req;
 	struct proxy_target *t = NULL;
@@ -922,7 +803,7 @@ static void proxy_serve(struct proxy_conn *c)
 	snprintf(c->rule, sizeof c->rule, "%s", matched->text);
 
 	c2u.buf = malloc(PROXY_RELAY_BUF);
-	if (!c2u.buf || proxy_flow_open(&c2u) < 0 || proxy_flow_open(&u2c) < 0) {
+	if (!c2u.buf || relay_flow_open(&c2u) < 0 || relay_flow_open(&u2c) < 0) {
 		proxy_fail(c, 502, "error", "out of memory or descriptors");
 		goto out;
 	}
@@ -946,8 +827,8 @@ static void proxy_serve(struct proxy_conn *c)
 	proxy_relay(c, &c2u, &u2c);
 out:
 	free(c2u.buf);
-	proxy_flow_close(&c2u);
-	proxy_flow_close(&u2c);
+	relay_flow_close(&c2u);
+	relay_flow_close(&u2c);
 	free(t);
 }
 

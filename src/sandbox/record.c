@@ -173,6 +173,18 @@ void record_end(struct record *r, const struct aegis_result *res, const struct a
 	close_logs(r);
 }
 
+void record_event(struct record *r, const char *type, json_t *fields)
+{
+	struct aegis_error ignored;
+
+	if (!recording(r) || !json_is_object(fields)) {
+		json_decref(fields);
+		return;
+	}
+	json_object_set_new(fields, "id", json_string(r->id));
+	emit(r, type, fields, &ignored);
+}
+
 void record_exec(struct record *r, int pid, const char *path, char **argv, int argc, const char *rule)
 {
 	struct aegis_error ignored;

@@ -32,7 +32,10 @@ struct sandbox_ctx {
  * descriptors: its stdin, stdout, stderr); PID 1 answers STARTED (err set
  * if it could not) and, when reaped, EXEC_EXIT. */
 enum sync_kind { SYNC_GO = 1, SYNC_ERROR, SYNC_EXIT, SYNC_LIMIT, SYNC_LISTENER, SYNC_UPPER, SYNC_PROXY,
-		 SYNC_EXEC, SYNC_EXEC_STARTED, SYNC_EXEC_EXIT, SYNC_EXEC_SIGNAL };
+		 SYNC_EXEC, SYNC_EXEC_STARTED, SYNC_EXEC_EXIT, SYNC_EXEC_SIGNAL,
+		 /* a TCP connection to 127.0.0.1:port inside (wait_status: the
+		  * port); CONNECTED answers with it, or wait_status an errno */
+		 SYNC_CONNECT, SYNC_CONNECTED };
 struct sync_msg {
 	enum sync_kind kind;
 	int wait_status;		/* SYNC_EXIT, SYNC_EXEC_EXIT: wait status; EXEC_SIGNAL: the signal */
@@ -216,6 +219,10 @@ struct record {
 };
 int record_start(struct record *r, const struct aegis_spec *spec, const char *cgroup_mode,
 		 struct aegis_error *err);
+/* An event from outside the engine (the daemon's: wake, idle pause...);
+ * fields (a JSON object) is taken. */
+struct json_t;
+void record_event(struct record *r, const char *type, struct json_t *fields);
 void record_end(struct record *r, const struct aegis_result *res, const struct aegis_error *failure);
 void record_exec(struct record *r, int pid, const char *path, char **argv, int argc, const char *rule);
 void record_file_change(struct record *r, const char *path, const char *kind, uint64_t size,

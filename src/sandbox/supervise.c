@@ -130,7 +130,8 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 	int passed, r = sync_recv_fd(fd, &msg, &passed);
 
 	if (passed >= 0 && (r <= 0 || (msg.kind != SYNC_LISTENER && msg.kind != SYNC_UPPER &&
-					msg.kind != SYNC_PROXY && msg.kind != SYNC_EXEC_STARTED) ||
+					msg.kind != SYNC_PROXY && msg.kind != SYNC_EXEC_STARTED &&
+					msg.kind != SYNC_CONNECTED) ||
 			    (msg.kind == SYNC_LISTENER && st->watch.fd >= 0))) {
 		close(passed);
 		passed = -1;
@@ -169,6 +170,7 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 		break;
 	case SYNC_EXEC_STARTED:
 	case SYNC_EXEC_EXIT:
+	case SYNC_CONNECTED:
 		if (st->exec)
 			execserve_news(st->exec, &msg, passed);
 		else if (passed >= 0)
@@ -244,7 +246,7 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sigfd < 0)
 		return error_sys(err, "signalfd");
-	if (spec->control_fd > 0 && !(st.exec = execserve_new(sync_fd, spec->cwd))) {
+	if (spec->control_fd > 0 && !(st.exec = execserve_new(sync_fd, spec->cwd, parts->rec))) {
 		close(sigfd);
 		return error_sys(err, "exec server");
 	}

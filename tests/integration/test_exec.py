@@ -202,13 +202,13 @@ def test_instance_ending_ends_its_execs(env):
     assert p.returncode == 137 and "instance stopped" in p.stderr, p
 
 
-def test_paused_and_stopped_instances_refuse(env):
+def test_exec_wakes_a_paused_instance_and_a_disabled_one_refuses(env):
     start(env, "box")
     assert aegis(env, "instance", "pause", "box").returncode == 0
-    p = aegis(env, "exec", "box", "--", "true")
-    assert p.returncode == 125 and "paused" in p.stderr, p
-    assert aegis(env, "instance", "resume", "box").returncode == 0
-    assert aegis(env, "exec", "box", "--", "true").returncode == 0
+    p = aegis(env, "exec", "box", "--", "echo", "awake")
+    assert (p.returncode, p.stdout) == (0, "awake\n"), p
+    i = json.loads(aegis(env, "instance", "info", "box").stdout)
+    assert i["state"] == "running" and i["activity"]["wake_count"] == 1, i
     assert aegis(env, "instance", "disable", "box").returncode == 0
     p = aegis(env, "exec", "box", "--", "true")
     assert p.returncode == 125 and "not running" in p.stderr, p
@@ -278,8 +278,10 @@ def test_full_lifecycle_with_curl(env):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert curl(env, "POST", "/v1/instances/c1/pause")[1]["state"] == "paused"
-    assert curl(env, "POST", "/v1/instances/c1/exec", {"argv": ["true"]})[0] == 409
     assert curl(env, "POST", "/v1/instances/c1/resume")[1]["state"] == "running"
+    assert curl(env, "POST", "/v1/instances/c1/pause")[1]["state"] == "paused"
+    assert curl(env, "POST", "/v1/instances/c1/exec", {"argv": ["true"]})[0] == 200  # wakes it
+    assert curl(env, "GET", "/v1/instances/c1")[1]["state"] == "running"
     status, body = curl(env, "GET", "/v1/status")
     assert body["instances"]["total"] == 1 and body["instances"]["running"] == 1, body
     assert curl(env, "GET", "/v1/instances")[1]["instances"][0]["name"] == "c1"

@@ -640,8 +640,17 @@ static void test_garbage(void)
 	for (int i = 0; i < 1000; i++)
 		close(dial(proxy_port));
 	snprintf(req, sizeof req, "GET http://api.test:%d/ HTTP/1.1\r\n\r\n", up_port);
-	resp = ask_str(req);
-	ok(starts(resp, "HTTP/1.1 200 OK\r\n"), "still serving after 1000 empty connections");
+	/* the departed ones may still hold slots for a moment (a busy machine):
+	 * serving again within 2 s is the property, not at once */
+	for (int tries = 0; tries < 20; tries++) {
+		resp = ask_str(req);
+		if (resp && starts(resp, "HTTP/1.1 200 OK\r\n"))
+			break;
+		free(resp);
+		resp = NULL;
+		usleep(100000);
+	}
+	ok(resp && starts(resp, "HTTP/1.1 200 OK\r\n"), "still serving after 1000 empty connections");
 	free(resp);
 }
 
