@@ -43,6 +43,7 @@ static struct route routes[ROUTES_MAX];
 static int nroutes;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int changed_fd = -1;	/* the accept loop's table changed */
+static uint64_t wake_wait_ms = ROUTER_WAKE_WAIT_MS;	/* $AEGIS_WAKE_WAIT_MS */
 
 static int listen_on(const struct expose *e)
 {
@@ -134,7 +135,7 @@ json_t *router_list(const char *name)
  * instance cannot be woken or its server did not accept in time. */
 static int guest_connection(const char *name, uint16_t guest)
 {
-	uint64_t deadline = now_us() + ROUTER_WAKE_WAIT_MS * 1000ULL;
+	uint64_t deadline = now_us() + wake_wait_ms * 1000ULL;
 	useconds_t backoff = 2000;
 
 	while (now_us() < deadline) {
@@ -256,9 +257,17 @@ static void *accept_loop(void *arg)
 
 int router_start(void)
 {
+	const char *wait = getenv("AEGIS_WAKE_WAIT_MS");
 	pthread_attr_t attr;
 	pthread_t t;
+	uint64_t ms;
 	int r;
+
+	/* how long a client may wait for a waking instance's server */
+	if (wait && (parse_u64(wait, &ms) < 0 || ms < 100 || ms > 600000))
+		return daemon_log("error", "AEGIS_WAKE_WAIT_MS must be 100 to 600000", "value", wait), -1;
+	if (wait)
+		wake_wait_ms = ms;
 
 	changed_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (changed_fd < 0)

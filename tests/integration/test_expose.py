@@ -1,0 +1,281 @@
+"""Scale to zero (issue 6): exposed ports with a router that wakes the
+instance, idle pause and idle stop. HOSTILE.md A-12 (forwarding abuse),
+A-05 (connection floods on the router), C-02 (a restart keeps ports)."""
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import AEGIS, http_server, run
+
+# A tiny server for inside the instance: GET / answers "hello from NAME",
+# PUT-like raw uploads (first line "SHA") get the sha256 of everything
+# that follows until the client's half-close; "DL N" streams N bytes.
+SERVER = r"""
+import hashlib, os, socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(128)
+def serve(c):
+    with c:
+        head = b""
+        while b"\n" not in head:
+            b = c.recv(1)
+            if not b: return
+            head += b
+        if head.startswith(b"SHA"):
+            h = hashlib.sha256()
+            while (b := c.recv(1 << 20)): h.update(b)
+            c.sendall(h.hexdigest().encode())
+        elif head.startswith(b"DL "):
+            n = int(head.split()[1]); chunk = bytes(range(256)) * 4096
+            while n > 0:
+                c.sendall(chunk[:n]); n -= len(chunk)
+        else:
+            while b"\r\n\r\n" not in head:
+                b = c.recv(4096)
+                if not b: break
+                head += b
+            body = b"hello from " + os.environ.get("NAME", "?").encode()
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def env(daemon_env, tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "server.py").write_text(SERVER)
+    daemon_env["TEST_WS"] = str(ws)
+    daemon_env["AEGIS_WAKE_WAIT_MS"] = "3000"  # a server that never listens is given up on sooner
+    return daemon_env
+
+
+def aegis(env, *args, **kw):
+    return run([AEGIS, *args], env=env, **kw)
+
+
+def info(env, name):
+    p = aegis(env, "instance", "info", name)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def wait_state(env, name, want, timeout=15):
+    deadline = time.monotonic() + timeout
+    while (i := info(env, name)) is None or i["state"] != want:
+        assert time.monotonic() < deadline, (name, want, i)
+        time.sleep(0.05)
+    return i
+
+
+def start(env, name, *extra, guest=8000):
+    """An instance running the test server on guest, exposed on a free host port."""
+    port = free_port()
+    p = aegis(env, "instance", "start", "--name", name, "--expose", f"{port}:{guest}", "--env", f"NAME={name}",
+              "--workspace", env["TEST_WS"], *extra, "--", "python3", "/workspace/server.py", str(guest))
+    assert p.returncode == 0, p
+    wait_state(env, name, "running")
+    return port
+
+
+def get(port, timeout=20):
+    """GET / through the router: (status line, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while (b := s.recv(65536)):
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode() if head else "", body.decode()
+
+
+def test_served_running_paused_stopped_and_refused_when_disabled(env):
+    port = start(env, "web", "--idle-pause", "0", "--idle-stop", "0")
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from web")
+    # paused: the connection resumes it
+    assert aegis(env, "instance", "pause", "web").returncode == 0
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from web")
+    assert info(env, "web")["state"] == "running"
+    # stopped (as idle stop leaves it): the connection starts it again and
+    # is held until the server inside accepts
+    assert aegis(env, "instance", "delete", "web").returncode == 0
+    port = start(env, "web", "--idle-pause", "1s", "--idle-stop", "1s")
+    wait_state(env, "web", "stopped")
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from web")
+    i = info(env, "web")
+    assert i["state"] == "running" and i["activity"]["wake_count"] == 1, i
+    # disabled: refused at once, and it stays down
+    assert aegis(env, "instance", "disable", "web").returncode == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert info(env, "web")["state"] == "disabled"
+    # started again by hand: served again
+    assert aegis(env, "instance", "start", "--name", "web").returncode == 0
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from web")
+
+
+def test_many_clients_during_a_cold_wake(env):
+    port = start(env, "many", "--idle-pause", "1s", "--idle-stop", "1s")
+    wait_state(env, "many", "stopped")
+    results = [None] * 30
+
+    def one(i):
+        try:
+            results[i] = get(port)
+        except OSError as e:
+            results[i] = repr(e)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(30)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert results == [("HTTP/1.0 200 OK", "hello from many")] * 30, results
+    assert info(env, "many")["activity"]["wake_count"] == 1
+
+
+def test_large_transfers_both_ways_with_half_close(env):
+    port = start(env, "big", "--idle-pause", "0")
+    # 1 GiB up: the server hashes until our half-close, then answers
+    chunk, h = os.urandom(1 << 20), hashlib.sha256()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        s.sendall(b"SHA\n")
+        for _ in range(1024):
+            s.sendall(chunk)
+            h.update(chunk)
+        s.shutdown(socket.SHUT_WR)
+        digest = b""
+        while (b := s.recv(100)):
+            digest += b
+    assert digest.decode() == h.hexdigest()
+    # 256 MiB down, checked
+    n, h, want = 256 << 20, hashlib.sha256(), hashlib.sha256()
+    pattern = bytes(range(256)) * 4096
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        s.sendall(b"DL %d\n" % n)
+        got = 0
+        while (b := s.recv(1 << 20)):
+            h.update(b)
+            got += len(b)
+    for left in range(n, 0, -len(pattern)):
+        want.update(pattern[:left])
+    assert got == n and h.digest() == want.digest()
+
+
+def test_slow_clients_and_a_thousand_dropped_connections(env):
+    port = start(env, "slow", "--idle-pause", "0")
+    daemon_pid = int(subprocess.run(["pgrep", "-f", "^aegisd --socket " + env["AEGIS_SOCKET"]],
+                                    capture_output=True, text=True).stdout.split()[0])
+    fds_before = len(os.listdir(f"/proc/{daemon_pid}/fd"))
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"GET / HT")  # and then nothing for a while
+    for _ in range(1000):
+        socket.create_connection(("127.0.0.1", port)).close()
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from slow")
+    slow.sendall(b"TP/1.0\r\n\r\n")
+    assert slow.recv(100).startswith(b"HTTP/1.0 200 OK")
+    slow.close()
+    deadline = time.monotonic() + 10
+    while len(os.listdir(f"/proc/{daemon_pid}/fd")) > fds_before + 2:
+        assert time.monotonic() < deadline, "descriptors left behind"
+        time.sleep(0.1)
+
+
+def test_idle_pause_stop_wake_on_exec_and_audit(env):
+    start(env, "idler", "--idle-pause", "1s", "--idle-stop", "2s")
+    assert aegis(env, "exec", "idler", "--", "sh", "-c", "echo kept > /workspace/note").returncode == 0
+    t = time.monotonic()
+    wait_state(env, "idler", "paused")
+    assert time.monotonic() - t >= 0.8
+    i = wait_state(env, "idler", "stopped")
+    assert i["activity"]["paused_s"] >= 1.5, i
+    # an exec wakes it, and the workspace is as it was left
+    p = aegis(env, "exec", "idler", "--", "cat", "/workspace/note")
+    assert (p.returncode, p.stdout) == (0, "kept\n"), p
+    i = info(env, "idler")
+    assert i["state"] == "running" and i["activity"]["wake_count"] == 1 and i["activity"]["stopped_s"] > 0, i
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "idler", "audit.jsonl")
+    types = [json.loads(line)["type"] for line in open(log)]
+    for t in ("instance.pause", "instance.stop", "instance.wake"):
+        assert t in types, types
+    assert aegis(env, "audit", "verify", log).returncode == 0
+
+
+def test_activity_keeps_it_awake(env):
+    port = start(env, "busy", "--idle-pause", "1s")
+    with socket.create_connection(("127.0.0.1", port)) as s:  # an open connection is activity
+        time.sleep(2.5)
+        assert info(env, "busy")["state"] == "running"
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.0 200 OK")
+    wait_state(env, "busy", "paused")
+
+
+def test_only_the_instances_own_ports(env):
+    """A-12: the target is always the instance's own loopback: a host
+    server on the same port is never reached, whatever is asked."""
+    with http_server() as host_port:
+        p = aegis(env, "instance", "start", "--name", "own", "--expose", f"{free_port()}:{host_port}",
+                  "--idle-pause", "0", "--", "sleep", "600")
+        assert p.returncode == 0, p
+        wait_state(env, "own", "running")
+        exposed = info(env, "own")["expose"][0].split(":")[0]
+        assert run(["curl", "-sS", "-m", "5", f"http://127.0.0.1:{host_port}/"]).stdout  # the host server works
+        # nothing listens on that port inside: the router gives up, cleanly
+        s = socket.create_connection(("127.0.0.1", int(exposed)), timeout=60)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s.settimeout(60)
+        try:
+            assert s.recv(100) == b""  # closed: nothing of the host server's
+        except ConnectionResetError:
+            pass  # closed with our request unread: the same
+        s.close()
+    for bad in ("169.254.169.254:80", "8080", "localhost:8080:80", "0:80", "8080:70000", "1.2.3.4.5:80:80",
+                "[::1:80:80", "8080:80:"):
+        p = aegis(env, "instance", "start", "--name", "bad", "--expose", bad, "--", "true")
+        assert p.returncode == 125 and "expose" in p.stderr, (bad, p)
+    assert info(env, "bad") is None
+
+
+def test_taken_port_and_host_network_are_refused(env, tmp_path):
+    with http_server() as taken:
+        p = aegis(env, "instance", "start", "--name", "t", "--expose", f"{taken}:80", "--", "true")
+        assert p.returncode == 125 and "cannot listen" in p.stderr and "in use" in p.stderr, p
+    assert info(env, "t") is None
+    pol = tmp_path / "host.json"
+    pol.write_text(json.dumps({"network": {"mode": "host"}}))
+    p = aegis(env, "instance", "start", "--name", "h", "--policy", str(pol), "--expose", "18081:80", "--", "true")
+    assert p.returncode == 125 and "host-network" in p.stderr, p
+
+
+def test_a_restarted_daemon_serves_the_ports_again(env):
+    port = start(env, "again", "--idle-pause", "0")
+    pid = int(subprocess.run(["pgrep", "-f", "^aegisd --socket " + env["AEGIS_SOCKET"]],
+                             capture_output=True, text=True).stdout.split()[0])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:  # until it is gone (a zombie, or reaped): its listeners with it
+        try:
+            if open(f"/proc/{pid}/stat").read().split(") ")[1][0] in "ZX":
+                break
+        except OSError:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert aegis(env, "up").returncode == 0
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from again")
