@@ -37,6 +37,8 @@
 
 #define STOP_GRACE_MS 5000
 #define IDLE_PAUSE_DEFAULT_S 60
+#define EVENT_WAIT_MS 5000		/* a running shim answers at once */
+#define WAKE_EVENT_WAIT_MS 30000	/* a fresh one once its sandbox is up */
 #define IDLE_STOP_DEFAULT_S (15 * 60)
 #define SHIM_READY_MS 5000
 
@@ -936,13 +938,13 @@ static json_t *activity_of(const char *name, const char *dir, json_t *config)
 }
 
 /* The daemon's word on the instance's audit chain, through its shim. */
-static void instance_event(const char *dir, const char *type, json_t *fields)
+static void instance_event(const char *dir, const char *type, json_t *fields, int wait_ms)
 {
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	json_t *req = json_pack("{s:s, s:o}", "event", type, "fields", fields), *reply;
 
 	if (dfd >= 0) {
-		reply = control_call(dfd, req, NULL, 5000);
+		reply = control_call(dfd, req, NULL, wait_ms);
 		json_decref(reply);
 		close(dfd);
 	}
@@ -962,6 +964,7 @@ int instances_wake(const char *name)
 {
 	char dir[4400], parent[256];
 	struct aegis_error err;
+	const char *woke = NULL;
 	json_t *shim, *a;
 	pid_t pid = 0;
 	int r = 0;
@@ -986,7 +989,7 @@ int instances_wake(const char *name)
 			json_object_del(a, "paused_since");
 			activity_save(dir, a);
 			json_decref(a);
-			instance_event(dir, "instance.wake", json_pack("{s:s}", "from", "paused"));
+			woke = "paused";
 		}
 	} else if (!pid && flag(dir, "stopped")) {
 		unlink_in(dir, "stopped");
@@ -999,13 +1002,17 @@ int instances_wake(const char *name)
 		json_object_del(a, "stopped_since");
 		activity_save(dir, a);
 		json_decref(a);
-		instance_event(dir, "instance.wake", json_pack("{s:s}", "from", "stopped"));
+		woke = "stopped";
 	} else if (!pid) {
 		json_t *exitj = load(dir, "exit.json");
 		r = exitj ? -1 : 0;	/* ended on its own: not ours to restart; else starting */
 		json_decref(exitj);
 	}
 	pthread_mutex_unlock(&transition);
+	/* on the record once the shim takes it (a fresh one may take a while
+	 * on a busy machine); others need not wait for that */
+	if (woke)
+		instance_event(dir, "instance.wake", json_pack("{s:s}", "from", woke), WAKE_EVENT_WAIT_MS);
 	if (r == 0)
 		idle_touch(name);
 	return r;
@@ -1044,13 +1051,13 @@ static void idle_one(const char *name)
 			json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
 			activity_save(dir, a);
 			instance_event(dir, "instance.pause", json_pack("{s:s, s:I}", "reason", "idle", "idle_s",
-									(json_int_t)(idle_ms / 1000)));
+									(json_int_t)(idle_ms / 1000)), EVENT_WAIT_MS);
 		}
 	} else if (pid && flag(dir, "paused") && stop_s &&
 		   (since = json_integer_value(json_object_get(a, "paused_since"))) &&
 		   (json_int_t)wall_ms() - since >= stop_s * 1000) {
 		instance_event(dir, "instance.stop", json_pack("{s:s, s:I}", "reason", "idle", "paused_s",
-							       ((json_int_t)wall_ms() - since) / 1000));
+							       ((json_int_t)wall_ms() - since) / 1000), EVENT_WAIT_MS);
 		mark(dir, "stopped");
 		stop_instance(dir);	/* thawed, then SIGTERM: the shim writes exit.json */
 		unlink_in(dir, "paused");

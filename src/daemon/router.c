@@ -32,6 +32,7 @@
 #define ROUTES_MAX 4096
 #define ROUTER_WAKE_WAIT_MS 30000	/* a booting instance's server must accept by then */
 #define ROUTER_IDLE_AFTER_EOF_MS 60000
+#define ROUTER_CONNECTIONS_MAX 4096	/* a thread each; beyond, new ones are closed at once */
 
 struct route {
 	char name[INSTANCE_NAME_MAX + 1];
@@ -44,6 +45,7 @@ static int nroutes;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int changed_fd = -1;	/* the accept loop's table changed */
 static uint64_t wake_wait_ms = ROUTER_WAKE_WAIT_MS;	/* $AEGIS_WAKE_WAIT_MS */
+static int open_conns;		/* relayed now, under lock */
 
 static int listen_on(const struct expose *e)
 {
@@ -188,6 +190,9 @@ static void *serve(void *arg)
 	close(c->client);
 	idle_hold(c->name, -1);
 	free(c);
+	pthread_mutex_lock(&lock);
+	open_conns--;
+	pthread_mutex_unlock(&lock);
 	return NULL;
 }
 
@@ -200,7 +205,8 @@ static void accept_one(const struct route *r)
 
 	if (fd < 0)
 		return;
-	if (!(c = calloc(1, sizeof *c))) {
+	/* called under lock: the count is ours to look at */
+	if (open_conns >= ROUTER_CONNECTIONS_MAX || !(c = calloc(1, sizeof *c))) {
 		close(fd);
 		return;
 	}
@@ -213,6 +219,8 @@ static void accept_one(const struct route *r)
 	if (pthread_create(&t, &attr, serve, c) != 0) {
 		close(fd);
 		free(c);
+	} else {
+		open_conns++;
 	}
 	pthread_attr_destroy(&attr);
 }
