@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -226,8 +227,26 @@ def test_rootless_daemon_instances(user):
         assert cli("instance", "resume", "r").returncode == 0
         assert cli("exec", "r", "--", "true").returncode == 0
         assert json.loads(cli("instance", "info", "r").stdout)["resources"]["pids"] >= 1
+        # an exposed port: the connection is made inside by the instance's PID 1
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        p = cli("instance", "start", "--name", "w", "--expose", f"{port}:8000", "--", "python3", "-m",
+                "http.server", "--bind", "127.0.0.1", "8000")
+        assert p.returncode == 0, p
+        deadline = time.monotonic() + 15
+        while True:
+            got = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                                  f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+            if got == "200":
+                break
+            assert time.monotonic() < deadline, got
+            time.sleep(0.1)
+        assert cli("instance", "delete", "w").returncode == 0
         assert cli("instance", "delete", "r").returncode == 0
         assert not any(os.path.exists(d + f"/run-{shim}") for d in _cgroup_dirs())
     finally:
         cli("instance", "delete", "r")
+        cli("instance", "delete", "w")
         cli("down")
