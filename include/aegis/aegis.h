@@ -147,8 +147,9 @@ int aegis_freeze_run(int supervisor_pid, const char *cgroup_parent, bool frozen,
 /* cgroup v1: freeze an empty cgroup beside the runs and leave it so. The
  * kernel's freezer switch then stays on, and pausing or resuming a run
  * costs microseconds instead of a switch flip (~1.2 ms) each time. Best
- * effort: without it pauses still work, only slower. */
-void aegis_freezer_anchor(const char *cgroup_parent, bool hold);	/* hold false: remove it */
+ * effort: without it pauses still work, only slower. It is left in place
+ * when the daemon stops: another daemon may count on the same one. */
+void aegis_freezer_anchor(const char *cgroup_parent);
 
 /* Remove the run cgroup a killed supervisor (pid) left behind, once empty. */
 void aegis_cleanup_killed_run(int supervisor_pid, const char *cgroup_parent);

@@ -156,7 +156,7 @@ int main(int argc, char **argv)
 		return daemon_log("error", "cannot start watching the instances", NULL, NULL), 125;
 	/* v1: keep one (empty) freezer cgroup frozen, so pausing an instance
 	 * never flips the kernel-wide freezer switch (~1.2 ms a time) */
-	aegis_freezer_anchor(cgroup_parent, true);
+	aegis_freezer_anchor(cgroup_parent);
 	if ((lfd = listen_socket(path, &err)) < 0)
 		return daemon_log("error", err.msg, "socket", path), 125;
 	api.shutdown_fd = eventfd(0, EFD_CLOEXEC);
@@ -201,7 +201,6 @@ int main(int argc, char **argv)
 	/* streams held open for their shims let go, so the stop does not wait on them */
 	eventfd_write(stopping, 1);
 	MHD_stop_daemon(mhd);
-	aegis_freezer_anchor(cgroup_parent, false);
 	unlink(path);
 	daemon_log("info", "stopped", "socket", path);
 	return 0;

@@ -86,6 +86,11 @@ static json_t *err_body(const char *code, const char *message, const char *field
 
 static int remove_tree(const char *dir);
 static json_t *activity_of(const char *name, const char *dir, json_t *config);
+static json_t *activity_load(const char *dir);
+static void activity_save(const char *dir, json_t *a);
+static void activity_add(json_t *a, const char *key, json_int_t v);
+static uint64_t wall_ms(void);
+static void event_later(const char *dir, const char *type, json_t *fields, int wait_ms);
 static void mark(const char *dir, const char *name);
 
 /* True when the request's policy puts the instance on the host's network. */
@@ -680,25 +685,44 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 {
 	char parent[256];
 	struct aegis_error err = { 0 };
-	char dir[4400], flag[4500];
-	json_t *shim;
+	char dir[4400];
+	json_t *shim, *a;
 	pid_t pid = 0;
+	bool was;
 
 	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
+	pthread_mutex_lock(&transition);
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
 	json_decref(shim);
-	if (!pid)
+	if (!pid) {
+		pthread_mutex_unlock(&transition);
 		return *body = err_body("not_running", "the instance is not running", "name"), 409;
-	if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), pause, &err) < 0)
+	}
+	if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), pause, &err) < 0) {
+		pthread_mutex_unlock(&transition);
 		return *body = err_body("freezer", err.msg, NULL), 500;
-	snprintf(flag, sizeof flag, "%s/paused", dir);
-	if (pause)
-		close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-	else
-		unlink(flag);
+	}
+	/* the time asleep counts the same whoever put it to sleep */
+	was = flag(dir, "paused");
+	a = activity_load(dir);
+	if (pause && !was) {
+		mark(dir, "paused");
+		json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
+	} else if (!pause && was) {
+		unlink_in(dir, "paused");
+		activity_add(a, "paused_ms", (json_int_t)wall_ms() - json_integer_value(json_object_get(a, "paused_since")));
+		json_object_del(a, "paused_since");
+	}
+	activity_save(dir, a);
+	json_decref(a);
+	pthread_mutex_unlock(&transition);
+	if (pause != was)
+		event_later(dir, pause ? "instance.pause" : "instance.resume", json_pack("{s:s}", "reason", "asked"),
+			    EVENT_WAIT_MS);
+	idle_touch(name);	/* asked by hand: its idle time starts now */
 	*body = json_pack("{s:s, s:s}", "name", name, "state", pause ? "paused" : "running");
 	return 200;
 }
@@ -898,7 +922,7 @@ static void activity_save(const char *dir, json_t *a)
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (dfd >= 0) {
-		statefile_write(dfd, "activity.json", a);
+		statefile_write_fast(dfd, "activity.json", a);
 		close(dfd);
 	}
 }
@@ -937,18 +961,62 @@ static json_t *activity_of(const char *name, const char *dir, json_t *config)
 	return out;
 }
 
-/* The daemon's word on the instance's audit chain, through its shim. */
+/* The daemon's word on the instance's audit chain, through its shim
+ * (retried while a fresh shim is not yet answering, up to wait_ms). */
 static void instance_event(const char *dir, const char *type, json_t *fields, int wait_ms)
 {
+	uint64_t deadline = now_us() + (uint64_t)wait_ms * 1000;
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	json_t *req = json_pack("{s:s, s:o}", "event", type, "fields", fields), *reply;
+	json_t *req = json_pack("{s:s, s:o}", "event", type, "fields", fields), *reply = NULL;
 
-	if (dfd >= 0) {
-		reply = control_call(dfd, req, NULL, wait_ms);
-		json_decref(reply);
-		close(dfd);
+	while (dfd >= 0 && !reply && now_us() < deadline) {
+		reply = control_call(dfd, req, NULL, (int)((deadline - now_us()) / 1000) + 1);
+		if (!reply)
+			usleep(20000);
 	}
+	json_decref(reply);
+	if (dfd >= 0)
+		close(dfd);
 	json_decref(req);
+}
+
+struct later {
+	char dir[4400];
+	const char *type;
+	json_t *fields;
+	int wait_ms;
+};
+
+static void *event_thread(void *arg)
+{
+	struct later *l = arg;
+
+	instance_event(l->dir, l->type, l->fields, l->wait_ms);
+	free(l);
+	return NULL;
+}
+
+/* The same, in a thread of its own: a wake must not wait for its record. */
+static void event_later(const char *dir, const char *type, json_t *fields, int wait_ms)
+{
+	struct later *l = malloc(sizeof *l);
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (!l) {
+		json_decref(fields);
+		return;
+	}
+	snprintf(l->dir, sizeof l->dir, "%s", dir);
+	l->type = type;
+	l->fields = fields;
+	l->wait_ms = wait_ms;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 128 * 1024);
+	if (pthread_create(&t, &attr, event_thread, l) != 0)
+		event_thread(l);
+	pthread_attr_destroy(&attr);
 }
 
 int instances_dirfd(const char *name)
@@ -991,6 +1059,9 @@ int instances_wake(const char *name)
 			json_decref(a);
 			woke = "paused";
 		}
+	} else if (pid && flag(dir, "stopped")) {
+		/* still being stopped: once it is gone, the next try starts it */
+		r = 0;
 	} else if (!pid && flag(dir, "stopped")) {
 		unlink_in(dir, "stopped");
 		unlink_in(dir, "exit.json");
@@ -1012,7 +1083,7 @@ int instances_wake(const char *name)
 	/* on the record once the shim takes it (a fresh one may take a while
 	 * on a busy machine); others need not wait for that */
 	if (woke)
-		instance_event(dir, "instance.wake", json_pack("{s:s}", "from", woke), WAKE_EVENT_WAIT_MS);
+		event_later(dir, "instance.wake", json_pack("{s:s}", "from", woke), WAKE_EVENT_WAIT_MS);
 	if (r == 0)
 		idle_touch(name);
 	return r;
@@ -1059,12 +1130,17 @@ static void idle_one(const char *name)
 		instance_event(dir, "instance.stop", json_pack("{s:s, s:I}", "reason", "idle", "paused_s",
 							       ((json_int_t)wall_ms() - since) / 1000), EVENT_WAIT_MS);
 		mark(dir, "stopped");
-		stop_instance(dir);	/* thawed, then SIGTERM: the shim writes exit.json */
 		unlink_in(dir, "paused");
 		activity_add(a, "paused_ms", (json_int_t)wall_ms() - since);
 		json_object_del(a, "paused_since");
 		json_object_set_new(a, "stopped_since", json_integer((json_int_t)wall_ms()));
 		activity_save(dir, a);
+		json_decref(a);
+		pthread_mutex_unlock(&transition);
+		/* thawed, then SIGTERM (the shim writes exit.json), SIGKILL after
+		 * the grace: outside the lock, so no other instance waits on it */
+		stop_instance(dir);
+		return;
 	}
 	json_decref(a);
 	pthread_mutex_unlock(&transition);

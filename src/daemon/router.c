@@ -151,13 +151,21 @@ static int guest_connection(const char *name, uint16_t guest)
 		reply = control_call(dirfd, req, &fd, 5000);
 		close(dirfd);
 		json_decref(req);
-		json_decref(reply);
-		if (fd >= 0)
+		if (fd >= 0) {
+			json_decref(reply);
 			return fd;
-		/* the shim or the server is still starting: refused for now */
-		usleep(backoff);
-		if (backoff < 50000)
-			backoff *= 2;
+		}
+		if (reply) {
+			/* the sandbox is up, its server not yet listening: look
+			 * again soon, a server is usually a few ms from listening */
+			usleep(1000);
+		} else {
+			/* no shim to ask yet (starting, or being stopped) */
+			usleep(backoff);
+			if (backoff < 50000)
+				backoff *= 2;
+		}
+		json_decref(reply);
 	}
 	return -1;
 }

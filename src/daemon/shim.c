@@ -75,6 +75,11 @@ void shim_main(const char *dir, int ready_fd)
 	 * it lives (aegisd tests it to tell a live shim from a dead one) */
 	if (shim_lock(dirfd) < 0)
 		_exit(0);
+	/* execs, connections and events come in here (aegisd passes them on);
+	 * listening before we say we are ready, so the daemon's first call
+	 * finds it (and waits in its backlog until the sandbox is up) */
+	if ((spec.control_fd = control_listen(dirfd)) < 0)
+		_exit(125);
 	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
 						  (json_int_t)time(NULL)));
 	if (ready_fd >= 0) {
@@ -96,9 +101,6 @@ void shim_main(const char *dir, int ready_fd)
 	/* every run of the instance, and every exec in it, on one hash chain */
 	snprintf(audit, sizeof audit, "%s/audit.jsonl", dir);
 	spec.audit_path = audit;
-	/* execs come in here (aegisd passes them on); without it, none can */
-	if ((spec.control_fd = control_listen(dirfd)) < 0)
-		_exit(125);
 	spec.argv = strings(json_object_get(config, "argv"));
 	spec.env = strings(json_object_get(config, "env"));
 	if ((v = json_object_get(config, "cwd")))

@@ -9,5 +9,8 @@
  * write (a full disk) leaves nothing behind. j stays the caller's. 0, or
  * -1 with errno. */
 int statefile_write(int dirfd, const char *name, const json_t *j);
+/* The same, whole but not synced: for figures that may be a moment old
+ * after a crash (activity), on paths that must be quick (a wake). */
+int statefile_write_fast(int dirfd, const char *name, const json_t *j);
 
 #endif

@@ -472,10 +472,13 @@ int aegis_freeze_run(int supervisor_pid, const char *cgroup_parent, bool frozen,
 	for (int attempt = 0; attempt < FREEZE_ATTEMPTS; attempt++) {
 		if (write_knob(dir, "freezer.state", "FROZEN", false, err) < 0)
 			return -1;
-		for (int ms = 0; ms < FREEZE_WAIT_MS; ms++) {
+		/* with the anchor held a freeze takes tens of µs: look soon, then less often */
+		for (uint64_t waited = 0, step = 20; waited < FREEZE_WAIT_MS * 1000ULL; waited += step) {
 			if (read_file_at(AT_FDCWD, knob, state, sizeof state) > 0 && !strncmp(state, "FROZEN", 6))
 				return 0;
-			usleep(1000);
+			usleep((useconds_t)step);
+			if (step < 1000)
+				step *= 2;
 		}
 		if (write_knob(dir, "freezer.state", "THAWED", false, err) < 0)
 			return -1;
@@ -504,7 +507,7 @@ int aegis_run_usage(int supervisor_pid, const char *cgroup_parent, struct aegis_
 	return 0;
 }
 
-void aegis_freezer_anchor(const char *cgroup_parent, bool hold)
+void aegis_freezer_anchor(const char *cgroup_parent)
 {
 	char parent[200], dir[512];
 
@@ -512,10 +515,6 @@ void aegis_freezer_anchor(const char *cgroup_parent, bool hold)
 		return;	/* v2's cgroup.freeze has no global switch */
 	run_parent(cgroup_parent, 1, parent, sizeof parent);
 	snprintf(dir, sizeof dir, CGROUP_ROOT "/freezer%s/anchor", parent);
-	if (!hold) {
-		rmdir(dir);	/* empty: goes, frozen or not */
-		return;
-	}
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 		return;
 	(void)write_knob(dir, "freezer.state", "FROZEN", true, NULL);

@@ -110,7 +110,8 @@ def test_served_running_paused_stopped_and_refused_when_disabled(env):
     # paused: the connection resumes it
     assert aegis(env, "instance", "pause", "web").returncode == 0
     assert get(port) == ("HTTP/1.0 200 OK", "hello from web")
-    assert info(env, "web")["state"] == "running"
+    i = info(env, "web")
+    assert i["state"] == "running" and 0 < i["activity"]["paused_s"] < 60, i  # counted from the pause
     # stopped (as idle stop leaves it): the connection starts it again and
     # is held until the server inside accepts
     assert aegis(env, "instance", "delete", "web").returncode == 0
@@ -277,3 +278,21 @@ def test_a_restarted_daemon_serves_the_ports_again(env):
         time.sleep(0.02)
     assert aegis(env, "up").returncode == 0
     assert get(port) == ("HTTP/1.0 200 OK", "hello from again")
+
+
+def test_a_stubborn_stop_holds_up_no_other_wake(env):
+    """An instance that ignores SIGTERM takes the 5 s grace to stop; a wake
+    of another instance meanwhile is not made to wait for it."""
+    port = start(env, "quick", "--idle-pause", "0")
+    p = aegis(env, "instance", "start", "--name", "stubborn", "--idle-pause", "1s", "--idle-stop", "1s", "--",
+              "sh", "-c", "trap '' TERM; while :; do sleep 0.2; done")
+    assert p.returncode == 0, p
+    wait_state(env, "stubborn", "paused")
+    deadline = time.monotonic() + 10
+    while not os.path.exists(os.path.join(env["AEGIS_STATE_DIR"], "instances", "stubborn", "stopped")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert aegis(env, "instance", "pause", "quick").returncode == 0
+    t = time.monotonic()
+    assert get(port) == ("HTTP/1.0 200 OK", "hello from quick")
+    assert time.monotonic() - t < 2, time.monotonic() - t
