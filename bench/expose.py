@@ -28,7 +28,7 @@ connection at a time, "GET /" answered with a 3-byte body.
 4. The v1 freezer: a write of FROZEN to the running instance's
    freezer.state until it reads FROZEN, and of THAWED until THAWED (the
    instance's server is idle), with aegisd running (it keeps the frozen,
-   empty cgroup `anchor`) and after `aegis down` (which removes it; the
+   empty cgroup `anchor`) and after `aegis down` and removing the anchor (the
    instance keeps running), then `aegis up` again.
 
 Run as root: python3 bench/expose.py. Env: AEGIS_BIN (default build/aegis;
@@ -404,14 +404,20 @@ def freezer_part(d):
     before = os.path.isdir(anchor)
     out["with"] = {"others": frozen_elsewhere(cg), **freezer_cycles(cg)}
     out["with"]["anchor"] = (before, os.path.isdir(anchor))
-    log("freezer: after aegis down (anchor removed), the instance still running")
+    log("freezer: after aegis down and the anchor removed, the instance still running")
     subprocess.run([AEGIS, "down"], env=d.env, check=True, capture_output=True, timeout=30)
     try:
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{d.pid}") and time.monotonic() < deadline:
             time.sleep(0.02)
-        # another aegisd (same anchor) or anything frozen elsewhere keeps the
-        # kernel's switch on: wait for them to go, else say so
+        # aegisd leaves its anchor (other daemons share it): with none
+        # running, the bench removes it itself; another aegisd or anything
+        # frozen elsewhere keeps the kernel's switch on: wait, else say so
+        if not [p for p in pids_with("aegisd --socket") if p != os.getpid()]:
+            try:
+                os.rmdir(anchor)
+            except OSError:
+                pass
         deadline = time.monotonic() + ANCHOR_WAIT
         while (os.path.isdir(anchor) or frozen_elsewhere(cg)) and time.monotonic() < deadline:
             time.sleep(0.1)
