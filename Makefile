@@ -62,6 +62,7 @@ bench: build
 	/usr/bin/python3 bench/network.py
 	/usr/bin/python3 bench/daemon.py
 	/usr/bin/python3 bench/instances.py
+	/usr/bin/python3 bench/expose.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
