@@ -89,6 +89,7 @@ static json_t *activity_of(const char *name, const char *dir, json_t *config);
 static json_t *activity_load(const char *dir);
 static void activity_save(const char *dir, json_t *a);
 static void activity_add(json_t *a, const char *key, json_int_t v);
+static void activity_end(const char *dir, const char *what, bool wake);
 static uint64_t wall_ms(void);
 static void event_later(const char *dir, const char *type, json_t *fields, int wait_ms);
 static void mark(const char *dir, const char *name);
@@ -711,13 +712,13 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	if (pause && !was) {
 		mark(dir, "paused");
 		json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
-	} else if (!pause && was) {
-		unlink_in(dir, "paused");
-		activity_add(a, "paused_ms", (json_int_t)wall_ms() - json_integer_value(json_object_get(a, "paused_since")));
-		json_object_del(a, "paused_since");
 	}
 	activity_save(dir, a);
 	json_decref(a);
+	if (!pause && was) {
+		unlink_in(dir, "paused");
+		activity_end(dir, "paused", false);
+	}
 	pthread_mutex_unlock(&transition);
 	if (pause != was)
 		event_later(dir, pause ? "instance.pause" : "instance.resume", json_pack("{s:s}", "reason", "asked"),
@@ -932,6 +933,24 @@ static void activity_add(json_t *a, const char *key, json_int_t v)
 	json_object_set_new(a, key, json_integer(json_integer_value(json_object_get(a, key)) + v));
 }
 
+/* A stretch asleep ("paused" or "stopped") ends: its time is added up;
+ * a wake is counted. */
+static void activity_end(const char *dir, const char *what, bool wake)
+{
+	json_t *a = activity_load(dir);
+	char since[32], total[32];
+
+	snprintf(since, sizeof since, "%s_since", what);
+	snprintf(total, sizeof total, "%s_ms", what);
+	if (json_object_get(a, since))
+		activity_add(a, total, (json_int_t)wall_ms() - json_integer_value(json_object_get(a, since)));
+	json_object_del(a, since);
+	if (wake)
+		activity_add(a, "wake_count", 1);
+	activity_save(dir, a);
+	json_decref(a);
+}
+
 static json_t *activity_of(const char *name, const char *dir, json_t *config)
 {
 	json_t *a = activity_load(dir), *out;
@@ -1033,7 +1052,7 @@ int instances_wake(const char *name)
 	char dir[4400], parent[256];
 	struct aegis_error err;
 	const char *woke = NULL;
-	json_t *shim, *a;
+	json_t *shim;
 	pid_t pid = 0;
 	int r = 0;
 
@@ -1051,12 +1070,7 @@ int instances_wake(const char *name)
 			r = -1;
 		} else {
 			unlink_in(dir, "paused");
-			a = activity_load(dir);
-			activity_add(a, "wake_count", 1);
-			activity_add(a, "paused_ms", (json_int_t)wall_ms() - json_integer_value(json_object_get(a, "paused_since")));
-			json_object_del(a, "paused_since");
-			activity_save(dir, a);
-			json_decref(a);
+			activity_end(dir, "paused", true);
 			woke = "paused";
 		}
 	} else if (pid && flag(dir, "stopped")) {
@@ -1067,12 +1081,7 @@ int instances_wake(const char *name)
 		unlink_in(dir, "exit.json");
 		unlink_in(dir, "shim.json");
 		spawn_shim(dir);
-		a = activity_load(dir);
-		activity_add(a, "wake_count", 1);
-		activity_add(a, "stopped_ms", (json_int_t)wall_ms() - json_integer_value(json_object_get(a, "stopped_since")));
-		json_object_del(a, "stopped_since");
-		activity_save(dir, a);
-		json_decref(a);
+		activity_end(dir, "stopped", true);
 		woke = "stopped";
 	} else if (!pid) {
 		json_t *exitj = load(dir, "exit.json");
