@@ -75,6 +75,10 @@ struct aegis_policy {
 struct aegis_spec {
 	char *const *argv;		/* command and arguments; argv[0] resolved on PATH */
 	char *const *env;		/* extra "K=V" entries over the clean default env */
+	/* "NAME=value" secrets, given to the command like env but written
+	 * nowhere: the audit log (a secret.use event) and result.json get the
+	 * names only */
+	char *const *secret_env;
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
 	bool workspace_ro;

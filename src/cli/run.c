@@ -1,4 +1,5 @@
 /* run.c — `aegis run` (and `aegix --cmd`): flags → sandbox spec → result. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -8,6 +9,9 @@
 
 #include "../common/util.h"
 #include "run_flags.h"
+#include "../common/error.h"
+#include "../common/paths.h"
+#include "../common/secrets.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -25,6 +29,7 @@ static const char run_usage[] =
 	"  --artifacts DIR       write stdout, stderr, result.json, audit.jsonl and the\n"
 	"                        workspace changes to DIR (new or empty)\n"
 	"  --env NAME=VALUE      set a variable (repeatable; the environment starts clean)\n"
+	"  --secret NAME         NAME=value from the secrets store (aegis secret set NAME)\n"
 	"  --cwd DIR             working directory inside (default /workspace)\n"
 	"  --policy NAME|FILE    policy: default, strict, or a JSON policy file\n"
 	"  --audit FILE          append this run's audit events to FILE (JSON Lines, hash-chained)\n"
@@ -128,14 +133,72 @@ static void report_limit(const struct aegis_spec *spec, const struct aegis_resul
 			r->end == AEGIS_END_LIMIT ? "limit hit, the sandbox was stopped" : "limit hit");
 }
 
+/* Each --secret as NAME=value from the store (NULL with err), for
+ * spec.secret_env. Freed, values wiped, by secrets_env_free. */
+static char **secrets_env(struct run_flags *f, struct aegis_error *err)
+{
+	struct secrets store;
+	char dir[4096], **env;
+	size_t n = 0, k = 0;
+
+	if (!(env = calloc(f->nsecrets + 1, sizeof *env))) {
+		error_set(err, AEGIS_E_SETUP, ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (paths_state(dir, sizeof dir - 8, err) < 0 || !strcat(dir, "/secrets") ||
+	    secrets_open(&store, dir, err) < 0) {
+		free(env);
+		return NULL;
+	}
+	for (size_t i = 0; i < f->nsecrets; i++) {
+		size_t nlen = strlen(f->secrets[i]), vlen;
+		char *value;
+		if (secrets_get(&store, f->secrets[i], &value, &vlen, err) < 0 ||
+		    !(env[k] = malloc(nlen + vlen + 2))) {
+			secrets_close(&store);
+			while (k-- > n)
+				secrets_wipe(env[k], strlen(env[k]));
+			free(env);
+			return NULL;
+		}
+		memcpy(env[k], f->secrets[i], nlen);
+		env[k][nlen] = '=';
+		memcpy(env[k] + nlen + 1, value, vlen + 1);
+		secrets_wipe(value, vlen);
+		k++;
+	}
+	secrets_close(&store);
+	return env;
+}
+
+static void secrets_env_free(char **env, size_t from)
+{
+	for (size_t i = from; env && env[i]; i++)
+		secrets_wipe(env[i], strlen(env[i]));
+	free(env);
+}
+
 int run_execute(struct run_flags *f)
 {
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
-	int status;
+	char **env = NULL;
+	int status, r;
 
 	f->spec.capture = f->json;
-	if (aegis_run(&f->spec, &res, &err) < 0) {
+	if (f->nsecrets) {
+		if (!(env = secrets_env(f, &err))) {
+			status = cli_fail(&err);
+			if (f->json)
+				print_json_error(&err, status);
+			return status;
+		}
+		f->spec.secret_env = env;
+	}
+	r = aegis_run(&f->spec, &res, &err);
+	f->spec.secret_env = NULL;
+	secrets_env_free(env, 0);	/* the values wiped as soon as the run is over */
+	if (r < 0) {
 		status = cli_fail(&err);
 		if (f->json)
 			print_json_error(&err, status);

@@ -16,6 +16,7 @@
 #include "../common/policy.h"
 #include "../common/util.h"
 #include "run_flags.h"
+#include "../common/secrets.h"
 
 enum limit_kind { KIND_DURATION, KIND_SIZE, KIND_COUNT, KIND_CPUS };
 
@@ -44,12 +45,13 @@ static const struct limit_flag limit_flags[] = {
 
 enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_HOSTNAME, OPT_CGROUP_PARENT,
        OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_ARTIFACTS, OPT_WS_MODE,
-       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_LIMIT_BASE = 512 };
+       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_SECRET, OPT_LIMIT_BASE = 512 };
 
 static const struct option plain_options[] = {
 	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
 	{ "workspace-ro", required_argument, NULL, OPT_WORKSPACE_RO },
 	{ "env", required_argument, NULL, OPT_ENV },
+	{ "secret", required_argument, NULL, OPT_SECRET },
 	{ "cwd", required_argument, NULL, OPT_CWD },
 	{ "hostname", required_argument, NULL, OPT_HOSTNAME },
 	{ "cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT },
@@ -117,6 +119,12 @@ static int parse_plain(int opt, const char *arg, struct run_flags *f)
 		if (!strchr(arg, '=') || arg[0] == '=')
 			return cli_usage_error("--env: expected NAME=VALUE, got '%s'", arg);
 		f->env[f->nenv++] = (char *)arg;
+		return 0;
+	case OPT_SECRET:
+		/* the name only: the value comes from the store, never from argv */
+		if (!secrets_name_valid(arg))
+			return cli_usage_error("--secret: not a secret name: '%s'", arg);
+		f->secrets[f->nsecrets++] = (char *)arg;
 		return 0;
 	case OPT_CWD: s->cwd = arg; return 0;
 	case OPT_HOSTNAME: s->hostname = arg; return 0;
@@ -317,7 +325,8 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 						OPT_LIMIT_BASE + (int)i };
 	options[n] = (struct option){ 0 };
 	f->env = calloc((size_t)argc + 1, sizeof *f->env);
-	if (!f->env || !net_list)
+	f->secrets = calloc((size_t)argc + 1, sizeof *f->secrets);
+	if (!f->env || !f->secrets || !net_list)
 		return cli_usage_error("out of memory");
 	opterr = 0;
 	optind = 1;
@@ -358,6 +367,7 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 void run_flags_free(struct run_flags *f)
 {
 	free(f->env);
+	free(f->secrets);
 	if (f->have_policy)
 		policy_free(&f->policy);
 }

@@ -79,6 +79,18 @@ char **env_build(const struct aegis_spec *spec, struct aegis_error *err)
 			goto oom;
 		env_put(envp, &n, dup);
 	}
+	/* secrets last: named explicitly, they win over a plain entry; an
+	 * error names the entry's name, never its value */
+	for (char *const *e = spec->secret_env; e && *e; e++) {
+		char *dup;
+		if (!strchr(*e, '=') || **e == '=') {
+			env_free(envp);
+			return error_set(err, AEGIS_E_INVALID, 0, "secret: an entry without NAME="), NULL;
+		}
+		if (!(dup = strdup(*e)))
+			goto oom;
+		env_put(envp, &n, dup);
+	}
 	return envp;
 oom:
 	env_free(envp);

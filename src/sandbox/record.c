@@ -144,6 +144,12 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 		close_logs(r);
 		return -1;
 	}
+	if (spec->secret_env && spec->secret_env[0] &&
+	    emit(r, "secret.use", json_pack("{s:s, s:o}", "id", r->id, "names", string_list(spec->secret_env, true)),
+		 err) < 0) {
+		close_logs(r);
+		return -1;
+	}
 	return 0;
 }
 
