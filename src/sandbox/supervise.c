@@ -18,6 +18,7 @@
 #include "../common/util.h"
 #include "execserve.h"
 #include "proxy.h"
+#include "redact.h"
 #include "sandbox.h"
 
 #define TICK_MS 25	/* how often pids, CPU and OOM are looked at */
@@ -31,6 +32,7 @@ struct stream {
 	int copy;		/* artifacts file, or -1 */
 	struct aegis_stream *cap;
 	uint64_t seen;		/* bytes the command wrote */
+	struct redactor red;	/* injected secrets cut out (red.n: how many) */
 };
 
 struct run_state {
@@ -76,11 +78,33 @@ static void keep(struct aegis_stream *s, const char *buf, size_t n, size_t max)
 	s->data[s->len] = '\0';
 }
 
+/* Where a stream's bytes go: the artifacts copy, and the caller or the capture. */
+struct sink {
+	struct run_state *st;
+	struct stream *s;
+	bool broken;		/* our reader went away */
+};
+
+static void deliver(void *arg, const char *buf, size_t len)
+{
+	struct sink *k = arg;
+	struct stream *s = k->s;
+
+	if (s->copy >= 0 && len)
+		(void)write_all(s->copy, buf, len);
+	if (s->out < 0)
+		keep(s->cap, buf, len, k->st->spec->capture_max);
+	else if (len && write_all(s->out, buf, len) < 0 && errno == EPIPE)
+		k->broken = true;
+}
+
 /* Move one chunk of a stream on. Past the output limit the bytes are read
- * and dropped, so the command never blocks on a full pipe. */
+ * and dropped, so the command never blocks on a full pipe. A run given
+ * secrets has their values replaced on the way (redact.c). */
 static void pump(struct run_state *st, struct stream *s)
 {
 	uint64_t limit = st->spec->limits.output_bytes;
+	struct sink k = { .st = st, .s = s };
 	char buf[65536];
 	ssize_t n = read(s->in, buf, sizeof buf);
 	size_t pass;
@@ -88,6 +112,8 @@ static void pump(struct run_state *st, struct stream *s)
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n <= 0) {
+		if (s->red.n)
+			redact_feed(&s->red, NULL, 0, true, deliver, &k);
 		close(s->in);
 		s->in = -1;
 		return;
@@ -99,11 +125,11 @@ static void pump(struct run_state *st, struct stream *s)
 		if (!st->limit)
 			st->limit = "output_truncated";	/* cut, not stopped */
 	}
-	if (s->copy >= 0 && pass)
-		(void)write_all(s->copy, buf, pass);
-	if (s->out < 0) {
-		keep(s->cap, buf, pass, st->spec->capture_max);
-	} else if (pass && write_all(s->out, buf, pass) < 0 && errno == EPIPE) {
+	if (s->red.n)
+		redact_feed(&s->red, buf, pass, false, deliver, &k);
+	else
+		deliver(&k, buf, pass);
+	if (k.broken) {
 		/* Our reader went away: so does the command's, as with a plain pipe. */
 		close(s->in);
 		s->in = -1;
@@ -240,6 +266,14 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 
 	(void)pid;
 	io->out_fd = io->err_fd = -1;	/* the streams own them now */
+	for (int i = 0; i < 2; i++)
+		if (redact_init(&streams[i].red, spec->secret_env) < 0) {
+			redact_free(&streams[0].red);
+			redact_free(&streams[1].red);
+			close(streams[0].in);
+			close(streams[1].in);
+			return error_set(err, AEGIS_E_SETUP, ENOMEM, "cannot set up secret redaction");
+		}
 	sigemptyset(&mask);
 	for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
 		sigaddset(&mask, forwarded[i]);
@@ -305,6 +339,8 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 			exited = true;	/* PID 1 gone: the whole pid namespace is gone */
 	}
 	close(sigfd);
+	redact_free(&streams[0].red);
+	redact_free(&streams[1].red);
 	if (st.exec)
 		execserve_end(st.exec);
 	if (st.proxy)

@@ -87,3 +87,20 @@ def test_bad_input_and_unsafe_key_files(env):
         f.truncate(20)
     p = aegis(env, "secret", "set", "OTHER", input="w")
     assert p.returncode == 125 and "damaged" in p.stderr and os.path.getsize(store) == 20, p
+
+
+def test_output_is_redacted_even_split_across_writes(env, tmp_path):
+    assert aegis(env, "secret", "set", "TOK", input=CANARY).returncode == 0
+    arts = tmp_path / "arts"
+    script = ('echo "a $TOK b"; printf %s "$TOK" | head -c 9; sleep 0.2; printf %s "$TOK" | tail -c +10; '
+              'echo; echo "err $TOK" >&2')
+    p = aegis(env, "run", "--secret", "TOK", "--artifacts", str(arts), "--", "sh", "-c", script)
+    assert p.returncode == 0, p
+    assert p.stdout == "a [secret:TOK] b\n[secret:TOK]\n" and p.stderr == "err [secret:TOK]\n", p
+    for f in ("stdout", "stderr"):
+        assert CANARY not in (arts / f).read_text() and "[secret:TOK]" in (arts / f).read_text()
+    p = aegis(env, "run", "--json", "--secret", "TOK", "--", "sh", "-c", 'printf "x%sy" "$TOK"')
+    assert json.loads(p.stdout)["stdout"] == "x[secret:TOK]y", p
+    # a run without the secret prints what it likes: nothing is redacted there
+    p = aegis(env, "run", "--", "echo", "plain text")
+    assert p.stdout == "plain text\n"

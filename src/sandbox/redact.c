@@ -1,0 +1,107 @@
+/* redact.c — replacing injected secret values in a run's output.
+ *
+ * The last maxlen-1 bytes of what came are held back until more comes (or
+ * the end): a value split across two writes is still found whole. Only a
+ * run that was given secrets pays for this. */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "redact.h"
+
+int redact_init(struct redactor *r, char *const *secret_env)
+{
+	int count = 0;
+
+	memset(r, 0, sizeof *r);
+	for (char *const *e = secret_env; e && *e; e++)
+		count++;
+	if (!count)
+		return 0;
+	r->names = calloc((size_t)count, sizeof *r->names);
+	r->values = calloc((size_t)count, sizeof *r->values);
+	r->lens = calloc((size_t)count, sizeof *r->lens);
+	if (!r->names || !r->values || !r->lens)
+		return -1;
+	for (char *const *e = secret_env; *e; e++) {
+		const char *eq = strchr(*e, '=');
+		size_t len = eq ? strlen(eq + 1) : 0;
+		if (len < REDACT_MIN)
+			continue;
+		r->names[r->n] = strndup(*e, (size_t)(eq - *e));
+		r->values[r->n] = strdup(eq + 1);
+		if (!r->names[r->n] || !r->values[r->n])
+			return -1;
+		r->lens[r->n] = len;
+		if (len > r->maxlen)
+			r->maxlen = len;
+		r->n++;
+	}
+	return 0;
+}
+
+void redact_feed(struct redactor *r, const char *data, size_t len, bool eof,
+		 void (*emit)(void *arg, const char *buf, size_t len), void *arg)
+{
+	size_t total = r->nhold + len, limit, i = 0, start = 0;
+	char *buf = malloc(total ? total : 1), mark[200];
+
+	if (!buf)
+		return;
+	if (r->nhold)
+		memcpy(buf, r->hold, r->nhold);
+	if (len)
+		memcpy(buf + r->nhold, data, len);
+	/* a value starting before limit lies whole in buf */
+	limit = eof ? total : total >= r->maxlen ? total - (r->maxlen - 1) : 0;
+	while (i < limit) {
+		int hit = -1;
+		for (int k = 0; k < r->n && hit < 0; k++)
+			if (i + r->lens[k] <= total && !memcmp(buf + i, r->values[k], r->lens[k]))
+				hit = k;
+		if (hit < 0) {
+			i++;
+			continue;
+		}
+		if (i > start)
+			emit(arg, buf + start, i - start);
+		snprintf(mark, sizeof mark, "[secret:%s]", r->names[hit]);
+		emit(arg, mark, strlen(mark));
+		i += r->lens[hit];
+		start = i;
+	}
+	if (i > limit)
+		limit = i;	/* a value ran past the limit: nothing of it is held */
+	if (limit > start)
+		emit(arg, buf + start, limit - start);
+	OPENSSL_cleanse(r->hold, r->nhold);
+	free(r->hold);
+	r->nhold = total - limit;
+	r->hold = r->nhold ? malloc(r->nhold) : NULL;
+	if (r->hold)
+		memcpy(r->hold, buf + limit, r->nhold);
+	else
+		r->nhold = 0;
+	OPENSSL_cleanse(buf, total);
+	free(buf);
+}
+
+void redact_free(struct redactor *r)
+{
+	for (int k = 0; k < r->n; k++) {
+		free(r->names[k]);
+		if (r->values[k]) {
+			OPENSSL_cleanse(r->values[k], r->lens[k]);
+			free(r->values[k]);
+		}
+	}
+	free(r->names);
+	free(r->values);
+	free(r->lens);
+	if (r->hold) {
+		OPENSSL_cleanse(r->hold, r->nhold);
+		free(r->hold);
+	}
+	memset(r, 0, sizeof *r);
+}
