@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../common/fdpass.h"
 #include "control.h"
 
 static socklen_t control_addr(int dirfd, struct sockaddr_un *sun)
@@ -64,18 +65,10 @@ int control_connect(int dirfd)
 
 json_t *control_call(int dirfd, json_t *request, int *fd, int timeout_ms)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} control;
 	char *text = json_dumps(request, JSON_COMPACT), answer[4096];
-	struct iovec iov = { .iov_base = answer, .iov_len = sizeof answer - 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-			     .msg_controllen = sizeof control.buf };
-	struct cmsghdr *c;
 	json_t *reply = NULL;
 	ssize_t n = -1;
-	int conn;
+	int conn, passed = -1;
 
 	if (fd)
 		*fd = -1;
@@ -86,17 +79,12 @@ json_t *control_call(int dirfd, json_t *request, int *fd, int timeout_ms)
 	if (send(conn, text, strlen(text), MSG_NOSIGNAL) == (ssize_t)strlen(text)) {
 		struct pollfd p = { .fd = conn, .events = POLLIN };
 		if (poll(&p, 1, timeout_ms) == 1)
-			n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+			n = fdpass_recv(conn, answer, sizeof answer, &passed);
 	}
-	for (c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
-			int passed;
-			memcpy(&passed, CMSG_DATA(c), sizeof(int));
-			if (fd && *fd < 0)
-				*fd = passed;
-			else
-				close(passed);
-		}
+	if (fd)
+		*fd = passed;
+	else if (passed >= 0)
+		close(passed);
 	if (n > 0)
 		reply = json_loadb(answer, (size_t)n, 0, NULL);
 	close(conn);

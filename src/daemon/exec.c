@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/fdpass.h"
 #include "../common/frames.h"
 #include "../common/util.h"
 #include "control.h"
@@ -104,25 +105,11 @@ static json_t *check(const char *text, bool upgrade, json_t **err)
 static int hand_to_shim(int ctl, json_t *req, int stream)
 {
 	char *text = json_dumps(req, JSON_COMPACT);
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} control = { 0 };
-	struct iovec iov = { .iov_base = text, .iov_len = text ? strlen(text) : 0 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-			     .msg_controllen = sizeof control.buf };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-	ssize_t n;
+	ssize_t n = text ? fdpass_send(ctl, text, strlen(text), stream) : -1;
+	int r = text && n == (ssize_t)strlen(text) ? 0 : -1;
 
-	if (!text)
-		return -1;
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &stream, sizeof(int));
-	n = sendmsg(ctl, &mh, MSG_NOSIGNAL);
 	free(text);
-	return n == (ssize_t)iov.iov_len ? 0 : -1;
+	return r;
 }
 
 struct upgrade {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "../common/error.h"
+#include "../common/fdpass.h"
 #include "../common/frames.h"
 #include "execserve.h"
 #include "sandbox.h"
@@ -183,27 +184,15 @@ static void fail_frame(struct session *s, const char *code, const char *message,
 /* The daemon's one message: the request JSON, with the user's stream. */
 static json_t *read_request(struct session *s)
 {
-	static const int max = SYNC_PAYLOAD_MAX * 2;
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} control;
+	static const size_t max = SYNC_PAYLOAD_MAX * 2;
 	struct pollfd p = { .fd = s->conn, .events = POLLIN };
-	char *text = malloc((size_t)max + 1);
-	struct iovec iov = { .iov_base = text, .iov_len = (size_t)max };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-			     .msg_controllen = sizeof control.buf };
-	struct cmsghdr *c;
+	char *text = malloc(max);
 	json_t *req = NULL;
 	ssize_t n = -1;
 
 	if (text && poll(&p, 1, REQUEST_WAIT_MS) == 1)
-		n = recvmsg(s->conn, &mh, MSG_CMSG_CLOEXEC);
-	for (c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int)) && s->client < 0)
-			memcpy(&s->client, CMSG_DATA(c), sizeof(int));
-	if (n > 0 && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		n = fdpass_recv(s->conn, text, max, &s->client);
+	if (n > 0)
 		req = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
 	free(text);
 	return req;
@@ -443,26 +432,10 @@ static const char *code_name(const struct aegis_error *e)
  * with a descriptor or without. */
 static void answer(struct session *s, json_t *j, int fd)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} control = { 0 };
 	char *text = json_dumps(j, JSON_COMPACT);
-	struct iovec iov = { .iov_base = text, .iov_len = text ? strlen(text) : 0 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	if (fd >= 0) {
-		struct cmsghdr *c;
-		mh.msg_control = control.buf;
-		mh.msg_controllen = sizeof control.buf;
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
 	if (text)
-		(void)!sendmsg(s->conn, &mh, MSG_NOSIGNAL);
+		(void)fdpass_send(s->conn, text, strlen(text), fd);
 	free(text);
 	json_decref(j);
 }
