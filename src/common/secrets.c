@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -167,6 +168,21 @@ void secrets_close(struct secrets *s)
 	s->dirfd = -1;
 }
 
+/* Writers (the CLI, the daemon) read, change and write the whole store:
+ * one at a time, or a set racing a set loses one of them. */
+static int store_lock(struct secrets *s, struct aegis_error *err)
+{
+	while (flock(s->dirfd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return error_sys(err, "secrets: lock the store");
+	return 0;
+}
+
+static void store_unlock(struct secrets *s)
+{
+	flock(s->dirfd, LOCK_UN);
+}
+
 /* The store as JSON; a missing one is empty, a damaged one an error. */
 static json_t *store_load(struct secrets *s, struct aegis_error *err)
 {
@@ -258,8 +274,10 @@ int secrets_set(struct secrets *s, const char *name, const void *value, size_t l
 		return error_set(err, AEGIS_E_INVALID, 0, "secrets: not a secret name: must match ^[A-Za-z_][A-Za-z0-9_]{0,127}$");
 	if (len > SECRET_VALUE_MAX)
 		return error_set(err, AEGIS_E_INVALID, 0, "secrets: a value may be at most %d bytes", SECRET_VALUE_MAX);
-	if (!(j = store_load(s, err)))
+	if (store_lock(s, err) < 0)
 		return -1;
+	if (!(j = store_load(s, err)))
+		return store_unlock(s), -1;
 	aad(name, ad, sizeof ad);
 	if (RAND_bytes(nonce, sizeof nonce) != 1 || !(ct = malloc(len + TAG_LEN)) || !(c = EVP_CIPHER_CTX_new()) ||
 	    EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
@@ -279,6 +297,7 @@ int secrets_set(struct secrets *s, const char *name, const void *value, size_t l
 						 "updated", (json_int_t)now));
 	r = store_save(s, j, err);
 out:
+	store_unlock(s);
 	EVP_CIPHER_CTX_free(c);
 	if (ct) {
 		OPENSSL_cleanse(ct, len + TAG_LEN);
@@ -344,16 +363,18 @@ out:
 
 int secrets_delete(struct secrets *s, const char *name, struct aegis_error *err)
 {
-	json_t *j = store_load(s, err);
+	json_t *j;
 	int r;
 
-	if (!j)
+	if (store_lock(s, err) < 0)
 		return -1;
-	if (json_object_del(json_object_get(j, "secrets"), name) < 0) {
-		json_decref(j);
-		return error_set(err, AEGIS_E_INVALID, 0, "secrets: no secret named %s", name);
-	}
-	r = store_save(s, j, err);
+	if (!(j = store_load(s, err)))
+		return store_unlock(s), -1;
+	if (json_object_del(json_object_get(j, "secrets"), name) < 0)
+		r = error_set(err, AEGIS_E_INVALID, 0, "secrets: no secret named %s", name);
+	else
+		r = store_save(s, j, err);
+	store_unlock(s);
 	json_decref(j);
 	return r;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -32,6 +33,7 @@
 #include "idle.h"
 #include "recover.h"
 #include "router.h"
+#include "secrets_api.h"
 #include "logwriter.h"
 
 void daemon_log(const char *level, const char *msg, const char *key, const char *value)
@@ -115,6 +117,13 @@ int main(int argc, char **argv)
 	int lfd, stopping;
 	const char *cgroup_parent;
 
+	/* request bodies may carry secret values: whatever jansson parsed is
+	 * zeroed when freed */
+	json_set_alloc_funcs(malloc, secrets_api_wiping_free);
+	/* and the daemon never leaves a core dump (or a ptrace door) with
+	 * what a request carried in it; its shims exec and start afresh */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
 	char state[4096], self[4096];
 	uint64_t log_max;
 	ssize_t n;
@@ -142,6 +151,7 @@ int main(int argc, char **argv)
 	    instances_init(state, self, cgroup_parent) < 0)
 		return daemon_log("error", err.msg[0] ? err.msg : "cannot set up the state directory", "state",
 				  state), 125;
+	secrets_api_init(state);
 	/* a descriptor per connection, per watched shim: the soft limit (often
 	 * 1024) is below what the caps allow */
 	{

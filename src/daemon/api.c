@@ -20,6 +20,7 @@
 #include "exec.h"
 #include "instances.h"
 #include "logs.h"
+#include "secrets_api.h"
 
 struct request {
 	char *body;
@@ -76,6 +77,23 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 	};
 	bool known = false;
 
+	/* /v1/secrets and /v1/secrets/NAME: a value in a PUT body only */
+	if (!strcmp(url, "/v1/secrets") || !strncmp(url, "/v1/secrets/", 12)) {
+		const char *name = url[11] == '/' ? url + 12 : NULL;
+		json_t *body = NULL;
+		unsigned status;
+		if (!name && !strcmp(method, "GET"))
+			status = secrets_api_list(&body);
+		else if (name && !strcmp(method, "PUT"))
+			status = secrets_api_set(name, req->body, req->len, &body);
+		else if (name && !strcmp(method, "DELETE"))
+			status = secrets_api_delete(name, &body);
+		else
+			return fail(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+				    name ? "this path takes PUT (with {\"value\": ...}) or DELETE; a value is never read back"
+					 : "this path takes GET");
+		return reply(conn, status, body);
+	}
 	/* /v1/instances and /v1/instances/NAME */
 	if (!strcmp(url, "/v1/instances") || !strncmp(url, "/v1/instances/", 14)) {
 		const char *name = url[13] == '/' ? url + 14 : NULL;
@@ -187,7 +205,7 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 
 /* A body is JSON nested at most API_JSON_DEPTH deep, checked before any
  * parser builds it (a deep document costs memory and stack to parse). */
-static bool body_well_formed(const char *text, size_t len, char *why, size_t cap)
+static bool body_well_formed(const char *text, size_t len, bool secret, char *why, size_t cap)
 {
 	bool in_string = false, escaped = false;
 	int depth = 0;
@@ -213,11 +231,24 @@ static bool body_well_formed(const char *text, size_t len, char *why, size_t cap
 		}
 	}
 	if (!(j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e))) {
-		snprintf(why, cap, "malformed JSON at line %d column %d: %s", e.line, e.column, e.text);
+		/* the parser's text quotes the input: not for a body that holds a secret */
+		snprintf(why, cap, "malformed JSON at line %d column %d%s%s", e.line, e.column,
+			 secret ? "" : ": ", secret ? "" : e.text);
 		return false;
 	}
 	json_decref(j);
 	return true;
+}
+
+/* Bodies may hold secret values (PUT /v1/secrets/NAME): zeroed, then freed.
+ * Keeps req->len (the caller may still be growing the body). */
+static void wipe_body(struct request *req)
+{
+	if (req->body) {
+		explicit_bzero(req->body, req->len);
+		free(req->body);
+		req->body = NULL;
+	}
 }
 
 /* Percent-decoding of URLs and query values, in place, except %00: the
@@ -261,9 +292,14 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
 	}
 	if (*upload_size) {
 		if (!req->too_big && req->len + *upload_size <= API_BODY_MAX) {
-			char *grown = realloc(req->body, req->len + *upload_size + 1);
+			/* not realloc: a body may hold a secret, and what realloc
+			 * leaves behind is never wiped */
+			char *grown = malloc(req->len + *upload_size + 1);
 			if (!grown)
 				return MHD_NO;
+			if (req->body)
+				memcpy(grown, req->body, req->len);
+			wipe_body(req);
 			req->body = grown;
 			memcpy(req->body + req->len, upload_data, *upload_size);
 			req->len += *upload_size;
@@ -278,10 +314,14 @@ enum MHD_Result api_handle(void *cls, struct MHD_Connection *conn, const char *u
 		return fail(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", "request body over 1 MiB");
 	if (req->body) {
 		char why[200];
-		if (!body_well_formed(req->body, req->len, why, sizeof why))
+		bool secret = !strncmp(url, "/v1/secrets", 11);
+		if (!body_well_formed(req->body, req->len, secret, why, sizeof why)) {
+			if (secret)
+				wipe_body(req);
 			return reply(conn, MHD_HTTP_BAD_REQUEST,
 				     json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "invalid", "message", why,
 					       "field", "body"));
+		}
 	}
 	return route(cls, conn, url, method, req);
 }
@@ -297,7 +337,7 @@ void api_request_done(void *cls, struct MHD_Connection *conn, void **req_cls,
 	if (req && req->shutdown)
 		eventfd_write(api->shutdown_fd, 1);
 	if (req) {
-		free(req->body);
+		wipe_body(req);
 		free(req);
 		*req_cls = NULL;
 	}
