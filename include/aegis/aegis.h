@@ -77,8 +77,16 @@ struct aegis_spec {
 	char *const *env;		/* extra "K=V" entries over the clean default env */
 	/* "NAME=value" secrets, given to the command like env but written
 	 * nowhere: the audit log (a secret.use event) and result.json get the
-	 * names only */
+	 * names only; the run's stdout and stderr have the values redacted */
 	char *const *secret_env;
+	/* "NAME=value" secrets given as files instead: /run/secrets/NAME, mode
+	 * 0400, owned by the command's user, on a tmpfs of their own that is
+	 * read-only before the command starts; no host disk file, no argv,
+	 * names only in the audit log and result.json, values redacted from
+	 * the output as for secret_env. NAME as for the store
+	 * (^[A-Za-z_][A-Za-z0-9_]{0,127}$), each once. NULL or empty: no
+	 * /run/secrets at all */
+	char *const *secret_files;
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
 	bool workspace_ro;

@@ -11,7 +11,7 @@
 #include "run_flags.h"
 #include "../common/error.h"
 #include "../common/paths.h"
-#include "../common/secrets.h"
+#include "../common/secretinject.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -29,7 +29,10 @@ static const char run_usage[] =
 	"  --artifacts DIR       write stdout, stderr, result.json, audit.jsonl and the\n"
 	"                        workspace changes to DIR (new or empty)\n"
 	"  --env NAME=VALUE      set a variable (repeatable; the environment starts clean)\n"
-	"  --secret NAME         NAME=value from the secrets store (aegis secret set NAME)\n"
+	"  --secret NAME[:env]   NAME=value from the secrets store in the environment\n"
+	"                        (aegis secret set NAME); repeatable, each name once\n"
+	"  --secret NAME:file    the value as the file /run/secrets/NAME instead (0400,\n"
+	"                        on a read-only tmpfs), not in the environment\n"
 	"  --cwd DIR             working directory inside (default /workspace)\n"
 	"  --policy NAME|FILE    policy: default, strict, or a JSON policy file\n"
 	"  --audit FILE          append this run's audit events to FILE (JSON Lines, hash-chained)\n"
@@ -133,71 +136,40 @@ static void report_limit(const struct aegis_spec *spec, const struct aegis_resul
 			r->end == AEGIS_END_LIMIT ? "limit hit, the sandbox was stopped" : "limit hit");
 }
 
-/* Each --secret as NAME=value from the store (NULL with err), for
- * spec.secret_env. Freed, values wiped, by secrets_env_free. */
-static char **secrets_env(struct run_flags *f, struct aegis_error *err)
+/* The --secret requests' values, from the store in the state directory,
+ * into spec.secret_env and spec.secret_files. */
+static int secrets_load(struct run_flags *f, char ***env, char ***files, struct aegis_error *err)
 {
-	struct secrets store;
-	char dir[4096], **env;
-	size_t n = 0, k = 0;
+	char state[4096];
 
-	if (!(env = calloc(f->nsecrets + 1, sizeof *env))) {
-		error_set(err, AEGIS_E_SETUP, ENOMEM, "out of memory");
-		return NULL;
-	}
-	if (paths_state(dir, sizeof dir - 8, err) < 0 || !strcat(dir, "/secrets") ||
-	    secrets_open(&store, dir, err) < 0) {
-		free(env);
-		return NULL;
-	}
-	for (size_t i = 0; i < f->nsecrets; i++) {
-		size_t nlen = strlen(f->secrets[i]), vlen;
-		char *value;
-		if (secrets_get(&store, f->secrets[i], &value, &vlen, err) < 0 ||
-		    !(env[k] = malloc(nlen + vlen + 2))) {
-			secrets_close(&store);
-			while (k-- > n)
-				secrets_wipe(env[k], strlen(env[k]));
-			free(env);
-			return NULL;
-		}
-		memcpy(env[k], f->secrets[i], nlen);
-		env[k][nlen] = '=';
-		memcpy(env[k] + nlen + 1, value, vlen + 1);
-		secrets_wipe(value, vlen);
-		k++;
-	}
-	secrets_close(&store);
-	return env;
-}
-
-static void secrets_env_free(char **env, size_t from)
-{
-	for (size_t i = from; env && env[i]; i++)
-		secrets_wipe(env[i], strlen(env[i]));
-	free(env);
+	if (paths_state(state, sizeof state, err) < 0)
+		return -1;
+	return secret_inject_load(state, f->secrets, env, files, err);
 }
 
 int run_execute(struct run_flags *f)
 {
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
-	char **env = NULL;
+	char **env = NULL, **files = NULL;
 	int status, r;
 
 	f->spec.capture = f->json;
 	if (f->nsecrets) {
-		if (!(env = secrets_env(f, &err))) {
+		if (secrets_load(f, &env, &files, &err) < 0) {
 			status = cli_fail(&err);
 			if (f->json)
 				print_json_error(&err, status);
 			return status;
 		}
 		f->spec.secret_env = env;
+		f->spec.secret_files = files;
 	}
 	r = aegis_run(&f->spec, &res, &err);
-	f->spec.secret_env = NULL;
-	secrets_env_free(env, 0);	/* the values wiped as soon as the run is over */
+	f->spec.secret_env = f->spec.secret_files = NULL;
+	/* the values wiped as soon as the run is over */
+	secret_inject_free(env);
+	secret_inject_free(files);
 	if (r < 0) {
 		status = cli_fail(&err);
 		if (f->json)

@@ -16,7 +16,7 @@
 #include "../common/policy.h"
 #include "../common/util.h"
 #include "run_flags.h"
-#include "../common/secrets.h"
+#include "../common/secretinject.h"
 
 enum limit_kind { KIND_DURATION, KIND_SIZE, KIND_COUNT, KIND_CPUS };
 
@@ -121,9 +121,11 @@ static int parse_plain(int opt, const char *arg, struct run_flags *f)
 		f->env[f->nenv++] = (char *)arg;
 		return 0;
 	case OPT_SECRET:
-		/* the name only: the value comes from the store, never from argv */
-		if (!secrets_name_valid(arg))
-			return cli_usage_error("--secret: not a secret name: '%s'", arg);
+		/* the name only: the value comes from the store, never from argv
+		 * (a name given twice is refused when the values are loaded) */
+		if (!secret_request_valid(arg))
+			return cli_usage_error("--secret: expected NAME, NAME:env or NAME:file "
+					       "(NAME: ^[A-Za-z_][A-Za-z0-9_]{0,127}$), got '%s'", arg);
 		f->secrets[f->nsecrets++] = (char *)arg;
 		return 0;
 	case OPT_CWD: s->cwd = arg; return 0;

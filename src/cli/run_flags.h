@@ -15,7 +15,7 @@ struct run_flags {
 	const char *policy_name;
 	char **env;
 	size_t nenv;
-	char **secrets;		/* --secret NAME: injected as NAME=value from the store */
+	char **secrets;		/* --secret NAME[:env|:file] requests (secretinject.h) */
 	size_t nsecrets;
 	const char *cmd;	/* aegix --cmd */
 	const char *ws_mode;	/* --workspace-mode */

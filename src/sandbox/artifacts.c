@@ -341,17 +341,12 @@ static json_t *result_json(const struct aegis_spec *spec, const struct aegis_res
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
 	const struct aegis_limits *l = &spec->limits;
-	json_t *argv = json_array(), *env = json_array(), *secrets = json_array(), *out;
+	json_t *argv = json_array(), *env = json_array(), *out;
 
 	for (char *const *a = spec->argv; *a; a++)
 		json_array_append_new(argv, string_or_mark(*a));
 	for (char *const *e = spec->env; e && *e; e++)
 		json_array_append_new(env, string_or_mark(*e));
-	/* secrets: their names, so a replay can ask for them; never a value */
-	for (char *const *e = spec->secret_env; e && *e; e++) {
-		size_t n = strcspn(*e, "=");
-		json_array_append_new(secrets, json_stringn(*e, n) ?: json_string("?"));
-	}
 	out = json_pack("{s:i, s:s, s:o, s:o, s:s, s:s, s:s, s:{s:s?, s:s}, s:o, s:{s:I, s:I, s:I, s:I, "
 			 "s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:s, s:o, s:o, s:f, s:f, s:I, s:I, s:b, s:b}}",
 			 "version", 1, "run_id", rec->id, "argv", argv, "env", env, "cwd", spec->cwd,
@@ -369,9 +364,12 @@ static json_t *result_json(const struct aegis_spec *spec, const struct aegis_res
 			 "wall_ms", res->wall_us / 1000.0, "cpu_ms", (res->user_us + res->sys_us) / 1000.0,
 			 "peak_memory_bytes", (json_int_t)res->peak_memory_bytes, "execs", (json_int_t)res->execs,
 			 "stdout_truncated", res->out.truncated, "stderr_truncated", res->err.truncated);
-	if (json_array_size(secrets))
-		json_object_set(out, "secrets", secrets);
-	json_decref(secrets);
+	/* secrets: their names and how each was given, so a replay can ask
+	 * for them the same way; never a value */
+	if (record_has_secrets(spec)) {
+		json_object_set_new(out, "secrets", record_secret_names(spec));
+		json_object_set_new(out, "secrets_as", record_secret_as(spec));
+	}
 	return out;
 }
 

@@ -102,7 +102,10 @@ void env_free(char **envp)
 {
 	if (!envp)
 		return;
-	for (char **e = envp; *e; e++)
+	/* wiped, not only freed: some entries are copies of secret values */
+	for (char **e = envp; *e; e++) {
+		explicit_bzero(*e, strlen(*e));
 		free(*e);
+	}
 	free(envp);
 }

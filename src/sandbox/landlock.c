@@ -33,9 +33,11 @@
 			 LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO | \
 			 LANDLOCK_ACCESS_FS_MAKE_BLOCK | LANDLOCK_ACCESS_FS_MAKE_SYM)
 
-/* Readable whenever reads are restricted: what every program needs. */
+/* Readable whenever reads are restricted: what every program needs, and
+ * the secrets the run was given as files (when it was: a missing path
+ * adds no rule). */
 static const char *const system_read[] = { "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32",
-					   "/etc", "/proc", "/dev", NULL };
+					   "/etc", "/proc", "/dev", "/run/secrets", NULL };
 /* Executable whenever execs are restricted: the loader lives here. */
 static const char *const loader_dirs[] = { "/usr/lib", "/usr/lib64", "/lib", "/lib64", NULL };
 /* Writable whenever writes are restricted: /dev/null, ttys, /dev/shm. */

@@ -42,6 +42,40 @@ static json_t *string_list(char *const *list, bool names_only)
 	return a;
 }
 
+bool record_has_secrets(const struct aegis_spec *spec)
+{
+	return (spec->secret_env && spec->secret_env[0]) || (spec->secret_files && spec->secret_files[0]);
+}
+
+/* The names of the secrets given, environment ones first; never a value. */
+json_t *record_secret_names(const struct aegis_spec *spec)
+{
+	json_t *names = string_list(spec->secret_env, true), *files = string_list(spec->secret_files, true);
+
+	json_array_extend(names, files);
+	json_decref(files);
+	return names;
+}
+
+static void secret_as_add(json_t *as, char *const *list, const char *how)
+{
+	for (; list && *list; list++) {
+		char name[256];
+		snprintf(name, sizeof name, "%.*s", (int)strcspn(*list, "="), *list);
+		json_object_set_new(as, name, json_string(how));
+	}
+}
+
+/* How each was given: {"NAME": "env" | "file"}. */
+json_t *record_secret_as(const struct aegis_spec *spec)
+{
+	json_t *as = json_object();
+
+	secret_as_add(as, spec->secret_env, "env");
+	secret_as_add(as, spec->secret_files, "file");
+	return as;
+}
+
 static json_t *limits_json(const struct aegis_limits *l)
 {
 	json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
@@ -144,9 +178,9 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 		close_logs(r);
 		return -1;
 	}
-	if (spec->secret_env && spec->secret_env[0] &&
-	    emit(r, "secret.use", json_pack("{s:s, s:o}", "id", r->id, "names", string_list(spec->secret_env, true)),
-		 err) < 0) {
+	if (record_has_secrets(spec) &&
+	    emit(r, "secret.use", json_pack("{s:s, s:o, s:o}", "id", r->id, "names", record_secret_names(spec),
+					    "as", record_secret_as(spec)), err) < 0) {
 		close_logs(r);
 		return -1;
 	}

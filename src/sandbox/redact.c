@@ -10,21 +10,10 @@
 
 #include "redact.h"
 
-int redact_init(struct redactor *r, char *const *secret_env)
+/* Each "NAME=value" of list with a value long enough to look for. */
+static int redact_add(struct redactor *r, char *const *list)
 {
-	int count = 0;
-
-	memset(r, 0, sizeof *r);
-	for (char *const *e = secret_env; e && *e; e++)
-		count++;
-	if (!count)
-		return 0;
-	r->names = calloc((size_t)count, sizeof *r->names);
-	r->values = calloc((size_t)count, sizeof *r->values);
-	r->lens = calloc((size_t)count, sizeof *r->lens);
-	if (!r->names || !r->values || !r->lens)
-		return -1;
-	for (char *const *e = secret_env; *e; e++) {
+	for (char *const *e = list; e && *e; e++) {
 		const char *eq = strchr(*e, '=');
 		size_t len = eq ? strlen(eq + 1) : 0;
 		if (len < REDACT_MIN)
@@ -39,6 +28,25 @@ int redact_init(struct redactor *r, char *const *secret_env)
 		r->n++;
 	}
 	return 0;
+}
+
+int redact_init(struct redactor *r, char *const *secret_env, char *const *secret_files)
+{
+	int count = 0;
+
+	memset(r, 0, sizeof *r);
+	for (char *const *e = secret_env; e && *e; e++)
+		count++;
+	for (char *const *e = secret_files; e && *e; e++)
+		count++;
+	if (!count)
+		return 0;
+	r->names = calloc((size_t)count, sizeof *r->names);
+	r->values = calloc((size_t)count, sizeof *r->values);
+	r->lens = calloc((size_t)count, sizeof *r->lens);
+	if (!r->names || !r->values || !r->lens)
+		return -1;
+	return redact_add(r, secret_env) < 0 || redact_add(r, secret_files) < 0 ? -1 : 0;
 }
 
 void redact_feed(struct redactor *r, const char *data, size_t len, bool eof,

@@ -16,9 +16,10 @@ struct redactor {
 	size_t nhold;
 };
 
-/* From spec.secret_env ("NAME=value"). 0, or -1 (out of memory); n stays
- * 0 when there is nothing to redact. */
-int redact_init(struct redactor *r, char *const *secret_env);
+/* From spec.secret_env and spec.secret_files ("NAME=value"): a value
+ * read from a file is as secret as one from the environment. 0, or -1
+ * (out of memory); n stays 0 when there is nothing to redact. */
+int redact_init(struct redactor *r, char *const *secret_env, char *const *secret_files);
 /* Data in; what is safe to pass on out through emit, each value replaced
  * by "[secret:NAME]", even when split across feeds. eof: the rest too. */
 void redact_feed(struct redactor *r, const char *data, size_t len, bool eof,

@@ -3,7 +3,8 @@
  * Built on a private tmpfs, then pivot_root'ed into with the old root
  * detached, so no host path outside the list below is reachable: the host's
  * /usr, /bin, /sbin, /lib* read-only, an allowlisted /etc, fresh /proc and
- * /dev, a size-limited /tmp and the /workspace. No /home, /root, /var, /run. */
+ * /dev, a size-limited /tmp and the /workspace; /run/secrets only when
+ * secrets are given as files (secretfs.c). No /home, /root, /var. */
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -229,6 +230,9 @@ int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_erro
 	if (mounts_mkdir("tmp", err) < 0 || mounts_tmpfs("tmp", opts, MS_NOSUID | MS_NODEV, err) < 0)
 		return -1;
 	if (mount_workspace(ctx, tree, upper_fd, err) < 0)
+		return -1;
+	if (ctx->spec->secret_files && ctx->spec->secret_files[0] &&
+	    secretfs_mount(".", ctx->spec->secret_files, err) < 0)
 		return -1;
 	/* what hidden files are replaced by: empty, unreadable, unwritable */
 	if (mounts_touch(HIDDEN, err) < 0 || chmod(HIDDEN, 0) < 0)

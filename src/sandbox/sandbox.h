@@ -96,6 +96,12 @@ int overlay_mount(const struct sandbox_ctx *ctx, int lower_tree, const char *tar
 /* Hide the policy's denied commands and files.deny (after pivot). */
 int rootfs_hide(const struct aegis_policy *p, struct aegis_error *err);
 
+/* secretfs.c — spec.secret_files at /run/secrets. check: the names are
+ * safe as file names and given once (before clone); mount: relative to the
+ * root being built, read-only once written. */
+int secretfs_check(char *const *files, struct aegis_error *err);
+int secretfs_mount(const char *root, char *const *files, struct aegis_error *err);
+
 /* procfs.c, devfs.c — run inside rootfs_build, paths relative to the new root. */
 int procfs_mount(const char *root, struct aegis_error *err);
 int devfs_mount(const char *root, struct aegis_error *err);
@@ -230,6 +236,11 @@ void record_file_change(struct record *r, const char *path, const char *kind, ui
 #include <jansson.h>
 json_t *record_limits_json(const struct aegis_limits *l);
 const char *record_workspace_mode(const struct aegis_spec *spec);
+/* The secrets a run was given, for secret.use and result.json: names only,
+ * and how each was given ({"NAME": "env" | "file"}). */
+bool record_has_secrets(const struct aegis_spec *spec);
+json_t *record_secret_names(const struct aegis_spec *spec);
+json_t *record_secret_as(const struct aegis_spec *spec);
 struct proxy_conn_report;
 void record_connection(void *record, const struct proxy_conn_report *c);
 

@@ -200,6 +200,8 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 		return error_set(err, AEGIS_E_INVALID, 0, "disk limit must be positive");
 	if (!spec->hostname || !spec->hostname[0] || strlen(spec->hostname) > 63)
 		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");
+	if (secretfs_check(spec->secret_files, err) < 0)
+		return -1;
 	if (spec->workspace_overlay && (!spec->workspace || spec->workspace_ro))
 		return error_set(err, AEGIS_E_INVALID, 0, "overlay mode needs a read-write host workspace");
 	if (spec->workspace_overlay && !spec->artifacts_dir)

@@ -267,7 +267,7 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 	(void)pid;
 	io->out_fd = io->err_fd = -1;	/* the streams own them now */
 	for (int i = 0; i < 2; i++)
-		if (redact_init(&streams[i].red, spec->secret_env) < 0) {
+		if (redact_init(&streams[i].red, spec->secret_env, spec->secret_files) < 0) {
 			redact_free(&streams[0].red);
 			redact_free(&streams[1].red);
 			close(streams[0].in);
