@@ -5,6 +5,7 @@
  * racing to start it start one; it is detached (own session, stdio to its
  * log) so it outlives the shell that asked. */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -57,24 +58,55 @@ static int daemon_binary(char *out, size_t len)
 	return (size_t)snprintf(out, len, "%s/aegisd", dirname(self)) < len ? 0 : -1;
 }
 
-static void spawn_detached(const char *bin, const char *sock, const char *log)
+/* Start aegisd in a session of its own, reparented away from us; its pid
+ * (or -1), so a daemon that gives up at once is noticed at once. */
+static pid_t spawn_detached(const char *bin, const char *sock, const char *log)
 {
-	pid_t pid = fork();
+	pid_t pid, daemon_pid = -1;
+	int p[2];
 
-	if (pid == 0) {
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	if ((pid = fork()) == 0) {
 		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		setsid();
-		if (fork() != 0)
+		if ((pid = fork()) != 0) {
+			(void)!write(p[1], &pid, sizeof pid);
 			_exit(0);
+		}
 		if (null < 0 || out < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 			_exit(125);
 		execl(bin, "aegisd", "--socket", sock, (char *)NULL);
 		_exit(127);
 	}
-	if (pid > 0)
+	close(p[1]);
+	if (pid > 0) {
+		if (read(p[0], &daemon_pid, sizeof daemon_pid) != sizeof daemon_pid)
+			daemon_pid = -1;
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
+	}
+	close(p[0]);
+	return daemon_pid;
+}
+
+/* Why a daemon that exited gave up: the message of its log's last line. */
+static void last_log_message(const char *log, char *out, size_t len)
+{
+	char line[1024] = "", buf[1024];
+	FILE *f = fopen(log, "re");
+	json_t *j;
+
+	snprintf(out, len, "see %s", log);
+	if (!f)
+		return;
+	while (fgets(buf, sizeof buf, f))
+		memcpy(line, buf, sizeof line);
+	fclose(f);
+	if ((j = json_loads(line, 0, NULL)) && json_string_value(json_object_get(j, "msg")))
+		snprintf(out, len, "%s", json_string_value(json_object_get(j, "msg")));
+	json_decref(j);
 }
 
 /* Make sure aegisd answers on sock, starting it if needed. 0, or the
@@ -100,12 +132,19 @@ int daemon_ensure(const char *sock)
 			close(lfd);
 			return cli_usage_error("up: aegisd not found next to this program (%s)", bin);
 		}
-		spawn_detached(bin, sock, log);
-		for (deadline = now_us() + UP_WAIT_MS * 1000ULL; !listening(sock); usleep(5000))
+		pid_t pid = spawn_detached(bin, sock, log);
+		for (deadline = now_us() + UP_WAIT_MS * 1000ULL; !listening(sock); usleep(5000)) {
+			if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH && !listening(sock)) {
+				char why[512];
+				close(lfd);
+				last_log_message(log, why, sizeof why);
+				return cli_usage_error("up: aegisd exited: %s", why);
+			}
 			if (now_us() > deadline) {
 				close(lfd);
 				return cli_usage_error("up: aegisd did not come up within %d ms (see %s)", UP_WAIT_MS, log);
 			}
+		}
 	}
 	close(lfd);
 	return 0;

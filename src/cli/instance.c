@@ -13,7 +13,7 @@
 
 static const char instance_usage[] =
 	"usage: aegis instance start --name NAME [--workspace DIR | --workspace-ro DIR] [--env K=V]...\n"
-	"                            [--cwd DIR] [--policy NAME|FILE] [--expose [ADDR:]HOST:GUEST]...\n"
+	"                            [--secret NAME[:env|:file]]... [--cwd DIR] [--policy NAME|FILE] [--expose [ADDR:]HOST:GUEST]...\n"
 	"                            [--idle-pause DURATION] [--idle-stop DURATION] -- CMD [ARGS...]\n"
 	"       aegis instance list [--json]\n"
 	"       aegis instance info NAME\n"
@@ -79,11 +79,11 @@ static int start(int argc, char **argv)
 		{ "workspace-ro", required_argument, NULL, 'r' }, { "env", required_argument, NULL, 'e' },
 		{ "cwd", required_argument, NULL, 'c' }, { "policy", required_argument, NULL, 'p' },
 		{ "expose", required_argument, NULL, 'x' }, { "idle-pause", required_argument, NULL, 'I' },
-		{ "idle-stop", required_argument, NULL, 'S' },
+		{ "idle-stop", required_argument, NULL, 'S' }, { "secret", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	json_t *req = json_object(), *env = json_array(), *args = json_array(), *out = NULL,
-	       *expose = json_array();
+	       *expose = json_array(), *secrets = json_array();
 	char ws[4096];
 	uint64_t ms;
 	int opt, rc;
@@ -97,7 +97,7 @@ static int start(int argc, char **argv)
 		case 'r':
 			/* the daemon needs a path it can resolve on its own */
 			if (!realpath(optarg, ws)) {
-				json_decref(req), json_decref(env), json_decref(args);
+				json_decref(req), json_decref(env), json_decref(args), json_decref(expose), json_decref(secrets);
 				return cli_usage_error("instance start: workspace %s does not exist", optarg);
 			}
 			json_object_set_new(req, "workspace", json_string(ws));
@@ -107,11 +107,12 @@ static int start(int argc, char **argv)
 		case 'c': json_object_set_new(req, "cwd", json_string(optarg)); break;
 		case 'p': json_object_set_new(req, "policy", json_string(optarg)); break;
 		case 'x': json_array_append_new(expose, json_string(optarg)); break;
+		case 's': json_array_append_new(secrets, json_string(optarg)); break;	/* names; the daemon checks them */
 		case 'I':
 		case 'S':
 			/* a duration (30s, 15m, 0 = never), whole seconds on the wire */
 			if (parse_duration_ms(optarg, &ms) < 0 || ms % 1000) {
-				json_decref(req), json_decref(env), json_decref(args), json_decref(expose);
+				json_decref(req), json_decref(env), json_decref(args), json_decref(expose), json_decref(secrets);
 				return cli_usage_error("instance start: --%s wants whole seconds (e.g. 30s, 15m, 0): %s",
 						       opt == 'I' ? "idle-pause" : "idle-stop", optarg);
 			}
@@ -119,13 +120,16 @@ static int start(int argc, char **argv)
 					    json_integer((json_int_t)(ms / 1000)));
 			break;
 		default:
-			json_decref(req), json_decref(env), json_decref(args), json_decref(expose);
+			json_decref(req), json_decref(env), json_decref(args), json_decref(expose), json_decref(secrets);
 			return cli_usage_error("instance start: option '%s' is unknown or needs a value", argv[optind - 1]);
 		}
 	}
 	if (json_array_size(expose))
 		json_object_set(req, "expose", expose);
 	json_decref(expose);
+	if (json_array_size(secrets))
+		json_object_set(req, "secrets", secrets);
+	json_decref(secrets);
 	if (json_object_get(req, "name") && optind >= argc && json_object_size(req) == 1 &&
 	    !json_array_size(env)) {
 		/* just a name: start it again from its stored config */

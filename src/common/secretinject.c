@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "error.h"
 #include "secretinject.h"
@@ -137,6 +138,15 @@ int secret_inject_load(const char *state_dir, char *const *requests, char ***env
 	}
 	if (!count)
 		return 0;	/* no store is opened (or made) for nothing */
+	/* HOSTILE S-05: from here this process holds values; if it crashes it
+	 * leaves no core file (nor a core for a piped handler that honours
+	 * the limit). Not PR_SET_DUMPABLE: the sandbox it is about to clone
+	 * would inherit it, and a rootless parent could no longer write the
+	 * child's uid_map. */
+	if (setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0) {
+		r = error_sys(err, "secrets: RLIMIT_CORE");
+		goto out;
+	}
 	if ((size_t)snprintf(dir, sizeof dir, "%s/secrets", state_dir) >= sizeof dir) {
 		r = error_set(err, AEGIS_E_INVALID, ENAMETOOLONG, "secrets: the state directory's path is too long");
 		goto out;

@@ -123,6 +123,7 @@ int main(int argc, char **argv)
 	/* and the daemon never leaves a core dump (or a ptrace door) with
 	 * what a request carried in it; its shims exec and start afresh */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
 
 	char state[4096], self[4096];
 	uint64_t log_max;
@@ -152,6 +153,8 @@ int main(int argc, char **argv)
 		return daemon_log("error", err.msg[0] ? err.msg : "cannot set up the state directory", "state",
 				  state), 125;
 	secrets_api_init(state);
+	if (secrets_api_check(&err) < 0)
+		return daemon_log("error", err.msg, NULL, NULL), 125;
 	/* a descriptor per connection, per watched shim: the soft limit (often
 	 * 1024) is below what the caps allow */
 	{

@@ -31,6 +31,8 @@
 #include "idle.h"
 #include "instances.h"
 #include "router.h"
+#include "secrets_api.h"
+#include "../common/secretinject.h"
 #include "control.h"
 #include "shim.h"
 #include "statefile.h"
@@ -42,6 +44,7 @@
 #define IDLE_STOP_DEFAULT_S (15 * 60)
 #define SHIM_READY_MS 5000
 
+#define SECRETS_PER_INSTANCE 64
 static char instances_dir[4096];
 static pthread_mutex_t transition = PTHREAD_MUTEX_INITIALIZER;	/* pause, wake, stop, start */
 static char shim_exe[4096];	/* aegis-shim, next to aegisd */
@@ -108,11 +111,44 @@ static bool expose_needs_own_net(json_t *req)
 	return host;
 }
 
+/* "secrets": names (NAME, NAME:env, NAME:file) of secrets in the store,
+ * each once; only the names are kept (the shim decrypts at each start).
+ * NULL when fine, else why not. */
+static const char *check_secrets(json_t *v)
+{
+	static __thread char why[200];
+	char *names[SECRETS_PER_INSTANCE + 1] = { 0 };
+	const char *missing;
+	json_t *item;
+	size_t i, j;
+	bool broken;
+
+	if (!json_is_array(v) || json_array_size(v) > SECRETS_PER_INSTANCE)
+		return "must be an array of at most 64 NAME, NAME:env or NAME:file";
+	json_array_foreach(v, i, item) {
+		const char *req = json_string_value(item);
+		if (!req || !secret_request_valid(req))
+			return "must be an array of at most 64 NAME, NAME:env or NAME:file";
+		for (j = 0; j < i; j++)
+			if (strcspn(names[j], ":") == strcspn(req, ":") &&
+			    !strncmp(names[j], req, strcspn(req, ":")))
+				return "names the same secret twice";
+		names[i] = (char *)req;
+	}
+	if (!(missing = secrets_api_missing(names, &broken)))
+		return NULL;
+	if (broken)
+		return "the secrets store cannot be read (see aegis secret list)";
+	snprintf(why, sizeof why, "no secret named %.*s (aegis secret set NAME)", (int)strcspn(missing, ":"),
+		 missing);
+	return why;
+}
+
 /* The request, checked field by field; NULL and *bad = the field at fault. */
 static json_t *check_request(const char *text, const char **bad, const char **why)
 {
 	static const char *const known[] = { "name", "argv", "env", "cwd", "workspace", "workspace_ro",
-					     "policy", "expose", "idle_pause_s", "idle_stop_s", NULL };
+					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", NULL };
 	json_t *req = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL), *v, *item;
 	const char *key, *name;
 	struct aegis_policy pol;
@@ -161,6 +197,8 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 	}
 	if ((v = json_object_get(req, "workspace_ro")) && !json_is_boolean(v))
 		return *bad = "workspace_ro", *why = "must be true or false", json_decref(req), NULL;
+	if ((v = json_object_get(req, "secrets")) && (*why = check_secrets(v)))
+		return *bad = "secrets", json_decref(req), NULL;
 	if ((v = json_object_get(req, "policy"))) {
 		if (!json_is_string(v) || policy_load(json_string_value(v), &pol, &perr) < 0)
 			return *bad = "policy", *why = "must name a valid policy (default, strict or a file)",
@@ -434,6 +472,8 @@ static json_t *describe(const char *name)
 	json_object_set_new(out, "activity", activity_of(name, dir, config));
 	if (json_object_get(config, "workspace"))
 		json_object_set(out, "workspace", json_object_get(config, "workspace"));
+	if (json_object_get(config, "secrets"))	/* names: the values are never read here */
+		json_object_set(out, "secrets", json_object_get(config, "secrets"));
 	if (shim) {
 		struct aegis_usage u;
 		json_object_set(out, "shim_pid", json_object_get(shim, "pid"));

@@ -5,11 +5,13 @@
  * key). A value set over the API lives in the request buffer, in jansson's
  * parse of it and in the encryption's buffers, each wiped when done; the
  * errors say what was wrong with the request, never what was in it. */
+#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -25,6 +27,19 @@ static pthread_mutex_t writing = PTHREAD_MUTEX_INITIALIZER;
 void secrets_api_init(const char *state_dir)
 {
 	snprintf(store_dir, sizeof store_dir, "%s/secrets", state_dir);
+}
+
+int secrets_api_check(struct aegis_error *err)
+{
+	struct secrets s;
+	struct stat st;
+
+	if (lstat(store_dir, &st) < 0 && errno == ENOENT)
+		return 0;	/* no store yet: made on first use */
+	if (secrets_open(&s, store_dir, err) < 0)
+		return -1;
+	secrets_close(&s);
+	return 0;
 }
 
 void secrets_api_wiping_free(void *p)

@@ -8,8 +8,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <aegis/aegis.h>
+
 /* The store is <state_dir>/secrets. */
 void secrets_api_init(const char *state_dir);
+/* At start: a store that exists must open (its key file and directory
+ * private, ours, no symlinks), or the daemon does not start. -1 with err. */
+int secrets_api_check(struct aegis_error *err);
 /* Each returns an HTTP status and sets *body (a JSON object, the caller's). */
 unsigned secrets_api_list(json_t **body);
 /* body: {"value": "..."}; the request text is wiped before this returns. */

@@ -5,6 +5,7 @@
  * (logwriter.c) and, when the sandbox ends and the log is complete, how it
  * ended to DIR/exit.json. aegisd can die or restart meanwhile: the shim and
  * its sandbox do not notice. */
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -16,7 +17,9 @@
 #include <unistd.h>
 
 #include <aegis/aegis.h>
+#include "../common/error.h"
 #include "../common/policy.h"
+#include "../common/secretinject.h"
 #include "../common/util.h"
 #include "control.h"
 #include "shim.h"
@@ -54,6 +57,28 @@ static int shim_lock(int dirfd)
 	return fd < 0 || fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -1 : 0;
 }
 
+/* The secrets the config names, decrypted afresh at every start (the
+ * config keeps names only): the store is <state>/secrets, and this
+ * instance's directory is <state>/instances/NAME. */
+static int load_secrets(const char *dir, json_t *config, char ***env, char ***files, struct aegis_error *err)
+{
+	json_t *list = json_object_get(config, "secrets");
+	char state[4400], *slash, **names;
+	int r;
+
+	if (!json_array_size(list))
+		return 0;
+	snprintf(state, sizeof state, "%s", dir);
+	for (int up = 0; up < 2; up++)
+		if ((slash = strrchr(state, '/')))
+			*slash = '\0';
+	if (!(names = strings(list)))
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "secrets: out of memory");
+	r = secret_inject_load(state, names, env, files, err);
+	free(names);
+	return r;
+}
+
 void shim_main(const char *dir, int ready_fd)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
@@ -63,6 +88,7 @@ void shim_main(const char *dir, int ready_fd)
 	struct aegis_policy policy = { 0 };
 	struct logwriter *lw;
 	json_t *config, *v, *end;
+	char **secret_env = NULL, **secret_files = NULL;
 	uint64_t log_max, log_lost;
 	sigset_t all;
 	char path[4400], audit[4400], workspace[4400];
@@ -120,13 +146,19 @@ void shim_main(const char *dir, int ready_fd)
 	 * own output limit still holds. */
 	spec.limits.output_bytes = UINT64_MAX;
 	v = json_object_get(config, "policy");
-	if (policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0) {
+	if (policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0 &&
+	    load_secrets(dir, config, &secret_env, &secret_files, &err) == 0) {
 		spec.policy = &policy;
 		policy_apply_limits(&policy, &spec.limits);
+		spec.secret_env = secret_env;
+		spec.secret_files = secret_files;
 		r = aegis_run(&spec, &res, &err);
 	} else {
 		r = -1;
 	}
+	/* the sandbox had them; nothing here needs them any more */
+	secret_inject_free(secret_env);
+	secret_inject_free(secret_files);
 	/* The command is gone; what is left takes moments and a second
 	 * SIGTERM must not cost the end of the log or exit.json. */
 	sigfillset(&all);

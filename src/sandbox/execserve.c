@@ -29,6 +29,7 @@
 #include "../common/fdpass.h"
 #include "../common/frames.h"
 #include "execserve.h"
+#include "redact.h"
 #include "sandbox.h"
 
 #define REQUEST_WAIT_MS 5000	/* for the daemon's one request message */
@@ -58,6 +59,7 @@ struct execserve {
 	int sync_fd;		/* our own dup of the channel to PID 1 */
 	const char *cwd;	/* the run's default working directory */
 	struct record *rec;	/* the run's audit events */
+	char *const *secret_env, *const *secret_files;	/* redacted from execs' output */
 	struct session *live;
 	unsigned refs;		/* the supervise loop, and one per session thread */
 	uint32_t next_id;
@@ -78,7 +80,7 @@ static void serve_release(struct execserve *srv)
 	}
 }
 
-struct execserve *execserve_new(int sync_fd, const char *cwd, struct record *rec)
+struct execserve *execserve_new(int sync_fd, const struct aegis_spec *spec, struct record *rec)
 {
 	struct execserve *srv = calloc(1, sizeof *srv);
 
@@ -91,8 +93,10 @@ struct execserve *execserve_new(int sync_fd, const char *cwd, struct record *rec
 	}
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->drained, NULL);
-	srv->cwd = cwd;
+	srv->cwd = spec->cwd;
 	srv->rec = rec;
+	srv->secret_env = spec->secret_env;
+	srv->secret_files = spec->secret_files;
 	srv->refs = 1;
 	return srv;
 }
@@ -325,16 +329,42 @@ static bool from_user(struct session *s, struct stdio *io, size_t *npending)
 	return true;
 }
 
-/* Output to the user; -1 when it is at EOF, 0 moved, 1 user gone. */
-static int to_user(struct session *s, int *fd, enum frame_type type)
+/* One output stream of an exec on its way to the user: an instance's
+ * injected secrets are cut out of it as they are from its log (redact.c). */
+struct outgoing {
+	struct session *s;
+	enum frame_type type;
+	struct redactor red;
+	bool gone;		/* the user stopped taking frames */
+};
+
+static void emit_frame(void *arg, const char *buf, size_t len)
 {
-	ssize_t n = read(*fd, s->out, sizeof s->out);
+	struct outgoing *o = arg;
+
+	/* a frame at most FRAME_MAX: redaction may have made a chunk longer */
+	for (size_t off = 0; off < len && !o->gone; off += FRAME_MAX)
+		o->gone = frame_send(o->s->client, o->type, buf + off,
+				     len - off < FRAME_MAX ? len - off : FRAME_MAX) < 0;
+}
+
+/* Output to the user; -1 when it is at EOF, 0 moved, 1 user gone. */
+static int to_user(struct outgoing *o, int *fd)
+{
+	ssize_t n = read(*fd, o->s->out, sizeof o->s->out);
 
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return 0;
-	if (n <= 0)	/* EOF; EIO: a pty whose last slave closed */
-		return -1;
-	return frame_send(s->client, type, s->out, (size_t)n) < 0 ? 1 : 0;
+	if (n <= 0) {	/* EOF; EIO: a pty whose last slave closed */
+		if (o->red.n)
+			redact_feed(&o->red, NULL, 0, true, emit_frame, o);
+		return o->gone ? 1 : -1;
+	}
+	if (o->red.n)
+		redact_feed(&o->red, o->s->out, (size_t)n, false, emit_frame, o);
+	else
+		emit_frame(o, o->s->out, (size_t)n);
+	return o->gone ? 1 : 0;
 }
 
 static enum session_state state_of(struct session *s)
@@ -350,19 +380,20 @@ static enum session_state state_of(struct session *s)
 	return st;
 }
 
-/* Relay until the exec has exited and its output is out. */
-static void relay(struct session *s, struct stdio *io)
+/* Move stdin in and output out until the exec has exited and its output
+ * is out; false when the user went away (the exec got SIGHUP). */
+static bool relay_streams(struct session *s, struct stdio *io, struct outgoing *streams)
 {
 	char *pending = s->pending;
 	size_t npending = 0, off = 0;
 	int out = io->out, err = io->err;
 	/* the exit may have come with the start already (a quick command) */
 	enum session_state st = state_of(s);
-	bool user = true, exited = st == S_EXITED || st == S_ENDED;
+	bool exited = st == S_EXITED || st == S_ENDED;
 
 	while (out >= 0 || err >= 0 || !exited) {
 		struct pollfd p[5] = {
-			{ .fd = user && !npending ? s->client : -1, .events = POLLIN },
+			{ .fd = !npending ? s->client : -1, .events = POLLIN },
 			{ .fd = npending && io->in >= 0 ? io->in : -1, .events = POLLOUT },
 			{ .fd = out, .events = POLLIN },
 			{ .fd = err, .events = POLLIN },
@@ -383,7 +414,7 @@ static void relay(struct session *s, struct stdio *io)
 		if (p[0].revents && !from_user(s, io, &npending)) {
 			/* the user hung up: as a terminal would, say so to the exec */
 			signal_exec(s, SIGHUP);
-			return;
+			return false;
 		}
 		if (p[1].revents) {
 			ssize_t w = write(io->in, pending + off, npending - off);
@@ -397,16 +428,45 @@ static void relay(struct session *s, struct stdio *io)
 			int *fd = i ? &err : &out;
 			if (!p[2 + i].revents || *fd < 0)
 				continue;
-			switch (to_user(s, fd, i ? FRAME_STDERR : FRAME_STDOUT)) {
+			switch (to_user(&streams[i], fd)) {
 			case 1:
 				signal_exec(s, SIGHUP);
-				return;
+				return false;
 			case -1:
 				*fd = -1;
 				break;
 			}
 		}
 	}
+	return true;
+}
+
+/* Relay until the exec has exited and its output is out, then its status. */
+static void relay(struct session *s, struct stdio *io)
+{
+	struct outgoing streams[2] = { { .s = s, .type = FRAME_STDOUT }, { .s = s, .type = FRAME_STDERR } };
+	enum session_state st;
+	bool user;
+
+	for (int i = 0; i < 2; i++)
+		if (redact_init(&streams[i].red, s->srv->secret_env, s->srv->secret_files) < 0) {
+			/* no output rather than unredacted output */
+			redact_free(&streams[0].red);
+			redact_free(&streams[1].red);
+			signal_exec(s, SIGKILL);
+			fail_frame(s, "failed", "cannot set up secret redaction", 125);
+			return;
+		}
+	user = relay_streams(s, io, streams);
+	for (int i = 0; i < 2; i++) {
+		/* what was held back as a value's possible start, now the stream is done */
+		if (user && streams[i].red.n)
+			redact_feed(&streams[i].red, NULL, 0, true, emit_frame, &streams[i]);
+		user &= !streams[i].gone;
+		redact_free(&streams[i].red);
+	}
+	if (!user)
+		return;
 	st = state_of(s);
 	if (st == S_EXITED && WIFSIGNALED(s->status))
 		exit_frame(s, json_pack("{s:i, s:i}", "exit_code", 128 + WTERMSIG(s->status), "signal",

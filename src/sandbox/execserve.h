@@ -6,10 +6,12 @@
 struct execserve;
 struct sync_msg;
 struct record;
+struct aegis_spec;
 
 /* Serve the control socket of the run whose PID 1 is at the other end of
- * sync_fd: execs, connections to its own ports, the daemon's events. */
-struct execserve *execserve_new(int sync_fd, const char *default_cwd, struct record *rec);
+ * sync_fd: execs, connections to its own ports, the daemon's events. The
+ * spec (its cwd, its secrets to redact) must outlive the server. */
+struct execserve *execserve_new(int sync_fd, const struct aegis_spec *spec, struct record *rec);
 /* A connection is waiting on the control socket: serve it in a thread. */
 void execserve_accept(struct execserve *srv, int listen_fd);
 /* PID 1's EXEC_STARTED / EXEC_EXIT, for the session it belongs to;

@@ -1,7 +1,8 @@
 /* redact.c — replacing injected secret values in a run's output.
  *
- * The last maxlen-1 bytes of what came are held back until more comes (or
- * the end): a value split across two writes is still found whole. Only a
+ * A tail of what came that could be the start of a value is held back
+ * until more comes (or the end): a value split across two writes is still
+ * found whole, and output that could not be one is never delayed. Only a
  * run that was given secrets pays for this. */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -23,8 +24,6 @@ static int redact_add(struct redactor *r, char *const *list)
 		if (!r->names[r->n] || !r->values[r->n])
 			return -1;
 		r->lens[r->n] = len;
-		if (len > r->maxlen)
-			r->maxlen = len;
 		r->n++;
 	}
 	return 0;
@@ -49,10 +48,28 @@ int redact_init(struct redactor *r, char *const *secret_env, char *const *secret
 	return redact_add(r, secret_env) < 0 || redact_add(r, secret_files) < 0 ? -1 : 0;
 }
 
+/* At buf[i]: the longest value that lies there whole (-1: none); *partial
+ * when, the stream going on, the rest of buf could start a longer one. */
+static int match_at(const struct redactor *r, const char *buf, size_t i, size_t total, bool *partial)
+{
+	int best = -1;
+
+	*partial = false;
+	for (int k = 0; k < r->n; k++) {
+		if (i + r->lens[k] <= total) {
+			if ((best < 0 || r->lens[k] > r->lens[best]) && !memcmp(buf + i, r->values[k], r->lens[k]))
+				best = k;
+		} else if (!memcmp(buf + i, r->values[k], total - i)) {
+			*partial = true;
+		}
+	}
+	return best;
+}
+
 void redact_feed(struct redactor *r, const char *data, size_t len, bool eof,
 		 void (*emit)(void *arg, const char *buf, size_t len), void *arg)
 {
-	size_t total = r->nhold + len, limit, i = 0, start = 0;
+	size_t total = r->nhold + len, i = 0, start = 0, keep = 0;
 	char *buf = malloc(total ? total : 1), mark[200];
 
 	if (!buf)
@@ -61,13 +78,15 @@ void redact_feed(struct redactor *r, const char *data, size_t len, bool eof,
 		memcpy(buf, r->hold, r->nhold);
 	if (len)
 		memcpy(buf + r->nhold, data, len);
-	/* a value starting before limit lies whole in buf */
-	limit = eof ? total : total >= r->maxlen ? total - (r->maxlen - 1) : 0;
-	while (i < limit) {
-		int hit = -1;
-		for (int k = 0; k < r->n && hit < 0; k++)
-			if (i + r->lens[k] <= total && !memcmp(buf + i, r->values[k], r->lens[k]))
-				hit = k;
+	/* Only a tail that could be the start of a value is held back, so
+	 * output (a shell's prompt) flows as it comes when it holds none. */
+	while (i < total) {
+		bool partial;
+		int hit = match_at(r, buf, i, total, &partial);
+		if (partial && !eof) {
+			keep = total - i;	/* wait: maybe a (longer) value */
+			break;
+		}
 		if (hit < 0) {
 			i++;
 			continue;
@@ -79,16 +98,14 @@ void redact_feed(struct redactor *r, const char *data, size_t len, bool eof,
 		i += r->lens[hit];
 		start = i;
 	}
-	if (i > limit)
-		limit = i;	/* a value ran past the limit: nothing of it is held */
-	if (limit > start)
-		emit(arg, buf + start, limit - start);
+	if (total - keep > start)
+		emit(arg, buf + start, total - keep - start);
 	OPENSSL_cleanse(r->hold, r->nhold);
 	free(r->hold);
-	r->nhold = total - limit;
-	r->hold = r->nhold ? malloc(r->nhold) : NULL;
+	r->nhold = keep;
+	r->hold = keep ? malloc(keep) : NULL;
 	if (r->hold)
-		memcpy(r->hold, buf + limit, r->nhold);
+		memcpy(r->hold, buf + total - keep, keep);
 	else
 		r->nhold = 0;
 	OPENSSL_cleanse(buf, total);

@@ -11,7 +11,6 @@ struct redactor {
 	char **names, **values;
 	size_t *lens;
 	int n;
-	size_t maxlen;		/* the longest value */
 	char *hold;		/* the tail that may be the start of a value */
 	size_t nhold;
 };

@@ -280,7 +280,7 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sigfd < 0)
 		return error_sys(err, "signalfd");
-	if (spec->control_fd > 0 && !(st.exec = execserve_new(sync_fd, spec->cwd, parts->rec))) {
+	if (spec->control_fd > 0 && !(st.exec = execserve_new(sync_fd, spec, parts->rec))) {
 		close(sigfd);
 		return error_sys(err, "exec server");
 	}
