@@ -245,10 +245,35 @@ def test_rootless_daemon_instances(user):
                 break
             assert time.monotonic() < deadline, got
             time.sleep(0.1)
+        # secrets, rootless: the store is the user's, the file secret's
+        # tmpfs is made inside the user's namespaces
+        assert cli("secret", "set", "R_KEY", input="rootless-secret-value").returncode == 0
+        p = cli("instance", "start", "--name", "s", "--secret", "R_KEY", "--secret", "R_KEY:file", "--",
+                "sleep", "600")
+        assert p.returncode == 125 and "twice" in p.stderr, p  # one secret, one way
+        assert cli("instance", "start", "--name", "s", "--secret", "R_KEY:file", "--", "sleep", "600").returncode == 0
+        deadline = time.monotonic() + 10
+        while json.loads(cli("instance", "info", "s").stdout)["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.2)
+        p = cli("exec", "s", "--", "sh", "-c", "stat -c '%a %u' /run/secrets/R_KEY; cat /run/secrets/R_KEY")
+        assert p.returncode == 0 and p.stdout == "400 0\n[secret:R_KEY]", p
+        # S-04: the daemon is not dumpable: even its own user's other
+        # processes cannot read its environment or memory (they can their own)
+        daemon = subprocess.run(["pgrep", "-u", str(user["uid"]), "-x", "aegisd"], capture_output=True,
+                                text=True).stdout.split()
+        assert len(daemon) == 1, daemon
+        p = as_user(user, "cat", f"/proc/{daemon[0]}/environ")
+        assert p.returncode != 0 and "Permission denied" in p.stderr, p
+        p = as_user(user, "sh", "-c", "cat /proc/$$/environ | wc -c")
+        assert p.returncode == 0 and int(p.stdout) > 0, p
+        assert cli("instance", "delete", "s").returncode == 0
         assert cli("instance", "delete", "w").returncode == 0
         assert cli("instance", "delete", "r").returncode == 0
         assert not any(os.path.exists(d + f"/run-{shim}") for d in _cgroup_dirs())
     finally:
         cli("instance", "delete", "r")
         cli("instance", "delete", "w")
+        cli("instance", "delete", "s")
         cli("down")
