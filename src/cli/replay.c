@@ -10,6 +10,7 @@
 
 #include "../common/policy.h"
 #include "run_flags.h"
+#include "../common/secretinject.h"
 
 static const char replay_usage[] =
 	"usage: aegis replay DIR [--artifacts NEWDIR] [--json]\n"
@@ -59,6 +60,29 @@ static int load_limits(json_t *l, struct aegis_limits *out)
 	if (!json_is_integer(cpus) || json_integer_value(cpus) < 0 || json_integer_value(cpus) > 1024000)
 		return -1;
 	out->cpus_milli = (uint32_t)json_integer_value(cpus);
+	return 0;
+}
+
+/* The secrets the run was given, by name and how ("secrets_as"), asked of
+ * the store again: the replay gets today's values, never recorded ones. */
+static int replay_secrets(json_t *r, struct run_flags *f, const char *path)
+{
+	json_t *as = json_object_get(r, "secrets_as"), *how;
+	const char *name;
+
+	if (!as)
+		return 0;
+	if (!json_is_object(as) || !(f->secrets = calloc(json_object_size(as) + 1, sizeof *f->secrets)))
+		return cli_usage_error("replay %s: secrets_as is not an object", path), -1;
+	json_object_foreach(as, name, how) {
+		char *req = NULL;
+		if (!json_is_string(how) || asprintf(&req, "%s:%s", name, json_string_value(how)) < 0 ||
+		    !secret_request_valid(req)) {
+			free(req);
+			return cli_usage_error("replay %s: secrets_as: not a secret request: %s", path, name), -1;
+		}
+		f->secrets[f->nsecrets++] = req;
+	}
 	return 0;
 }
 
@@ -116,6 +140,8 @@ int cmd_replay(int argc, char **argv)
 		f.spec.artifacts_dir = newdir;
 		fprintf(stderr, "aegis: replay: the changes go to %s\n", newdir);
 	}
+	if (replay_secrets(r, &f, path) < 0)
+		goto out;
 	if (json_is_object(json_object_get(r, "policy"))) {
 		policy_text = json_dumps(json_object_get(r, "policy"), JSON_COMPACT);
 		if (!policy_text || policy_parse(policy_text, strlen(policy_text), path, &f.policy, &err) < 0) {
@@ -129,6 +155,8 @@ int cmd_replay(int argc, char **argv)
 out:
 	free(policy_text);
 	free(cmd);
+	for (size_t i = 0; f.secrets && i < f.nsecrets; i++)
+		free(f.secrets[i]);
 	run_flags_free(&f);
 	json_decref(r);
 	return status;

@@ -261,3 +261,24 @@ def test_file_secret_is_readable_under_a_files_read_policy(env, tmp_path):
     p = aegis(env, "run", "--policy", str(pol), "--secret", "TOKEN:file", "--", "sh", "-c",
               "sha256sum < /run/secrets/TOKEN; echo hi > /tmp/x; cat /tmp/x; echo rc=$?")
     assert p.stdout.startswith(SHA + "  -\n") and "rc=1" in p.stdout, p
+
+
+def test_replay_asks_the_store_again(env, tmp_path):
+    """A replayed run gets the secrets the run was given, the same way, with
+    the store's value of today; result.json never held one."""
+    assert aegis(env, "secret", "set", "RKEY", input="first-value-1").returncode == 0
+    assert aegis(env, "secret", "set", "RFILE", input="file-value-1").returncode == 0
+    arts = tmp_path / "arts"
+    show = 'printf "%s|" "${RKEY:-}" "${RFILE:-}"; cat /run/secrets/RFILE | md5sum; printf %s "$RKEY" | md5sum'
+    p = aegis(env, "run", "--secret", "RKEY", "--secret", "RFILE:file", "--artifacts", str(arts), "--",
+              "sh", "-c", show)
+    first = p.stdout
+    assert p.returncode == 0 and first.startswith("[secret:RKEY]||"), p
+    assert aegis(env, "secret", "set", "RKEY", input="second-value-2").returncode == 0
+    p = aegis(env, "replay", str(arts))
+    assert p.returncode == 0 and p.stdout.startswith("[secret:RKEY]||"), p
+    lines = p.stdout.split("\n")
+    assert lines[0] == first.split("\n")[0] and lines[1] != first.split("\n")[1], (first, p.stdout)
+    assert aegis(env, "secret", "delete", "RFILE").returncode == 0
+    p = aegis(env, "replay", str(arts))
+    assert p.returncode == 125 and "no secret named RFILE" in p.stderr, p
