@@ -24,8 +24,8 @@
 
 struct pulled {
 	char index[72], digest[72];
-	char *manifest, *config;
-	size_t manifest_len, config_len;
+	char *index_doc, *manifest, *config;
+	size_t index_len, manifest_len, config_len;
 	struct oci_manifest m;
 	struct oci_config c;
 };
@@ -45,7 +45,7 @@ static int check_digest(const char *what, const char *want, const char *buf, siz
 }
 
 /* The platform manifest REF stands for, and its config. */
-static int fetch_meta(struct store *s, struct registry *r, struct pulled *p, struct aegis_error *err)
+static int fetch_meta(struct registry *r, struct pulled *p, struct aegis_error *err)
 {
 	struct http_resp resp = { 0 };
 	const char *reference = r->ref.digest[0] ? r->ref.digest : r->ref.tag;
@@ -70,9 +70,12 @@ static int fetch_meta(struct store *s, struct registry *r, struct pulled *p, str
 		if (pick >= 0)
 			snprintf(child, sizeof child, "%s", idx.manifests[pick].digest);
 		oci_index_free(&idx);
-		if (pick < 0 || store_put_blob(s, got, resp.body, resp.len, err) < 0)
+		if (pick < 0)
 			goto fail;
 		snprintf(p->index, sizeof p->index, "%s", got);
+		p->index_doc = resp.body;
+		p->index_len = resp.len;
+		resp.body = NULL;
 		if (registry_manifest(r, child, &resp, err) < 0 ||
 		    check_digest("manifest", child, resp.body, resp.len, got, err) < 0)
 			goto fail;
@@ -255,9 +258,7 @@ static int pull(struct store *s, struct registry *r, const char *canon, const st
 	int ret = -1;
 
 	progress_init(&pr, false, 0);
-	if (fetch_meta(s, r, &p, err) < 0 ||
-	    store_put_blob(s, p.digest, p.manifest, p.manifest_len, err) < 0 ||
-	    store_put_blob(s, p.m.config.digest, p.config, p.config_len, err) < 0)
+	if (fetch_meta(r, &p, err) < 0)
 		goto out;
 	if (!(items = calloc(p.m.n_layers + 1, sizeof *items))) {
 		error_set(err, AEGIS_E_SETUP, ENOMEM, "pull");
@@ -268,7 +269,11 @@ static int pull(struct store *s, struct registry *r, const char *canon, const st
 	if (download_blobs(s, r, items, n, &pr, err) < 0 || unpack_layers(s, &p, &pr, err) < 0)
 		goto out;
 	progress_draw(&pr, true);
-	if (store_set_ref(s, canon, p.digest, p.index, err) < 0)
+	/* the documents last: until the layers are there, nothing names them */
+	if ((p.index_doc && store_put_blob(s, p.index, p.index_doc, p.index_len, err) < 0) ||
+	    store_put_blob(s, p.digest, p.manifest, p.manifest_len, err) < 0 ||
+	    store_put_blob(s, p.m.config.digest, p.config, p.config_len, err) < 0 ||
+	    store_set_ref(s, canon, p.digest, p.index, err) < 0)
 		goto out;
 	for (size_t i = 0; i < n; i++)
 		fetched += items[i].fetched;
@@ -280,6 +285,7 @@ static int pull(struct store *s, struct registry *r, const char *canon, const st
 out:
 	progress_free(&pr);
 	free(items);
+	free(p.index_doc);
 	free(p.manifest);
 	free(p.config);
 	oci_manifest_free(&p.m);

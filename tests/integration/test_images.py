@@ -220,3 +220,153 @@ def test_token_flow_sends_credentials_to_the_realm_only(world, store):
     asked = world.tokens.requests[before:]
     assert asked and all("scope=repository%3Aprivate%2Fsmall%3Apull" in p for p, _ in asked)
     assert all(a.startswith("Basic ") for _, a in asked)
+
+
+# --- broken registries: each failure clear, nothing half-stored ---------------
+
+def broken_image(stub, tag, layer_type=None, served_type=oci.OCI_MANIFEST, layer_how=None,
+                 bad_layer=False, bad_config=False):
+    """A valid image served by the stub, then spoiled as asked."""
+    tar = oci.tar_bytes([("f", "file", b"some content\n" * 4000)])
+    blob = oci.compress(tar, "gzip")
+    cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": [oci.sha(tar)]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
+                           "config": {"mediaType": oci.OCI_CONFIG, "digest": oci.sha(cfg), "size": len(cfg)},
+                           "layers": [{"mediaType": layer_type or oci.LAYER_TYPES["gzip"],
+                                       "digest": oci.sha(blob), "size": len(blob)}]}).encode()
+    if bad_layer:
+        blob = blob[:-8] + b"\0" * 8
+    cfg_digest, blob_digest = oci.sha(cfg), oci.sha(oci.compress(tar, "gzip"))
+    if bad_config:
+        cfg = cfg.replace(b"amd64", b"arm64")   # served under the digest of the original
+    stub.serve_image("test/broken", tag, manifest, served_type,
+                     {cfg_digest: cfg, blob_digest: (blob, layer_how)})
+    return blob_digest
+
+
+@pytest.fixture(scope="module")
+def stub():
+    s = Stub()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def stub_store(store, stub):
+    return dict(store, AEGIS_INSECURE_REGISTRIES=store["AEGIS_INSECURE_REGISTRIES"] + "," + stub.host)
+
+
+def test_layer_digest_mismatch(stub, stub_store):
+    broken_image(stub, "digest", bad_layer=True)
+    assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:digest", "digest_mismatch",
+                         ["digest mismatch", "blob sha256:"])
+    assert not [f for f in os.listdir(f"{images_dir(stub_store)}/blobs/sha256") if f.endswith(".partial")], \
+        "a corrupt download is not kept for resuming"
+
+
+def test_config_digest_mismatch(stub, stub_store):
+    broken_image(stub, "config", bad_config=True)
+    assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:config", "digest_mismatch",
+                         ["digest mismatch", "config"])
+
+
+def test_truncated_blob(stub, stub_store):
+    broken_image(stub, "trunc", layer_how="truncate")
+    line = assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:trunc", "truncated",
+                                ["truncated blob", "after 3 tries"])
+    assert "got" in line
+
+
+def test_blob_longer_than_declared(stub, stub_store):
+    broken_image(stub, "endless", layer_how="endless")
+    assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:endless", "too_large",
+                         ["larger than its declared"])
+
+
+def test_wrong_media_types(stub, stub_store):
+    broken_image(stub, "html", served_type="text/html")
+    assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:html", "media_type",
+                         ["wrong media type", "text/html"])
+    broken_image(stub, "bzip", layer_type="application/vnd.oci.image.layer.v1.tar+bzip2")
+    assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:bzip", "media_type",
+                         ["wrong media type", "bzip2"])
+
+
+def test_blob_404(stub, stub_store):
+    digest = broken_image(stub, "noblob")
+    del stub.routes[f"/v2/test/broken/blobs/{digest}"]
+    assert_fails_cleanly(stub_store, f"{stub.host}/test/broken:noblob", "not_found",
+                         ["BLOB_UNKNOWN", "404"])
+
+
+# --- interruption and concurrency -----------------------------------------------
+
+def partial_size(env):
+    d = f"{images_dir(env)}/blobs/sha256"
+    sizes = [os.path.getsize(f"{d}/{f}") for f in os.listdir(d) if f.endswith(".partial")] \
+        if os.path.isdir(d) else []
+    return max(sizes, default=0)
+
+
+def test_kill_9_mid_pull_then_resume(world, store):
+    """C-01: kill -9 in the middle of a download leaves no ref and a partial
+    blob; the next pull asks for the rest only (HTTP Range) and completes."""
+    proxy = Proxy(world.anon.port, rate=512 << 10)
+    env = dict(store, AEGIS_INSECURE_REGISTRIES=world.insecure(proxy.host))
+    ref = f"{proxy.host}/test/big:1"
+    try:
+        p = subprocess.Popen([AEGIS, "image", "pull", "--quiet", ref], env=env)
+        end = time.time() + 30
+        while partial_size(env) < (600 << 10) and time.time() < end and p.poll() is None:
+            time.sleep(0.05)
+        assert p.poll() is None, "the pull ended before it could be interrupted"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        got = partial_size(env)
+        assert got >= 600 << 10
+        assert ref not in refs(env)
+        proxy.rate = None
+        r, out = pull_json(env, ref)
+        assert r.returncode == 0, r.stderr
+        ranges = [rg for _, path, rg in proxy.requests if rg]
+        assert any(rg.startswith("bytes=") and int(rg[6:].rstrip("-")) >= 600 << 10 for rg in ranges), ranges
+        total = sum(l["size"] for l in inspect(env, ref)["layers"])
+        assert out["downloaded_bytes"] <= total - (600 << 10)
+        assert not [f for f in os.listdir(f"{images_dir(env)}/blobs/sha256") if f.endswith(".partial")]
+    finally:
+        proxy.stop()
+
+
+def test_leftovers_of_a_killed_unpack_are_cleaned(world, store):
+    """What a kill -9 during unpacking leaves (a temp layer dir) is removed
+    by the next pull of that layer, and never taken for the layer."""
+    ref = f"{world.anon.host}/test/zstd:1"
+    digest = world.digests["zstd"][0]
+    diff = json.loads(world.digests["zstd"][1])  # manifest
+    cfg = world.digests["zstd"][2]
+    hexes = [d[7:] for d in cfg["rootfs"]["diff_ids"]]
+    tmp = f"{images_dir(store)}/tmp"
+    assert image(store, "prune").returncode == 0   # makes the store
+    os.makedirs(f"{tmp}/layer-{hexes[0]}/half/written", exist_ok=True)
+    r, out = pull_json(store, ref)
+    assert r.returncode == 0 and out["digest"] == digest and diff["layers"], r.stderr
+    assert not os.path.exists(f"{tmp}/layer-{hexes[0]}")
+    assert not os.path.exists(f"{images_dir(store)}/layers/{hexes[0]}/half")
+
+
+def test_concurrent_pulls_download_once(world, store):
+    proxy = Proxy(world.anon.port, rate=4 << 20)
+    env = dict(store, AEGIS_INSECURE_REGISTRIES=world.insecure(proxy.host))
+    ref = f"{proxy.host}/test/big:1"
+    try:
+        ps = [subprocess.Popen([AEGIS, "image", "pull", "--quiet", ref], env=env,
+                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for p in ps:
+            assert p.wait(timeout=120) == 0, p.stderr.read()
+        manifest = json.loads(open(f"{world.hand.path}/blobs/sha256/{world.digests['big'][0][7:]}").read())
+        for layer in manifest["layers"]:
+            assert len(proxy.blob_gets(layer["digest"])) == 1, proxy.requests
+        assert refs(env)[ref]["digest"] == world.digests["big"][0]
+    finally:
+        proxy.stop()

@@ -60,9 +60,14 @@ def hand_made(work):
     z = lay.image([(oci.tar_bytes([("z/", "dir"), ("z/data", "file", b"zstd layer\n" * 100)]), "zstd"),
                    (oci.tar_bytes([("plain", "file", b"uncompressed layer\n")]), "")])
     lay.tag(z[0], z[1], "zstd")
-    small = lay.image([(oci.tar_bytes([("hello", "file", b"private\n")]), "gzip")], env=["A=1"])
+    small = lay.image([(oci.tar_bytes([("hello", "file", b"private\n")]), "gzip")], env=["A=1"],
+                      workdir="/srv")
     lay.tag(small[0], small[1], "small")
-    return lay, {"multiarch": (idx_digest, amd[0], arm[0]), "zstd": z, "small": small}
+    # incompressible, so a slowed download takes long enough to interrupt
+    big = lay.image([(oci.tar_bytes([("random", "file", os.urandom(3 << 20))]), "gzip"),
+                     (oci.tar_bytes([("second", "file", os.urandom(1 << 20))]), "gzip")])
+    lay.tag(big[0], big[1], "big")
+    return lay, {"multiarch": (idx_digest, amd[0], arm[0]), "zstd": z, "small": small, "big": big}
 
 
 def hostile_entries(canary_dir):
@@ -128,6 +133,7 @@ class World:
         self.anon.push(f"oci:{self.hand.path}:multiarch", "test/multiarch:1", all_platforms=True)
         self.anon.push(f"oci:{self.hand.path}:zstd", "test/zstd:1")
         self.anon.push(f"oci:{self.hostile.path}:hostile", "test/hostile:1")
+        self.anon.push(f"oci:{self.hand.path}:big", "test/big:1")
         self.basic.push(f"oci:{self.hand.path}:small", "private/small:1", creds=creds)
         self.token.push(f"oci:{self.hand.path}:small", "private/small:1", creds=creds)
 
