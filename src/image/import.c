@@ -417,9 +417,10 @@ static int import_oci(struct store *s, struct source *src, const struct image_op
 	if (oci_parse_index(buf, len, &idx, err) < 0)
 		return error_prefix(err, "import: index.json");
 	if (idx.n == 0 || (o->name && idx.n > 1 && !idx.manifests[0].os[0])) {
+		error_set(err, AEGIS_E_INVALID, 0, "import: index.json has %zu images%s", idx.n,
+			  idx.n ? "; --name names one" : "");
 		oci_index_free(&idx);
-		return error_set(err, AEGIS_E_INVALID, 0, "import: index.json has %zu images%s", idx.n,
-				 idx.n ? "; --name names one" : "");
+		return -1;
 	}
 	doc = json_loadb(buf, len, 0, NULL);
 	list = json_object_get(doc, "manifests");

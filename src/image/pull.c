@@ -146,7 +146,7 @@ static void worker_main(struct store *s, struct pulled *p, size_t i, int out)
 		unlinkat(s->fd, name, 0);
 		_exit(0);
 	}
-	(void)!write(out, err.msg, strlen(err.msg));
+	(void)!write(out, err.msg, strlen(err.msg) + 1);
 	(void)!write(out, image_fail_name(), strlen(image_fail_name()) + 1);
 	_exit(1);
 }

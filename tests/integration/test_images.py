@@ -370,3 +370,194 @@ def test_concurrent_pulls_download_once(world, store):
         assert refs(env)[ref]["digest"] == world.digests["big"][0]
     finally:
         proxy.stop()
+
+
+# --- import ----------------------------------------------------------------------
+
+def test_import_oci_layout_dir_needs_a_name(world, store):
+    lay = oci.Layout(tempfile.mkdtemp(dir=os.path.dirname(store["AEGIS_STATE_DIR"])))
+    d, m, _ = lay.image([(oci.tar_bytes([("x", "file", b"layout\n")]), "gzip")], workdir="/w")
+    lay.tag(d, m, "1.0")      # a bare tag names no image
+    r = image(store, "import", lay.path)
+    assert r.returncode == 125 and "--name" in r.stderr, r.stderr
+    assert refs(store) == {}
+    r = image(store, "import", "--json", "--name", "local/layout:1", lay.path)
+    assert r.returncode == 0, r.stderr
+    (img,) = json.loads(r.stdout)["images"]
+    assert img["digest"] == d and img["refs"] == ["docker.io/local/layout:1"]
+    info = inspect(store, "local/layout:1")
+    assert info["config"]["config"]["WorkingDir"] == "/w"
+    assert open(f"{info['layers'][0]['path']}/x").read() == "layout\n"
+
+
+def test_import_oci_archive_from_skopeo(world, store):
+    tar = os.path.join(os.path.dirname(store["AEGIS_STATE_DIR"]), "archive.tar")
+    r = run(["skopeo", "copy", "--quiet", f"oci:{world.umoci}:multi",
+             f"oci-archive:{tar}:example.com/imp/archive:2"])
+    assert r.returncode == 0, r.stderr
+    r = image(store, "import", "--quiet", tar)
+    assert r.returncode == 0, r.stderr
+    assert "example.com/imp/archive:2" in refs(store)
+    assert len(inspect(store, "example.com/imp/archive:2")["layers"]) == 3
+
+
+def docker_save_tar(path, entries, layer_member=None):
+    """A `docker save` tarball: manifest.json, <id>.json config, <id>/layer.tar;
+    the second layer identical to the first, as a symlink, as docker writes it."""
+    tar = oci.tar_bytes(entries)
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["FROM=docker"]},
+                      "rootfs": {"type": "layers", "diff_ids": [oci.sha(tar), oci.sha(tar)]}}).encode()
+    cid = oci.sha(cfg)[7:]
+    manifest = json.dumps([{"Config": f"{cid}.json", "RepoTags": ["imp/docker:3", "imp/docker:latest"],
+                            "Layers": [layer_member or "aaa/layer.tar", "bbb/layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as t:
+        for name, data in (("manifest.json", manifest), (f"{cid}.json", cfg), ("aaa/layer.tar", tar)):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, __import__("io").BytesIO(data))
+        for name, target in (("bbb/layer.tar", "../aaa/layer.tar"), ("evil/layer.tar", "/etc/passwd")):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname = tarfile.SYMTYPE, target
+            t.addfile(ti)
+    return oci.sha(tar)
+
+
+def test_import_docker_save(world, store):
+    tar = os.path.join(os.path.dirname(store["AEGIS_STATE_DIR"]), "saved.tar")
+    diff = docker_save_tar(tar, [("etc/", "dir"), ("etc/os-release", "file", b"ID=test\n")])
+    r = image(store, "import", "--json", tar)
+    assert r.returncode == 0, r.stderr
+    (img,) = json.loads(r.stdout)["images"]
+    assert sorted(img["refs"]) == ["docker.io/imp/docker:3", "docker.io/imp/docker:latest"]
+    info = inspect(store, "imp/docker:3")
+    assert [l["diff_id"] for l in info["layers"]] == [diff, diff]
+    assert info["layers"][0]["media_type"] == "application/vnd.docker.image.rootfs.diff.tar"
+    assert open(f"{info['layers'][0]['path']}/etc/os-release").read() == "ID=test\n"
+    assert "FROM=docker" in info["config"]["config"]["Env"]
+
+
+def test_import_member_links_never_leave_the_archive(world, store):
+    """A layer named by a member that is a symlink to /etc/passwd: the
+    archive's names are only looked up among its own members."""
+    tar = os.path.join(os.path.dirname(store["AEGIS_STATE_DIR"]), "evil.tar")
+    docker_save_tar(tar, [("f", "file", b"x")], layer_member="evil/layer.tar")
+    r = image(store, "import", tar)
+    assert r.returncode == 125 and "evil/layer.tar" in r.stderr, r.stderr
+    assert refs(store) == {} and stored(store)[1] == set()
+    assert not [n for n in os.listdir(f"{images_dir(store)}/tmp")], "the copies are removed"
+
+
+def test_import_garbage(store, tmp_path):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(os.urandom(4096))
+    r = image(store, "import", str(junk))
+    assert r.returncode == 125 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# --- hostile layers (A-07, E-05, E-21, E-22, E-23, R-03) -------------------------
+
+def tree(path):
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, path)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def escaped_files():
+    return [f for d in ("/tmp", "/", "/etc") for f in os.listdir(d) if f.startswith(CANARY_NAME)]
+
+
+@pytest.mark.parametrize("how", ["pull", "import"])
+def test_hostile_layer_is_neutralised(world, store, how):
+    canary_before, escaped_before = tree(world.canary), escaped_files()
+    if how == "pull":
+        ref = f"{world.anon.host}/test/hostile:1"
+        r = image(store, "pull", ref)
+    else:
+        ref = "local/hostile:1"
+        r = image(store, "import", "--name", ref, world.hostile.path)
+    assert r.returncode == 0, r.stderr
+    assert "neutralised" in r.stderr
+    (layer,) = layer_paths(store, ref)
+    assert tree(world.canary) == canary_before, "the canary dir was written"
+    assert escaped_files() == escaped_before, "a file escaped the store"
+    assert open(f"{layer}/safe/file").read() == "safe\n"
+    assert open(f"{layer}/abs/inside").read() == "abs\n", "absolute paths land inside the layer"
+    assert os.readlink(f"{layer}/rootlink") == "/", "symlinks are kept, never followed"
+    for name in ("passwd-link", "dotdot-link", "through-link", "dev-null", "dev-sda", "fifo"):
+        assert not os.path.lexists(f"{layer}/{name}"), name
+    for name in ("suid", "sgid"):
+        assert os.stat(f"{layer}/{name}").st_mode & 0o7777 == 0o755, f"{name}: setuid/setgid stripped"
+    for root, dirs, files in os.walk(layer):
+        for n in files:
+            st = os.lstat(os.path.join(root, n))
+            assert st.st_uid == os.getuid(), "tar ownership is not applied"
+            assert not (st.st_mode & 0o170000 in (0o060000,)), "no block devices"
+    assert not any(CANARY_NAME in p for p in tree(images_dir(store))), "escapes not kept inside either"
+
+
+def test_huge_declared_size_fails_cleanly(world, store):
+    """R-03: an entry declaring 8 GiB (over the layer limit, 1g here) fails
+    the layer at its header, before any byte is written."""
+    assert image(store, "prune").returncode == 0
+    lay = world.huge.path
+    before = stored(store)
+    r = image(store, "import", "--json", "--name", "local/huge:1", lay)
+    assert r.returncode == 125, r.stderr
+    assert json.loads(r.stdout)["error"]["kind"] == "too_large"
+    assert "over the limit" in r.stderr
+    assert "docker.io/local/huge:1" not in refs(store)
+    assert stored(store)[1] == before[1], "no layer stored"
+    assert os.listdir(f"{images_dir(store)}/tmp") == []
+
+
+# --- list, inspect, rm, prune ------------------------------------------------------
+
+def test_list_inspect_rm(world, store):
+    a, b = f"{world.anon.host}/test/zstd:1", f"{world.anon.host}/test/multi:1"
+    for ref in (a, b):
+        assert image(store, "pull", "--quiet", ref).returncode == 0
+    r = image(store, "list", "--json")
+    listed = {i["ref"]: i for i in json.loads(r.stdout)["images"]}
+    assert set(listed) == {a, b} and listed[a]["layers"] == 2
+    r = image(store, "list")
+    assert a in r.stdout and b in r.stdout
+    zl = layer_paths(store, a)
+    r = image(store, "rm", a)
+    assert r.returncode == 0 and f"removed {a}" in r.stdout, r.stderr
+    assert all(not os.path.exists(p) for p in zl), "its layers went"
+    assert all(os.path.exists(p) for p in layer_paths(store, b)), "the other image is intact"
+    r = image(store, "inspect", a)
+    assert r.returncode == 125 and "not in the store" in r.stderr
+    r = image(store, "rm", a)
+    assert r.returncode == 125 and "not in the store" in r.stderr
+
+
+def test_prune_keeps_images_in_use(world, store):
+    multi, zstd, arch = (f"{world.anon.host}/test/{n}:1" for n in ("multi", "zstd", "multiarch"))
+    for ref in (multi, zstd, arch):
+        assert image(store, "pull", "--quiet", ref).returncode == 0
+    # an instance names multi (in its short, user-typed form)
+    inst = os.path.join(store["AEGIS_STATE_DIR"], "instances", "w")
+    os.makedirs(inst)
+    json.dump({"name": "w", "image": multi, "argv": ["true"]}, open(f"{inst}/config.json", "w"))
+    # a running sandbox holds zstd: the shared lock image_store_resolve takes
+    held = open(f"{images_dir(store)}/blobs/sha256/{world.digests['zstd'][0][7:]}")
+    fcntl.flock(held, fcntl.LOCK_SH)
+    arch_layers = layer_paths(store, arch)
+    r = image(store, "prune", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["removed"] == [arch]
+    assert set(refs(store)) == {multi, zstd}
+    assert not any(os.path.exists(p) for p in arch_layers)
+    r = image(store, "rm", "--json", zstd)
+    assert r.returncode == 125 and json.loads(r.stdout)["error"]["kind"] == "in_use", r.stdout
+    held.close()
+    r = image(store, "prune")
+    assert r.returncode == 0 and set(refs(store)) == {multi}
+    assert all(os.path.isdir(p) for p in layer_paths(store, multi))
+    blobs, layers = stored(store)
+    assert len(layers) == 3 and len(blobs) == 2, (blobs, layers)   # manifest, config

@@ -105,9 +105,10 @@ def hostile_layout(work, canary_dir):
     header[148:156] = b"        "
     header[148:156] = b"%06o\0 " % sum(header)
     big[i:i + 512] = header
-    huge = lay.image([(bytes(big), "gzip")])
-    lay.tag(huge[0], huge[1], "huge")
-    return lay, {"hostile": h, "huge": huge}
+    other = oci.Layout(f"{work}/huge")
+    huge = other.image([(bytes(big), "gzip")])
+    other.tag(huge[0], huge[1], "huge")
+    return lay, other, {"hostile": h, "huge": huge}
 
 
 class World:
@@ -121,7 +122,7 @@ class World:
             f.write("canary\n")
         self.umoci = umoci_multi(work)
         self.hand, self.digests = hand_made(work)
-        self.hostile, hd = hostile_layout(work, self.canary)
+        self.hostile, self.huge, hd = hostile_layout(work, self.canary)
         self.digests.update(hd)
         make_token_cert(work)
         self.tokens = TokenServer(work)
