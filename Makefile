@@ -44,6 +44,8 @@ fuzz:
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_proxy.c src/sandbox/netrules.c src/common/error.c src/common/relay.c \
 		src/common/util.c -ljansson -lpthread -o $(FUZZ_BUILD)/fuzz_proxy
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_logrecord.c src/common/logrecord.c -o $(FUZZ_BUILD)/fuzz_logrecord
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_image.c src/common/imageref.c src/common/ocispec.c \
+		src/common/error.c -ljansson -o $(FUZZ_BUILD)/fuzz_image
 
 # Every test, against the normal build and again against the ASan+UBSan
 # build, plus a bounded run of each fuzz target.

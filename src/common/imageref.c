@@ -185,6 +185,11 @@ int imageref_parse(const char *ref, struct image_ref *out, struct aegis_error *e
 	size_t n = at ? (size_t)(at - ref) : strlen(ref);
 
 	memset(out, 0, sizeof *out);
+	/* messages below quote the reference: it must be one printable line */
+	for (const char *p = ref; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return error_set(err, AEGIS_E_INVALID, 0,
+					 "image reference has a space or control character");
 	if (n == 0)
 		return error_set(err, AEGIS_E_INVALID, 0, "image '%s': empty name", ref);
 	if (n >= sizeof name)

@@ -54,8 +54,14 @@ enum image_fail image_fail_from_name(const char *name)
 	return FAIL_OTHER;
 }
 
-int image_report_error(const struct image_opts *o, const struct aegis_error *err)
+int image_report_error(const struct image_opts *o, const struct aegis_error *in)
 {
+	struct aegis_error copy = *in, *err = &copy;
+
+	/* messages quote what registries and archives sent: keep them one line */
+	for (char *p = copy.msg; *p; p++)
+		if ((unsigned char)*p < ' ' || *p == 0x7f)
+			*p = '?';
 	fprintf(stderr, "aegis: %s\n", err->msg);
 	if (o->json) {
 		json_t *j = json_pack("{s:{s:s, s:s}}", "error", "kind", image_fail_name(), "message", err->msg);
