@@ -13,7 +13,7 @@ build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libj
 	libmicrohttpd-dev libcurl4-openssl-dev libarchive-dev)
 test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev
 	curl git openssl iputils-ping diffutils skopeo umoci docker-registry zstd python3-jwt
-	python3-cryptography attr)
+	python3-cryptography attr busybox-static)
 bench=(bubblewrap runc)
 
 want=("${build[@]}")

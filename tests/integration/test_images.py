@@ -561,3 +561,23 @@ def test_prune_keeps_images_in_use(world, store):
     assert all(os.path.isdir(p) for p in layer_paths(store, multi))
     blobs, layers = stored(store)
     assert len(layers) == 3 and len(blobs) == 2, (blobs, layers)   # manifest, config
+
+
+def test_busybox_and_debian_images_for_run(world, store):
+    """The images `aegis run --image` is tested with: imported, resolvable,
+    with the image's env; their layers hold what a root needs."""
+    from images.fixtures import busybox_layout, debian_layout
+    work = os.path.dirname(store["AEGIS_STATE_DIR"])
+    bb, deb = busybox_layout(f"{work}/bb"), debian_layout(f"{work}/deb")
+    assert image(store, "import", "--quiet", "--name", "local/busybox:1", bb.path).returncode == 0
+    r = image(store, "import", "--quiet", "--name", "local/debian:12", deb.path)
+    assert r.returncode == 0, r.stderr
+    (layer,) = layer_paths(store, "local/busybox:1")
+    assert os.readlink(f"{layer}/bin/sh") == "busybox"
+    assert "PATH=/bin" in inspect(store, "local/busybox:1")["config"]["config"]["Env"]
+    top = layer_paths(store, "local/debian:12")
+    assert os.path.exists(f"{top[2]}/usr/bin/bash") and os.readlink(f"{top[0]}/bin") == "usr/bin"
+    r = run(["unshare", "-m", "sh", "-c",
+             f"mount -t overlay overlay -o lowerdir={':'.join(reversed(top))},userxattr {work}/bb && "
+             f"chroot {work}/bb /bin/bash -c 'echo $BASH_VERSION; ls /usr/bin/ls'"])
+    assert r.returncode == 0 and "/usr/bin/ls" in r.stdout, r.stderr

@@ -145,3 +145,57 @@ class World:
         for r in (self.anon, self.basic, self.token):
             r.stop()
         self.tokens.stop()
+
+
+def busybox_layout(path):
+    """A busybox image (Debian's static busybox and its applet links), for
+    `aegis run --image`. Returns the Layout; tag "busybox"."""
+    applets = sh("/bin/busybox", "--list").split()
+    with open("/bin/busybox", "rb") as f:
+        bb = f.read()
+    entries = [("bin/", "dir"), ("bin/busybox", "file", bb, {"mode": 0o755}), ("etc/", "dir"),
+               ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\n"), ("tmp/", "dir", None, {"mode": 0o1777}),
+               ("root/", "dir")]
+    entries += [(f"bin/{a}", "symlink", "busybox") for a in applets if a != "busybox"]
+    lay = oci.Layout(path)
+    d, m, _ = lay.image([(oci.tar_bytes(entries), "gzip")], env=["PATH=/bin", "HOME=/root"], workdir="/root")
+    lay.tag(d, m, "busybox")
+    return lay
+
+
+DEBIAN_PACKAGES = ["base-files", "libc6", "bash", "dash", "coreutils", "libtinfo6", "libacl1", "libattr1",
+                   "libgmp10", "libselinux1", "libpcre2-8-0"]
+
+
+def debian_layout(path):
+    """A minimal Debian 12 image from this host's installed packages (their
+    files as dpkg lists them, no docs), in two layers: libc6 and the rest.
+    Returns the Layout; tag "debian"."""
+    import io
+    import tarfile
+
+    def layer(packages):
+        names = set()
+        for p in packages:
+            names.update(l for l in sh("dpkg", "-L", p).splitlines()
+                         if l.startswith("/") and not l.startswith(("/usr/share/doc", "/usr/share/man",
+                                                                    "/usr/share/locale", "/usr/share/info")))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            for n in sorted(names):
+                # usrmerge: /bin/x is /usr/bin/x (bin itself is a symlink of the first layer)
+                real = os.path.join(os.path.realpath(os.path.dirname(n)), os.path.basename(n))
+                if os.path.lexists(n) and n != "/" and (os.path.isdir(n) is False or real == n):
+                    t.add(n, arcname=real.lstrip("/"), recursive=False)
+        return buf.getvalue()
+
+    usrmerge = oci.tar_bytes([("bin", "symlink", "usr/bin"), ("sbin", "symlink", "usr/sbin"),
+                              ("lib", "symlink", "usr/lib"), ("lib64", "symlink", "usr/lib64"),
+                              ("tmp/", "dir", None, {"mode": 0o1777}), ("root/", "dir"),
+                              ("usr/", "dir"), ("usr/bin/", "dir"), ("usr/lib/", "dir")])
+    lay = oci.Layout(path)
+    d, m, _ = lay.image([(usrmerge, "gzip"), (layer(["libc6"]), "gzip"),
+                         (layer([p for p in DEBIAN_PACKAGES if p != "libc6"]), "zstd")],
+                        env=["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"])
+    lay.tag(d, m, "debian")
+    return lay
