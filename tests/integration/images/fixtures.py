@@ -167,9 +167,10 @@ DEBIAN_PACKAGES = ["base-files", "libc6", "bash", "dash", "coreutils", "libtinfo
                    "libgmp10", "libselinux1", "libpcre2-8-0"]
 
 
-def debian_layout(path):
+def debian_layout(path, zstd=True):
     """A minimal Debian 12 image from this host's installed packages (their
-    files as dpkg lists them, no docs), in two layers: libc6 and the rest.
+    files as dpkg lists them, no docs) in three layers: the usrmerge links,
+    libc6, the rest (zstd unless zstd=False: umoci 0.4 reads no zstd).
     Returns the Layout; tag "debian"."""
     import io
     import tarfile
@@ -195,7 +196,7 @@ def debian_layout(path):
                               ("usr/", "dir"), ("usr/bin/", "dir"), ("usr/lib/", "dir")])
     lay = oci.Layout(path)
     d, m, _ = lay.image([(usrmerge, "gzip"), (layer(["libc6"]), "gzip"),
-                         (layer([p for p in DEBIAN_PACKAGES if p != "libc6"]), "zstd")],
+                         (layer([p for p in DEBIAN_PACKAGES if p != "libc6"]), "zstd" if zstd else "gzip")],
                         env=["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"])
     lay.tag(d, m, "debian")
     return lay
