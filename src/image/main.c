@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -125,6 +126,9 @@ int main(int argc, char **argv)
 	if (paths_state(o.state, sizeof o.state, &err) < 0)
 		return image_report_error(&o, &err);
 	raise_nofile();
+	/* layers must be readable by the sandboxes whatever the caller's umask;
+	 * the store's own files are created 0600/0700 explicitly */
+	umask(022);
 	if (!strcmp(cmd, "pull") && argc == 1) {
 		curl_global_init(CURL_GLOBAL_DEFAULT);
 		r = cmd_pull(argv[0], &o);

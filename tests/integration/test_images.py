@@ -174,6 +174,19 @@ def test_pull_by_digest_and_again_is_a_no_op(world, store):
     assert r.returncode == 0 and out["downloaded_bytes"] == 0
 
 
+def test_progress_on_a_terminal_only(world, store):
+    ref = f"{world.anon.host}/test/big:1"
+    r = run(["script", "-qec", f"{AEGIS} image pull {ref}", "/dev/null"], env=store)
+    assert r.returncode == 0, r.stdout
+    for layer in json.loads(open(f"{world.hand.path}/blobs/sha256/{world.digests['big'][0][7:]}").read())["layers"]:
+        assert f"{layer['digest'][7:19]}  done" in r.stdout, r.stdout
+    assert "MiB / 3.0 MiB" in r.stdout and f"pulled {ref}" in r.stdout
+    r = image(store, "pull", ref)     # not a terminal: one line
+    assert r.returncode == 0 and r.stderr == f"pulled {ref} ({world.digests['big'][0]})\n", r.stderr
+    r = run(["script", "-qec", f"{AEGIS} image pull --quiet {ref}", "/dev/null"], env=store)
+    assert r.returncode == 0 and r.stdout == "", r.stdout
+
+
 def test_plain_http_only_when_marked_insecure(world, store):
     env = dict(store, AEGIS_INSECURE_REGISTRIES="")
     r = image(env, "pull", f"{world.anon.host}/test/zstd:1")
