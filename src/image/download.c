@@ -149,6 +149,7 @@ static int finish(struct store *s, struct dl *d, struct aegis_error *err)
 	if (fsync(d->fd) < 0 || renameat(s->fd, partial, s->fd, name) < 0)
 		return error_sys(err, "store blob %s", d->item->digest);
 	progress_update(d->p, d->item->line, d->have, "downloaded");
+	d->item->verified = true;
 	d->state = DL_DONE;
 	release(d);
 	return 0;

@@ -11,6 +11,7 @@ struct dl_item {
 	uint64_t size;		/* declared by the manifest: more is an error */
 	size_t line;		/* progress line */
 	uint64_t fetched;	/* bytes this process received */
+	bool verified;		/* this process checked its digest (no need to hash it again) */
 };
 
 /* Make sure every item's blob is in the store (blobs/sha256/<hex>),

@@ -270,8 +270,13 @@ static void collect(struct gc *g, json_t *refs, json_t *result)
 	uint64_t freed = 0;
 	size_t blobs = 0, layers = 0, other = 0;
 
-	json_object_foreach(refs, k, v)
+	json_object_foreach(refs, k, v) {
+		const char *index = json_string_value(json_object_get(v, "index"));
 		mark(g, json_string_value(json_object_get(v, "digest")) ?: "", keep);
+		/* the index a pull chose from: name@<index digest> still resolves */
+		if (index)
+			json_object_set_new(keep, index, json_true());
+	}
 	json_object_foreach(g->busy, k, v)
 		mark(g, k, keep);
 	{

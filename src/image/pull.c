@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,25 +123,31 @@ fail:
 
 /* --- unpacking, a worker process per layer (as many as CPUs) --- */
 
+static pid_t puller;	/* the pull's pid, which its workers die with */
+
 struct worker {
 	pid_t pid;
 	int fd;		/* its error message, if any */
 	size_t layer;
 };
 
-static void worker_main(struct store *s, struct pulled *p, size_t i, int out)
+static void worker_main(struct store *s, struct pulled *p, size_t i, bool verified, int out)
 {
 	struct aegis_error err = { 0 };
 	char name[96];
 	_cleanup_close_ int blob = -1;
 
+	/* a pull killed with -9 takes its unpacking with it */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != puller)
+		_exit(1);
 	imagefs_blob_name(p->m.layers[i].digest, name);
 	blob = openat(s->fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (store_has_layer(s, p->c.diff_ids[i]))
 		_exit(0);
 	if (blob < 0) {
 		error_sys(&err, "layer %s: blob %s", p->c.diff_ids[i], p->m.layers[i].digest);
-	} else if (store_verify_fd(blob, p->m.layers[i].digest, &err) == 0 &&
+	} else if ((verified || store_verify_fd(blob, p->m.layers[i].digest, &err) == 0) &&
 		   store_unpack_layer(s, blob, p->c.diff_ids[i], &err) == 0) {
 		/* the compressed copy is not needed once the layer is there */
 		unlinkat(s->fd, name, 0);
@@ -181,8 +188,17 @@ static int reap(struct worker *w, size_t *n, struct progress *pr, struct aegis_e
 	return 0;
 }
 
-static int unpack_layers(struct store *s, struct pulled *p, struct progress *pr,
-			 struct aegis_error *err)
+/* Was layer i's blob downloaded and checked by this process just now? */
+static bool fresh(const struct dl_item *items, size_t n_items, const char *digest)
+{
+	for (size_t k = 0; k < n_items; k++)
+		if (!strcmp(items[k].digest, digest))
+			return items[k].verified;
+	return false;
+}
+
+static int unpack_layers(struct store *s, struct pulled *p, const struct dl_item *items, size_t n_items,
+			 struct progress *pr, struct aegis_error *err)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	size_t max = cpus > 0 ? (size_t)cpus : 1, n = 0;
@@ -191,6 +207,7 @@ static int unpack_layers(struct store *s, struct pulled *p, struct progress *pr,
 
 	if (!w)
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "unpack");
+	puller = getpid();
 	fflush(NULL);
 	for (size_t i = 0; i < p->m.n_layers && r == 0; i++) {
 		int pipefd[2];
@@ -204,7 +221,7 @@ static int unpack_layers(struct store *s, struct pulled *p, struct progress *pr,
 		progress_draw(pr, true);
 		w[n] = (struct worker){ .fd = pipefd[0], .layer = i };
 		if ((w[n].pid = fork()) == 0)
-			worker_main(s, p, i, pipefd[1]);
+			worker_main(s, p, i, fresh(items, n_items, p->m.layers[i].digest), pipefd[1]);
 		close(pipefd[1]);
 		if (w[n].pid < 0) {
 			close(pipefd[0]);
@@ -266,7 +283,7 @@ static int pull(struct store *s, struct registry *r, const char *canon, const st
 	}
 	progress_init(&pr, !o->quiet && isatty(2), p.m.n_layers);
 	n = wanted(s, &p, items, &pr);
-	if (download_blobs(s, r, items, n, &pr, err) < 0 || unpack_layers(s, &p, &pr, err) < 0)
+	if (download_blobs(s, r, items, n, &pr, err) < 0 || unpack_layers(s, &p, items, n, &pr, err) < 0)
 		goto out;
 	progress_draw(&pr, true);
 	/* the documents last: until the layers are there, nothing names them */

@@ -149,9 +149,14 @@ def test_pull_index_selects_linux_amd64(world, store):
     (layer,) = layer_paths(store, ref)
     with open(f"{layer}/arch") as f:
         assert f.read() == "amd64\n"
-    # pinned by the index digest: resolves to the same platform manifest
+    # pinned by the index digest: resolves to the same platform manifest,
+    # also after a prune (an instance keeps the image)
+    inst = os.path.join(store["AEGIS_STATE_DIR"], "instances", "i")
+    os.makedirs(inst)
+    json.dump({"image": ref}, open(f"{inst}/config.json", "w"))
+    assert image(store, "prune").returncode == 0
     info = inspect(store, f"{world.anon.host}/test/multiarch@{idx}")
-    assert info["digest"] == amd
+    assert info["digest"] == amd and info["index"] is None
 
 
 def test_pull_zstd_and_uncompressed_layers(world, store):
