@@ -277,6 +277,15 @@ static int pull(struct store *s, struct registry *r, const char *canon, const st
 	progress_init(&pr, false, 0);
 	if (fetch_meta(r, &p, err) < 0)
 		goto out;
+	for (size_t i = 0; i < p.m.n_layers; i++)
+		if (p.m.layers[i].size > s->layer_max) {
+			/* before a byte is fetched: the disk is not the registry's to fill */
+			image_fail_kind(FAIL_TOO_LARGE);
+			error_set(err, AEGIS_E_INVALID, 0, "layer %s declares %llu bytes, over the limit of %llu",
+				  p.m.layers[i].digest, (unsigned long long)p.m.layers[i].size,
+				  (unsigned long long)s->layer_max);
+			goto out;
+		}
 	if (!(items = calloc(p.m.n_layers + 1, sizeof *items))) {
 		error_set(err, AEGIS_E_SETUP, ENOMEM, "pull");
 		goto out;

@@ -386,9 +386,16 @@ static int unpack_all(struct unpacker *u)
 	la_ssize_t n;
 	int r;
 
+	/* inodes are bounded too: one entry per 4 KiB of the byte limit */
+	uint64_t max_entries = u->max / 4096 > 1024 ? u->max / 4096 : 1024;
+
 	while ((r = archive_read_next_header(u->tar, &e)) == ARCHIVE_OK ||
 	       r == ARCHIVE_WARN) {
-		int w = unpack_entry(u, e);
+		int w;
+		if (u->res->entries + u->res->neutralised >= max_entries)
+			return fail(u->res, "layer has more than %llu entries, over the limit",
+				    (unsigned long long)max_entries);
+		w = unpack_entry(u, e);
 		if (w < 0)
 			return -1;
 		if (w > 0)

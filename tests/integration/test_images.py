@@ -311,6 +311,19 @@ def test_wrong_media_types(stub, stub_store):
                          ["wrong media type", "bzip2"])
 
 
+def test_layer_declaring_more_than_the_limit(stub, stub_store):
+    """R-03: a manifest declaring a 2 GiB layer (the limit is 1g here) fails
+    before anything is downloaded."""
+    digest = broken_image(stub, "declared")
+    path = "/v2/test/broken/manifests/declared"
+    status, headers, body, how = stub.routes[path]
+    stub.routes[path] = (status, headers, body.replace(b'"size": %d}]' % json.loads(body)["layers"][0]["size"],
+                                                       b'"size": %d}]' % (2 << 30)), how)
+    env = dict(stub_store)
+    assert_fails_cleanly(env, f"{stub.host}/test/broken:declared", "too_large", ["over the limit"])
+    assert not os.path.exists(f"{images_dir(env)}/blobs/sha256/{digest[7:]}.partial")
+
+
 def test_blob_404(stub, stub_store):
     digest = broken_image(stub, "noblob")
     del stub.routes[f"/v2/test/broken/blobs/{digest}"]

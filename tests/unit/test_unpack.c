@@ -320,6 +320,19 @@ static void test_huge(void)
 	ok(unpack(tar, 16ULL << 30, &res, 0) < 0 && res.msg[0], "a declared size with no data fails: %s",
 	   res.msg);
 	ok(unpack("/dev/null", 1 << 20, &res, 0) < 0 && res.msg[0], "empty blob fails: %s", res.msg);
+	{
+		/* inodes; a 4 MiB limit allows 1024 entries */
+		static struct ent many[1100];
+		static char names[1100][16];
+		for (int i = 0; i < 1100; i++) {
+			snprintf(names[i], sizeof names[i], "f%d", i);
+			many[i] = (struct ent)FILE_(names[i], "");
+		}
+		make_tar(tar, "", many, 1000);
+		ok(unpack(tar, 4 << 20, &res, 0) >= 0, "1000 entries under a 4 MiB limit");
+		make_tar(tar, "", many, 1100);
+		ok(unpack(tar, 4 << 20, &res, 0) < 0 && strstr(res.msg, "entries"), "1100 refused: %s", res.msg);
+	}
 }
 
 int main(void)
