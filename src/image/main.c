@@ -6,6 +6,7 @@
  *
  * The state directory is paths_state()'s ($AEGIS_STATE_DIR in tests). */
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -93,6 +94,49 @@ static void raise_nofile(void)
 	}
 }
 
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("aegis: image", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return IMAGE_EXIT_ERROR;
+}
+
+/* Each command's operands: exactly one, none, or at least one. */
+static const struct {
+	const char *name, *operand;
+	int min, max;
+} cmds[] = {
+	{ "pull", "REF", 1, 1 }, { "import", "PATH", 1, 1 }, { "list", NULL, 0, 0 },
+	{ "inspect", "REF", 1, 1 }, { "rm", "REF", 1, 1 << 20 }, { "prune", NULL, 0, 0 },
+};
+
+static int dispatch(const char *cmd, char **argv, int argc, struct image_opts *o)
+{
+	int r;
+
+	if (!strcmp(cmd, "pull")) {
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		r = cmd_pull(argv[0], o);
+		curl_global_cleanup();
+		return r;
+	}
+	if (!strcmp(cmd, "import"))
+		return cmd_import(argv[0], o);
+	if (!strcmp(cmd, "list"))
+		return cmd_list(o);
+	if (!strcmp(cmd, "inspect"))
+		return cmd_inspect(argv[0], o);
+	if (!strcmp(cmd, "rm"))
+		return cmd_rm(argv, argc, o);
+	return cmd_prune(o);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -104,12 +148,20 @@ int main(int argc, char **argv)
 	struct image_opts o = { 0 };
 	struct aegis_error err = { 0 };
 	const char *cmd;
-	int c, r;
+	size_t k;
+	int c;
 
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))
-		return fputs(usage, argc < 2 ? stderr : stdout), argc < 2 ? IMAGE_EXIT_ERROR : 0;
+	if (argc < 2)
+		return usage_error(": missing subcommand (pull, import, list, inspect, rm, prune)");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))
+		return fputs(usage, stdout), 0;
 	cmd = argv[1];
+	for (k = 0; k < sizeof cmds / sizeof cmds[0] && strcmp(cmds[k].name, cmd); k++)
+		;
+	if (k == sizeof cmds / sizeof cmds[0])
+		return usage_error(": unknown subcommand '%s' (see 'aegis image --help')", cmd);
 	argc--, argv++;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+qjkn:fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'q': o.quiet = true; break;
@@ -118,33 +170,20 @@ int main(int argc, char **argv)
 		case 'n': o.name = optarg; break;
 		case 'f': o.force = true; break;
 		case 'h': return fputs(usage, stdout), 0;
-		default: return fputs(usage, stderr), IMAGE_EXIT_ERROR;
+		default: return usage_error(" %s: unknown option '%s'", cmd, argv[optind - 1]);
 		}
 	}
 	argc -= optind;
 	argv += optind;
+	if (argc < cmds[k].min)
+		return usage_error(" %s: missing %s", cmd, cmds[k].operand);
+	if (argc > cmds[k].max)
+		return usage_error(" %s: unexpected argument '%s'", cmd, argv[cmds[k].max]);
 	if (paths_state(o.state, sizeof o.state, &err) < 0)
 		return image_report_error(&o, &err);
 	raise_nofile();
 	/* layers must be readable by the sandboxes whatever the caller's umask;
 	 * the store's own files are created 0600/0700 explicitly */
 	umask(022);
-	if (!strcmp(cmd, "pull") && argc == 1) {
-		curl_global_init(CURL_GLOBAL_DEFAULT);
-		r = cmd_pull(argv[0], &o);
-		curl_global_cleanup();
-		return r;
-	}
-	if (!strcmp(cmd, "import") && argc == 1)
-		return cmd_import(argv[0], &o);
-	if (!strcmp(cmd, "list") && argc == 0)
-		return cmd_list(&o);
-	if (!strcmp(cmd, "inspect") && argc == 1)
-		return cmd_inspect(argv[0], &o);
-	if (!strcmp(cmd, "rm") && argc >= 1)
-		return cmd_rm(argv, argc, &o);
-	if (!strcmp(cmd, "prune") && argc == 0)
-		return cmd_prune(&o);
-	fprintf(stderr, "aegis: image %s: wrong arguments\n%s", cmd, usage);
-	return IMAGE_EXIT_ERROR;
+	return dispatch(cmd, argv, argc, &o);
 }

@@ -99,6 +99,26 @@ def assert_fails_cleanly(env, ref, kind, words):
     return lines[0]
 
 
+@pytest.mark.parametrize("args, needle", [
+    ((), "missing subcommand"),
+    (("frob",), "unknown subcommand 'frob'"),
+    (("pull",), "pull: missing REF"),
+    (("pull", "a", "b"), "unexpected argument 'b'"),
+    (("list", "--frob"), "unknown option '--frob'"),
+    (("pull", "Bad/Name"), "lowercase"),
+    (("inspect", "x y"), "space"),
+])
+def test_usage_errors_are_125_one_line(store, args, needle):
+    r = image(store, *args)
+    assert r.returncode == 125 and r.stdout == "", r
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("aegis: ") and needle in r.stderr, r.stderr
+
+
+def test_help_is_0(store):
+    r = image(store, "--help")
+    assert r.returncode == 0 and "aegis image pull" in r.stdout and "prune" in r.stdout
+
+
 # --- pulling ---------------------------------------------------------------
 
 def test_pull_multilayer_whiteouts_and_opaque_dirs(world, store):
