@@ -110,6 +110,9 @@ int registry_setup(struct registry *r, CURL *c, const char *url)
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "aegis/" AEGIS_VERSION);
+	/* a private registry's CA, in place of the system's store */
+	if (getenv("AEGIS_REGISTRY_CA") && *getenv("AEGIS_REGISTRY_CA"))
+		curl_easy_setopt(c, CURLOPT_CAINFO, getenv("AEGIS_REGISTRY_CA"));
 	if (r->bearer) {
 		curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
 		curl_easy_setopt(c, CURLOPT_XOAUTH2_BEARER, r->bearer);

@@ -219,6 +219,24 @@ def test_plain_http_only_when_marked_insecure(world, store):
     assert image(env, "pull", "--insecure", "--quiet", f"{world.anon.host}/test/zstd:1").returncode == 0
 
 
+def test_https_registry_verified_against_its_ca(world, store):
+    """HTTPS by default, certificates verified: a self-signed registry fails
+    until its CA is given (AEGIS_REGISTRY_CA)."""
+    from images.registry import Registry, make_tls_cert
+    tls = make_tls_cert(world.work)
+    reg = Registry(f"{world.work}/tls", tls=tls)
+    try:
+        reg.push(f"oci:{world.hand.path}:small", "test/small:1")
+        ref = f"{reg.host}/test/small:1"
+        r, out = pull_json(store, ref)
+        assert r.returncode == 125 and out["error"]["kind"] == "network", r.stderr
+        assert "certificate" in r.stderr, r.stderr
+        r, out = pull_json(dict(store, AEGIS_REGISTRY_CA=tls[0]), ref)
+        assert r.returncode == 0 and out["digest"] == world.digests["small"][0], r.stderr
+    finally:
+        reg.stop()
+
+
 def test_manifest_404(world, store):
     line = assert_fails_cleanly(store, f"{world.anon.host}/test/nothere:1", "not_found",
                                 ["not found", "MANIFEST_UNKNOWN"])

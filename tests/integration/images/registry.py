@@ -48,7 +48,7 @@ def wait_port(port, proc=None, timeout=15):
 class Registry:
     """docker-registry serving from dir; auth None, "basic" or "token"."""
 
-    def __init__(self, dir, auth=None, token_realm=None):
+    def __init__(self, dir, auth=None, token_realm=None, tls=None):
         self.dir, self.port = dir, free_port()
         self.host = f"127.0.0.1:{self.port}"
         os.makedirs(dir, exist_ok=True)
@@ -57,6 +57,8 @@ class Registry:
             "storage:", "  filesystem:", f"    rootdirectory: {dir}/data", "  delete:",
             "    enabled: true", "http:", f"  addr: 127.0.0.1:{self.port}",
         ]
+        if tls:
+            cfg += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
         if auth == "basic":
             with open(f"{dir}/htpasswd", "w") as f:
                 f.write(f"{USER}:{crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
@@ -86,6 +88,15 @@ class Registry:
         self.proc.kill()
         self.proc.wait()
         self.log.close()
+
+
+def make_tls_cert(dir):
+    """A self-signed certificate for 127.0.0.1: (cert, key) paths."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", f"{dir}/tls-key.pem", "-out", f"{dir}/tls-cert.pem"],
+                   check=True, capture_output=True)
+    return f"{dir}/tls-cert.pem", f"{dir}/tls-key.pem"
 
 
 def make_token_cert(dir):
