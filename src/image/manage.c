@@ -265,7 +265,7 @@ static void sweep_dir(int store, const char *dir, const char *prefix, json_t *ke
 /* Remove every blob and layer no kept image needs, and all debris. */
 static void collect(struct gc *g, json_t *refs, json_t *result)
 {
-	json_t *keep = json_object(), *v;
+	json_t *keep = json_object(), *v, *tmp_v;
 	const char *k;
 	uint64_t freed = 0;
 	size_t blobs = 0, layers = 0, other = 0;
@@ -279,6 +279,13 @@ static void collect(struct gc *g, json_t *refs, json_t *result)
 	}
 	json_object_foreach(g->busy, k, v)
 		mark(g, k, keep);
+	/* kept images need not wait for the sweep: a sandbox may start them now */
+	json_object_foreach_safe(g->locked, v, k, tmp_v) {
+		if (json_object_get(keep, k)) {
+			close((int)json_integer_value(tmp_v));
+			json_object_del(g->locked, k);
+		}
+	}
 	{
 		/* blobs are keyed "sha256:<hex>" in keep; the sweep sees <hex> */
 		json_t *hexkeep = json_object();
