@@ -650,3 +650,23 @@ def test_busybox_and_debian_images_for_run(world, store):
              f"mount -t overlay overlay -o lowerdir={':'.join(reversed(top))},userxattr {work}/bb && "
              f"chroot {work}/bb /bin/bash -c 'echo $BASH_VERSION; ls /usr/bin/ls'"])
     assert r.returncode == 0 and "/usr/bin/ls" in r.stdout, r.stderr
+
+
+def test_damaged_store_is_an_error_and_a_pull_repairs(world, store):
+    """Blobs are hashed again when read: an edited config is an error, never
+    another image; a missing layer makes the image absent until pulled."""
+    ref = f"{world.anon.host}/test/zstd:1"
+    assert image(store, "pull", "--quiet", ref).returncode == 0
+    cfg = inspect(store, ref)
+    config_digest = json.load(open(f"{images_dir(store)}/blobs/sha256/{cfg['digest'][7:]}"))["config"]["digest"]
+    path = f"{images_dir(store)}/blobs/sha256/{config_digest[7:]}"
+    good = open(path, "rb").read()
+    open(path, "wb").write(good.replace(b"PATH=", b"PATX="))
+    r = image(store, "inspect", ref)
+    assert r.returncode == 125 and "damaged" in r.stderr and config_digest in r.stderr, r.stderr
+    open(path, "wb").write(good)
+    shutil.rmtree(cfg["layers"][1]["path"])
+    r = image(store, "inspect", ref)
+    assert r.returncode == 125 and "not in the store" in r.stderr, r.stderr
+    assert image(store, "pull", "--quiet", ref).returncode == 0
+    assert os.path.isdir(inspect(store, ref)["layers"][1]["path"])
