@@ -71,8 +71,10 @@ static int fetch_meta(struct registry *r, struct pulled *p, struct aegis_error *
 		if (pick >= 0)
 			snprintf(child, sizeof child, "%s", idx.manifests[pick].digest);
 		oci_index_free(&idx);
-		if (pick < 0)
+		if (pick < 0) {
+			image_fail_kind(FAIL_NOT_FOUND);
 			goto fail;
+		}
 		snprintf(p->index, sizeof p->index, "%s", got);
 		p->index_doc = resp.body;
 		p->index_len = resp.len;

@@ -179,6 +179,11 @@ def test_pull_index_selects_linux_amd64(world, store):
     assert info["digest"] == amd and info["index"] is None
 
 
+def test_pull_index_without_this_platform(world, store):
+    assert_fails_cleanly(store, f"{world.anon.host}/test/armonly:1", "not_found",
+                         ["no image for linux/amd64", "linux/arm64/v8"])
+
+
 def test_pull_zstd_and_uncompressed_layers(world, store):
     ref = f"{world.anon.host}/test/zstd:1"
     r, out = pull_json(store, ref)

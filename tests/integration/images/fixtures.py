@@ -57,6 +57,8 @@ def hand_made(work):
     idx_digest, idx = lay.index([(arm[0], arm[1], {"os": "linux", "architecture": "arm64", "variant": "v8"}),
                                  (amd[0], amd[1], {"os": "linux", "architecture": "amd64"})])
     lay.tag(idx_digest, idx, "multiarch", media_type=oci.OCI_INDEX)
+    arm_digest, arm_idx = lay.index([(arm[0], arm[1], {"os": "linux", "architecture": "arm64", "variant": "v8"})])
+    lay.tag(arm_digest, arm_idx, "armonly", media_type=oci.OCI_INDEX)
     z = lay.image([(oci.tar_bytes([("z/", "dir"), ("z/data", "file", b"zstd layer\n" * 100)]), "zstd"),
                    (oci.tar_bytes([("plain", "file", b"uncompressed layer\n")]), "")])
     lay.tag(z[0], z[1], "zstd")
@@ -133,6 +135,7 @@ class World:
         self.anon.push(f"oci:{self.umoci}:multi", "test/multi:1")
         self.anon.push(f"oci:{self.hand.path}:multiarch", "test/multiarch:1", all_platforms=True)
         self.anon.push(f"oci:{self.hand.path}:zstd", "test/zstd:1")
+        self.anon.push(f"oci:{self.hand.path}:armonly", "test/armonly:1", all_platforms=True)
         self.anon.push(f"oci:{self.hostile.path}:hostile", "test/hostile:1")
         self.anon.push(f"oci:{self.hand.path}:big", "test/big:1")
         self.basic.push(f"oci:{self.hand.path}:small", "private/small:1", creds=creds)
