@@ -412,6 +412,34 @@ def test_kill_9_mid_pull_then_resume(world, store):
         proxy.stop()
 
 
+def test_kill_9_mid_unpack(world, store):
+    """C-01: kill -9 while a layer is being unpacked: its workers die with
+    it, no layer or ref appears, and the next pull completes cleanly."""
+    ref = f"{world.anon.host}/test/many:1"
+    tmp = f"{images_dir(store)}/tmp"
+    p = subprocess.Popen([AEGIS, "image", "pull", "--quiet", ref], env=store)
+    end = time.time() + 60
+    while time.time() < end and p.poll() is None and not (
+            os.path.isdir(tmp) and any(n.startswith("layer-") for n in os.listdir(tmp))):
+        time.sleep(0.002)
+    assert p.poll() is None, "the pull ended before it could be interrupted"
+    time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    time.sleep(0.2)
+    leftover = [n for n in os.listdir(tmp) if n.startswith("layer-")]
+    assert leftover, "killed mid-unpack"
+    size = sum(len(fs) for _, _, fs in os.walk(f"{tmp}/{leftover[0]}"))
+    time.sleep(0.3)
+    assert sum(len(fs) for _, _, fs in os.walk(f"{tmp}/{leftover[0]}")) == size, "no orphan kept unpacking"
+    assert ref not in refs(store) and stored(store)[1] == set()
+    r, out = pull_json(store, ref)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp) == []
+    (layer,) = layer_paths(store, ref)
+    assert len(os.listdir(f"{layer}/d")) == 30000
+
+
 def test_leftovers_of_a_killed_unpack_are_cleaned(world, store):
     """What a kill -9 during unpacking leaves (a temp layer dir) is removed
     by the next pull of that layer, and never taken for the layer."""

@@ -69,7 +69,11 @@ def hand_made(work):
     big = lay.image([(oci.tar_bytes([("random", "file", os.urandom(3 << 20))]), "gzip"),
                      (oci.tar_bytes([("second", "file", os.urandom(1 << 20))]), "gzip")])
     lay.tag(big[0], big[1], "big")
-    return lay, {"multiarch": (idx_digest, amd[0], arm[0]), "zstd": z, "small": small, "big": big}
+    # many small files: an unpack that lasts long enough to be killed
+    many = lay.image([(oci.tar_bytes([("d/", "dir")] + [(f"d/f{i}", "file", b"x" * 100) for i in range(30000)]),
+                       "gzip")])
+    lay.tag(many[0], many[1], "many")
+    return lay, {"many": many, "multiarch": (idx_digest, amd[0], arm[0]), "zstd": z, "small": small, "big": big}
 
 
 def hostile_entries(canary_dir):
@@ -138,6 +142,7 @@ class World:
         self.anon.push(f"oci:{self.hand.path}:armonly", "test/armonly:1", all_platforms=True)
         self.anon.push(f"oci:{self.hostile.path}:hostile", "test/hostile:1")
         self.anon.push(f"oci:{self.hand.path}:big", "test/big:1")
+        self.anon.push(f"oci:{self.hand.path}:many", "test/many:1")
         self.basic.push(f"oci:{self.hand.path}:small", "private/small:1", creds=creds)
         self.token.push(f"oci:{self.hand.path}:small", "private/small:1", creds=creds)
 
