@@ -149,8 +149,12 @@ static void instance_images(const char *state, json_t *names)
 		if (!(cfg = json_load_file(path, 0, NULL)))
 			continue;
 		img = json_string_value(json_object_get(cfg, "image"));
-		if (img && strcmp(img, "host") && image_ref_canonical(img, canon, sizeof canon, &err) == 0)
+		if (img && strcmp(img, "host") && image_ref_canonical(img, canon, sizeof canon, &err) == 0) {
 			json_object_set_new(names, canon, json_true());
+			/* pinned by digest: the image is that digest, whatever its name */
+			if (strchr(canon, '@'))
+				json_object_set_new(names, strchr(canon, '@') + 1, json_true());
+		}
 		json_decref(cfg);
 	}
 	closedir(d);
@@ -205,7 +209,8 @@ static void unlock_blobs(struct gc *g)
 static bool in_use(struct gc *g, const char *ref, const char *digest)
 {
 	struct imagefs_image img;
-	bool busy = json_object_get(g->used_names, ref) || json_object_get(g->busy, digest);
+	bool busy = json_object_get(g->used_names, ref) || json_object_get(g->used_names, digest) ||
+		    json_object_get(g->busy, digest);
 	struct aegis_error err;
 
 	/* an index ref: the platform manifest is what a sandbox locks */
@@ -279,6 +284,9 @@ static void collect(struct gc *g, json_t *refs, json_t *result)
 	}
 	json_object_foreach(g->busy, k, v)
 		mark(g, k, keep);
+	json_object_foreach(g->used_names, k, v)
+		if (imageref_is_digest(k))
+			mark(g, k, keep);	/* an instance names it by digest */
 	/* kept images need not wait for the sweep: a sandbox may start them now */
 	json_object_foreach_safe(g->locked, v, k, tmp_v) {
 		if (json_object_get(keep, k)) {

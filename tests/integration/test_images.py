@@ -663,6 +663,14 @@ def test_prune_keeps_images_in_use(world, store):
     assert all(os.path.isdir(p) for p in layer_paths(store, multi))
     blobs, layers = stored(store)
     assert len(layers) == 3 and len(blobs) == 2, (blobs, layers)   # manifest, config
+    # an instance that names its image by digest keeps it, ref or not
+    digest = refs(store)[multi]["digest"]
+    json.dump({"image": f"{world.anon.host}/test/multi@{digest}"}, open(f"{inst}/config.json", "w"))
+    r = image(store, "rm", multi)
+    assert r.returncode == 125 and "in use" in r.stderr
+    assert image(store, "rm", "--force", multi).returncode == 0 and refs(store) == {}
+    assert image(store, "prune").returncode == 0
+    assert inspect(store, digest)["digest"] == digest, "still resolvable by its digest"
 
 
 def test_busybox_and_debian_images_for_run(world, store):
