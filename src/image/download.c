@@ -155,10 +155,9 @@ static int finish(struct store *s, struct dl *d, struct aegis_error *err)
 	return 0;
 }
 
-static int start(struct store *s, struct registry *r, CURLM *multi, struct dl *d,
-		 struct aegis_error *err)
+static int start(struct registry *r, CURLM *multi, struct dl *d, struct aegis_error *err)
 {
-	char url[1024], range[64], name[112];
+	char url[1024], range[64];
 
 	if (!d->easy && !(d->easy = curl_easy_init()))
 		return error_set(err, AEGIS_E_SETUP, 0, "curl: cannot start");
@@ -174,8 +173,6 @@ static int start(struct store *s, struct registry *r, CURLM *multi, struct dl *d
 	}
 	if (lseek(d->fd, (off_t)d->have, SEEK_SET) < 0)
 		return error_sys(err, "blob %s", d->item->digest);
-	(void)name;
-	(void)s;
 	d->start = d->have;
 	d->code = 0;
 	d->over = false;
@@ -277,7 +274,7 @@ static int run(struct store *s, struct registry *r, CURLM *multi, struct dl *ds,
 				if (finish(s, d, err) < 0)	/* a complete partial from before */
 					return -1;
 			} else if (w == 0 && d->state == DL_PENDING && active < PARALLEL) {
-				if (start(s, r, multi, d, err) < 0)
+				if (start(r, multi, d, err) < 0)
 					return -1;
 				active++;
 			}
