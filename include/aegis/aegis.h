@@ -87,6 +87,13 @@ struct aegis_spec {
 	 * (^[A-Za-z_][A-Za-z0-9_]{0,127}$), each once. NULL or empty: no
 	 * /run/secrets at all */
 	char *const *secret_files;
+	/* An OCI image as the root instead of the host's directories: its
+	 * unpacked layers (absolute host paths, bottom first, NULL-terminated)
+	 * under a per-run writable layer of limits.disk_bytes; NULL: the host
+	 * image. ref and digest go to the audit log and result.json. */
+	char *const *image_layers;
+	const char *image_ref;
+	const char *image_digest;
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
 	bool workspace_ro;
