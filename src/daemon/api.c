@@ -20,6 +20,7 @@
 #include "exec.h"
 #include "instances.h"
 #include "logs.h"
+#include "workspaces_api.h"
 
 struct request {
 	char *body;
@@ -75,7 +76,12 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 		{ "/v1/shutdown", "POST" },
 	};
 	bool known = false;
+	json_t *ws_body;
+	unsigned ws_status = workspaces_api(url, method, req->body, &ws_body);
 
+	/* /v1/workspaces and /v1/workspaces/NAME (workspaces_api.c) */
+	if (ws_status)
+		return reply(conn, ws_status, ws_body);
 	/* /v1/instances and /v1/instances/NAME */
 	if (!strcmp(url, "/v1/instances") || !strncmp(url, "/v1/instances/", 14)) {
 		const char *name = url[13] == '/' ? url + 14 : NULL;
