@@ -24,8 +24,9 @@
 #define META "meta.json"
 #define LOCKFILE "lock"
 #define DATA "data"
-#define USE_BYTE 0		/* read: a user, for its life; write: delete */
+#define USE_BYTE 0		/* read: anyone in it (a user, info); write: delete */
 #define MOUNT_BYTE 1		/* write: checking or making the image's mount */
+#define RUN_BYTE 2		/* read: a run or an instance, for its life (in_use) */
 #define NAME_RULE "^[a-z0-9][a-z0-9-]{0,62}$"
 
 /* The caller's mistake, of the kind class (workspaces.h). */
@@ -188,10 +189,11 @@ static int lock_byte(int fd, short type, off_t byte, bool wait)
 	return r;
 }
 
-/* Does anyone else (a run, a running instance) hold the workspace now? */
+/* Does a run or a running instance hold the workspace now? (Only looks:
+ * F_OFD_GETLK takes nothing.) */
 static bool held_by_others(int fd)
 {
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = USE_BYTE, .l_len = 1 };
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = RUN_BYTE, .l_len = 1 };
 
 	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
 }
@@ -546,9 +548,12 @@ int workspace_delete(const char *state, const char *name, struct aegis_error *er
 	if (lock_byte(lock, F_WRLCK, USE_BYTE, false) < 0) {
 		if (errno != EAGAIN && errno != EACCES)
 			return error_sys(err, "workspace '%s': lock", name);
-		/* a running instance is named; otherwise it is a run */
-		return check_unused(state, name, err) < 0
-		       ? -1 : ws_error(err, EBUSY, "workspace '%s' is in use by a run", name);
+		/* a running instance is named; otherwise it is a run, or
+		 * (for a moment) an info */
+		if (check_unused(state, name, err) < 0)
+			return -1;
+		return held_by_others(lock) ? ws_error(err, EBUSY, "workspace '%s' is in use by a run", name)
+		       : ws_error(err, EBUSY, "workspace '%s' is being read (workspace info); try again", name);
 	}
 	if (check_unused(state, name, err) < 0 || remove_data(nfd, name, err) < 0)
 		return -1;
@@ -572,7 +577,8 @@ int workspace_hold(const char *state, const char *name, struct workspace_hold *h
 	if ((nfd = ws_open(state, name, NULL, err)) < 0 || (h->lock_fd = lock_open(nfd, name, err)) < 0)
 		return -1;
 	/* shared with every other user; a delete under way is waited out */
-	if (lock_byte(h->lock_fd, F_RDLCK, USE_BYTE, true) < 0) {
+	if (lock_byte(h->lock_fd, F_RDLCK, USE_BYTE, true) < 0 ||
+	    lock_byte(h->lock_fd, F_RDLCK, RUN_BYTE, true) < 0) {
 		error_sys(err, "workspace '%s': lock", name);
 		goto fail;
 	}

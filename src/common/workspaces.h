@@ -4,10 +4,11 @@
  *
  * <state>/workspaces/NAME/
  *   meta.json  {"name", "created" (unix s), "size_bytes" (or null)}, written whole
- *   lock       open file description locks: byte 0 is read-locked by each
- *              user (a run, an instance's shim) for its life and
- *              write-locked by delete; byte 1 is write-locked around
- *              checking or making the image's mount
+ *   lock       open file description locks: byte 0 is read-locked by
+ *              whoever is in it (a run or an instance's shim for its life,
+ *              info while it counts) and write-locked by delete; byte 1 is
+ *              write-locked around checking or making the image's mount;
+ *              byte 2 is read-locked by runs and shims only (in_use)
  *   image      with a size limit only: a sparse ext4 image loop-mounted
  *              on data/ (wsimage.h)
  *   data/      what is mounted at /workspace

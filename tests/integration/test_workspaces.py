@@ -4,6 +4,7 @@ limits, and the traversal corpus (HOSTILE.md A-07 names and paths, A-08
 injection, E-05/E-06 symlinks and symlink swaps): each hostile name is
 refused with nothing created or touched anywhere, and what a sandbox left
 in its workspace is never followed out of it."""
+import fcntl
 import json
 import os
 import re
@@ -141,6 +142,40 @@ def test_create_list_info_delete(env):
     assert "no workspace" in one_line_error(aegis(env, "workspace", "delete", "myapp"))
     assert [w["name"] for w in json.loads(aegis(env, "workspace", "list", "--json").stdout)["workspaces"]] \
         == ["other"]
+
+
+def test_one_create_of_a_name_wins(env):
+    """A-09 for workspaces: racing creates of one name (with and without a
+    size limit), exactly one wins; the losers leave nothing behind."""
+    for name, extra, n in (("race", (), 16), ("racesz", ("--size", "16m"), 4)):
+        procs = [subprocess.Popen([AEGIS, "workspace", "create", name, *extra], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+        results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+        assert [r for r, _ in results].count(0) == 1, results
+        assert all("exists" in e for r, e in results if r), results
+    assert sorted(os.listdir(state(env, "workspaces"))) == ["race", "racesz"]
+    image = state(env, "workspaces", "racesz", "image")
+    assert len(loops_backed_by(state(env, "workspaces"))) == 1 and len(loops_backed_by(image)) == 1
+    assert mounts_below(state(env, "workspaces")) == [data(env, "racesz")]
+
+
+def test_lock_protocol(env):
+    """The lock bytes of workspaces.h: one reading (byte 0, as info holds it
+    while counting) holds off a delete but is not "in use"; a user (bytes 0
+    and 2, as a run or an instance's shim holds them) is."""
+    aegis(env, "workspace", "create", "locks")
+    fd = os.open(state(env, "workspaces", "locks", "lock"), os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0)
+        assert info(env, "locks")["in_use"] is False
+        assert "being read" in one_line_error(aegis(env, "workspace", "delete", "locks"))
+        fcntl.lockf(fd, fcntl.LOCK_SH, 1, 2)
+        assert info(env, "locks")["in_use"] is True
+        assert "in use by a run" in one_line_error(aegis(env, "workspace", "delete", "locks"))
+    finally:
+        os.close(fd)
+    assert info(env, "locks")["in_use"] is False
+    assert aegis(env, "workspace", "delete", "locks").returncode == 0
 
 
 def test_files_persist_across_runs(env):
@@ -342,7 +377,7 @@ def test_size_limit_mounted_again_after_a_reboot(env):
     assert mounts_below(data(env, "big")) == [data(env, "big")]
 
 
-def test_size_limit_needs_root(user, tmp_path):  # noqa: F811
+def test_size_limit_needs_root(user):  # noqa: F811
     """Rootless: --size is refused, saying why, before anything is made; a
     workspace without a limit works rootless too (the sandbox reopens data/
     by path and checks it is still the same directory)."""
