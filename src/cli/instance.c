@@ -101,9 +101,10 @@ static int start(int argc, char **argv)
 			 * on its own */
 			if (workspace_is_name(optarg) ? !name_valid(optarg) : !realpath(optarg, ws)) {
 				json_decref(req), json_decref(env), json_decref(args);
-				return cli_usage_error(workspace_is_name(optarg)
-						       ? "instance start: not a workspace name: '%.64s' (a directory: ./DIR)"
-						       : "instance start: workspace %.200s does not exist", optarg);
+				if (workspace_is_name(optarg))
+					return cli_usage_error("instance start: not a workspace name: '%.64s' "
+							       "(a directory here: ./DIR)", optarg);
+				return cli_usage_error("instance start: workspace %s does not exist", optarg);
 			}
 			json_object_set_new(req, "workspace", json_string(workspace_is_name(optarg) ? optarg : ws));
 			json_object_set_new(req, "workspace_ro", json_boolean(opt == 'r'));

@@ -229,8 +229,8 @@ static int data_open(int nfd, bool sized, const char *name, struct aegis_error *
 
 	if (fd < 0)
 		return error_set(err, AEGIS_E_SETUP, errno, "workspace '%s': data/ (%s)", name,
-				 errno == ELOOP || errno == ENOTDIR ? "not a directory, swapped for a symlink?: refused"
-								    : "cannot open");
+				 errno == ELOOP || errno == ENOTDIR
+				 ? "not a directory, swapped for a symlink?: refused" : "cannot open");
 	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0) {
 		close(fd);
 		return error_sys(err, "workspace '%s': data/", name);
@@ -238,8 +238,8 @@ static int data_open(int nfd, bool sized, const char *name, struct aegis_error *
 	mounted = stx.stx_attributes & STATX_ATTR_MOUNT_ROOT;
 	if (mounted != sized) {
 		close(fd);
-		return error_set(err, AEGIS_E_SETUP, 0, sized ? "workspace '%s': its image is not mounted on data/: refused"
-						      : "workspace '%s': something is mounted on data/: refused", name);
+		return error_set(err, AEGIS_E_SETUP, 0, "workspace '%s': %s: refused", name,
+				 sized ? "its image is not mounted on data/" : "something is mounted on data/");
 	}
 	return fd;
 }
