@@ -96,6 +96,11 @@ struct aegis_spec {
 	const char *image_digest;
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
+	/* > 0: that directory, opened and checked by the caller (a named
+	 * workspace: reached through no symlink, held for the run); it is what
+	 * gets mounted, and workspace is only its name in records */
+	int workspace_fd;
+	const char *workspace_name;	/* a named workspace's name: recorded, so a replay uses it again */
 	bool workspace_ro;
 	bool workspace_overlay;		/* copy-on-write over workspace; changes go to artifacts_dir */
 	struct aegis_limits limits;

@@ -26,6 +26,7 @@ int cmd_instance(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
 int cmd_secret(int argc, char **argv);
+int cmd_workspace(int argc, char **argv);
 /* Start aegisd on demand; 0, or an exit status after a one-line error. */
 int daemon_ensure(const char *sock);
 

@@ -9,10 +9,11 @@
 #include "../common/httpc.h"
 #include "../common/paths.h"
 #include "../common/util.h"
+#include "../common/workspaces.h"
 #include "cli.h"
 
 static const char instance_usage[] =
-	"usage: aegis instance start --name NAME [--workspace DIR | --workspace-ro DIR] [--env K=V]...\n"
+	"usage: aegis instance start --name NAME [--workspace DIR|WS | --workspace-ro DIR|WS] [--env K=V]...\n"
 	"                            [--secret NAME[:env|:file]]... [--cwd DIR] [--policy NAME|FILE] [--expose [ADDR:]HOST:GUEST]...\n"
 	"                            [--idle-pause DURATION] [--idle-stop DURATION] -- CMD [ARGS...]\n"
 	"       aegis instance list [--json]\n"
@@ -95,12 +96,17 @@ static int start(int argc, char **argv)
 		case 'n': json_object_set_new(req, "name", json_string(optarg)); break;
 		case 'w':
 		case 'r':
-			/* the daemon needs a path it can resolve on its own */
-			if (!realpath(optarg, ws)) {
+			/* a named workspace goes as its name (the daemon checks that
+			 * it exists); a directory as a path the daemon can resolve
+			 * on its own */
+			if (workspace_is_name(optarg) ? !name_valid(optarg) : !realpath(optarg, ws)) {
 				json_decref(req), json_decref(env), json_decref(args), json_decref(expose), json_decref(secrets);
+				if (workspace_is_name(optarg))
+					return cli_usage_error("instance start: not a workspace name: '%.64s' "
+							       "(a directory here: ./DIR)", optarg);
 				return cli_usage_error("instance start: workspace %s does not exist", optarg);
 			}
-			json_object_set_new(req, "workspace", json_string(ws));
+			json_object_set_new(req, "workspace", json_string(workspace_is_name(optarg) ? optarg : ws));
 			json_object_set_new(req, "workspace_ro", json_boolean(opt == 'r'));
 			break;
 		case 'e': json_array_append_new(env, json_string(optarg)); break;

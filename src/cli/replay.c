@@ -127,7 +127,9 @@ int cmd_replay(int argc, char **argv)
 	f.spec.env = f.env;
 	f.spec.cwd = json_string_value(json_object_get(r, "cwd"));
 	f.spec.hostname = json_string_value(json_object_get(r, "hostname"));
-	f.spec.workspace = json_string_value(json_object_get(ws, "path"));
+	/* a named workspace by its name: held and checked as any run's */
+	f.spec.workspace = json_string_value(json_object_get(ws, "name"))
+			   ?: json_string_value(json_object_get(ws, "path"));
 	f.spec.workspace_ro = !strcmp(mode, "ro");
 	f.spec.workspace_overlay = !strcmp(mode, "overlay");
 	/* an overlay run's changes need a home: a new directory beside DIR */

@@ -12,6 +12,7 @@
 #include "../common/error.h"
 #include "../common/paths.h"
 #include "../common/secretinject.h"
+#include "../common/workspaces.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -22,8 +23,10 @@ static const char run_usage[] =
 	"124 on timeout, 125 on an aegis error, 126 if CMD cannot run, 127 if not found.\n"
 	"\n"
 	"options:\n"
-	"  --workspace DIR       bind DIR read-write at /workspace (default: empty tmpfs)\n"
-	"  --workspace-ro DIR    bind DIR read-only at /workspace\n"
+	"  --workspace DIR|NAME  bind DIR, or the named workspace NAME (aegis workspace),\n"
+	"                        read-write at /workspace (default: empty tmpfs); DIR has\n"
+	"                        a '/' or starts with '.' or '~' (./code, not code)\n"
+	"  --workspace-ro DIR|NAME  the same, read-only\n"
 	"  --workspace-mode M    rw, ro, or overlay: work on a copy-on-write layer; the\n"
 	"                        changes land in --artifacts for review (aegis apply DIR)\n"
 	"  --artifacts DIR       write stdout, stderr, result.json, audit.jsonl and the\n"
@@ -147,35 +150,69 @@ static int secrets_load(struct run_flags *f, char ***env, char ***files, struct 
 	return secret_inject_load(state, f->secrets, env, files, err);
 }
 
+/* --workspace NAME (not a path: workspaces.h): the named workspace, held
+ * for the run (its lock taken, its image mounted, data/ opened through no
+ * symlink); the spec gets the opened directory. 0 for a host path. */
+static int hold_workspace(struct run_flags *f, struct workspace_hold *h, struct aegis_error *err)
+{
+	const char *name = f->spec.workspace;
+	char state[4096];
+
+	if (!name || !workspace_is_name(name))
+		return 0;
+	if (paths_state(state, sizeof state, err) < 0)
+		return -1;
+	if (workspace_hold(state, name, h, err) < 0) {
+		/* a directory of that name was perhaps meant */
+		if (err->code == AEGIS_E_INVALID && err->sys_errno == ENOENT)
+			snprintf(err->msg, sizeof err->msg, "no workspace named '%s' ('aegis workspace create %s' "
+				 "makes one; a directory here is ./%s)", name, name, name);
+		else if (err->code == AEGIS_E_INVALID && err->sys_errno == EINVAL)
+			error_prefix(err, "--workspace (for a directory here: ./DIR)");
+		return -1;
+	}
+	f->spec.workspace = h->path;
+	f->spec.workspace_fd = h->data_fd;
+	f->spec.workspace_name = name;
+	return 0;
+}
+
+static int run_failed(const struct run_flags *f, const struct aegis_error *err)
+{
+	int status = cli_fail(err);
+
+	if (f->json)
+		print_json_error(err, status);
+	return status;
+}
+
 int run_execute(struct run_flags *f)
 {
+	struct workspace_hold ws = { .lock_fd = -1, .data_fd = -1 };
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
 	char **env = NULL, **files = NULL;
-	int status, r;
+	int r;
 
 	f->spec.capture = f->json;
+	if (hold_workspace(f, &ws, &err) < 0)
+		return run_failed(f, &err);
 	if (f->nsecrets) {
 		if (secrets_load(f, &env, &files, &err) < 0) {
-			status = cli_fail(&err);
-			if (f->json)
-				print_json_error(&err, status);
-			return status;
+			workspace_release(&ws);
+			return run_failed(f, &err);
 		}
 		f->spec.secret_env = env;
 		f->spec.secret_files = files;
 	}
 	r = aegis_run(&f->spec, &res, &err);
+	workspace_release(&ws);
 	f->spec.secret_env = f->spec.secret_files = NULL;
 	/* the values wiped as soon as the run is over */
 	secret_inject_free(env);
 	secret_inject_free(files);
-	if (r < 0) {
-		status = cli_fail(&err);
-		if (f->json)
-			print_json_error(&err, status);
-		return status;
-	}
+	if (r < 0)
+		return run_failed(f, &err);
 	if (f->json)
 		print_json_result(&res);
 	report_limit(&f->spec, &res);

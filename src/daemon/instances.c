@@ -25,6 +25,7 @@
 #include "../common/error.h"
 #include "../common/policy.h"
 #include "../common/util.h"
+#include "../common/workspaces.h"
 #include <aegis/aegis.h>
 #include "daemon.h"
 #include "expose.h"
@@ -45,6 +46,7 @@
 #define SHIM_READY_MS 5000
 
 #define SECRETS_PER_INSTANCE 64
+static char state_dir[4096];
 static char instances_dir[4096];
 static pthread_mutex_t transition = PTHREAD_MUTEX_INITIALIZER;	/* pause, wake, stop, start */
 static char shim_exe[4096];	/* aegis-shim, next to aegisd */
@@ -52,17 +54,10 @@ static const char *cgroup_parent;	/* $AEGIS_CGROUP_PARENT: new instances' cgroup
 
 bool instance_name_valid(const char *name)
 {
-	size_t n = strlen(name);
-
-	if (n == 0 || n > INSTANCE_NAME_MAX || name[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
-			return false;
-	return true;
+	return name_valid(name);	/* the same pattern as workspaces' (util.h) */
 }
 
-int instances_init(const char *state_dir, const char *self_exe, const char *cgroup_parent_dir)
+int instances_init(const char *state, const char *self_exe, const char *cgroup_parent_dir)
 {
 	const char *slash = strrchr(self_exe, '/');
 
@@ -70,8 +65,9 @@ int instances_init(const char *state_dir, const char *self_exe, const char *cgro
 
 	snprintf(shim_exe, sizeof shim_exe, "%.*s%s", slash ? (int)(slash - self_exe + 1) : 0, self_exe,
 		 SHIM_PROGRAM);
-	snprintf(instances_dir, sizeof instances_dir, "%s/instances", state_dir);
-	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+	snprintf(state_dir, sizeof state_dir, "%s", state);
+	snprintf(instances_dir, sizeof instances_dir, "%s/instances", state);
+	if (mkdir(state, 0700) < 0 && errno != EEXIST)
 		return -1;
 	if (mkdir(instances_dir, 0700) < 0 && errno != EEXIST)
 		return -1;
@@ -190,10 +186,13 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 		return *bad = "cwd", *why = "must be an absolute path", json_decref(req), NULL;
 	if ((v = json_object_get(req, "workspace"))) {
 		struct stat st;
-		if (!json_is_string(v) || json_string_value(v)[0] != '/' || stat(json_string_value(v), &st) < 0 ||
-		    !S_ISDIR(st.st_mode))
-			return *bad = "workspace", *why = "must be an existing directory (absolute path)",
-			       json_decref(req), NULL;
+		const char *ws = json_string_value(v);
+		/* a host directory (absolute), or a named workspace, kept as
+		 * given: the shim holds it by name at every start */
+		if (!ws || (ws[0] == '/' ? stat(ws, &st) < 0 || !S_ISDIR(st.st_mode)
+					  : !workspace_exists(state_dir, ws)))
+			return *bad = "workspace", *why = "must be an existing directory (absolute path) or the name "
+							 "of an existing workspace", json_decref(req), NULL;
 	}
 	if ((v = json_object_get(req, "workspace_ro")) && !json_is_boolean(v))
 		return *bad = "workspace_ro", *why = "must be true or false", json_decref(req), NULL;

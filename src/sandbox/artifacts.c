@@ -74,7 +74,9 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 		return error_sys(err, "artifacts %s: create stdout/stderr", spec->artifacts_dir);
 	/* rw: the run writes the workspace itself; snapshot it to list changes */
 	if (spec->workspace && !spec->workspace_ro && !spec->workspace_overlay) {
-		a->ws_fd = open(spec->workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		a->ws_fd = spec->workspace_fd > 0
+			   ? openat(spec->workspace_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+			   : open(spec->workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (a->ws_fd < 0)
 			return error_sys(err, "workspace %s", spec->workspace);
 		manifest_take(&a->before, a->ws_fd);
@@ -372,6 +374,9 @@ static json_t *result_json(const struct aegis_spec *spec, const struct aegis_res
 	}
 	if (spec->image_digest)	/* the exact image, for a replay to pin */
 		json_object_set_new(out, "image_digest", json_string(spec->image_digest));
+	/* a named workspace by its name, so a replay holds it as a run does */
+	if (spec->workspace_name)
+		json_object_set_new(json_object_get(out, "workspace"), "name", json_string(spec->workspace_name));
 	return out;
 }
 

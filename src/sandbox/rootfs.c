@@ -159,6 +159,14 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 	return write_new_file("etc/hostname", hosts, err);
 }
 
+static bool same_dir(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISDIR(sa.st_mode) &&
+	       sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /* The host workspace as a detached mount tree, taken before anything is
  * mounted over the host view (the staging tmpfs would hide a workspace
  * under /tmp). Run by root the supervisor already made it, idmapped. */
@@ -173,10 +181,19 @@ static int workspace_tree(const struct sandbox_ctx *ctx, struct aegis_error *err
 
 	if (ctx->workspace_fd >= 0 || !spec->workspace)
 		return ctx->workspace_fd;
+	/* An opened workspace's descriptor belongs to the host's mount
+	 * namespace, where we may not clone mounts: the path again, its last
+	 * step not followed, and it must still be that same directory. */
 	tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
-			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE |
+			    (spec->workspace_fd > 0 ? AT_SYMLINK_NOFOLLOW : 0));
 	if (tree < 0)
 		return error_sys(err, "workspace %s", spec->workspace);
+	if (spec->workspace_fd > 0 && !same_dir(tree, spec->workspace_fd)) {
+		close(tree);
+		return error_set(err, AEGIS_E_SETUP, 0, "workspace %s changed since it was opened: refused",
+				 spec->workspace);
+	}
 	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
 		error_sys(err, "workspace %s: set mount flags", spec->workspace);
 		close(tree);

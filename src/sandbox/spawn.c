@@ -214,8 +214,10 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 	if (spec->workspace_overlay && !spec->artifacts_dir)
 		return error_set(err, AEGIS_E_INVALID, 0,
 				 "overlay mode needs --artifacts DIR to keep the changes for review");
+	if (spec->workspace_fd > 0 && !spec->workspace)
+		return error_set(err, AEGIS_E_INVALID, 0, "an opened workspace needs its name (spec.workspace)");
 	if (spec->workspace) {
-		if (stat(spec->workspace, &st) < 0)
+		if ((spec->workspace_fd > 0 ? fstat(spec->workspace_fd, &st) : stat(spec->workspace, &st)) < 0)
 			return error_set(err, AEGIS_E_INVALID, errno, "workspace %s", spec->workspace);
 		if (!S_ISDIR(st.st_mode))
 			return error_set(err, AEGIS_E_INVALID, 0, "workspace %s is not a directory",
@@ -238,8 +240,13 @@ static int workspace_prepare(const struct sandbox_ctx *ctx, struct aegis_error *
 	_cleanup_close_ int tree = -1, userns = -1;
 	struct stat st;
 
-	tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
-			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	/* an opened workspace: exactly that directory, not a path looked up again */
+	if (spec->workspace_fd > 0)
+		tree = (int)syscall(SYS_open_tree, spec->workspace_fd, "",
+				    AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	else
+		tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
+				    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (tree < 0)
 		return error_sys(err, "workspace %s: open_tree", spec->workspace);
 	if (fstat(tree, &st) < 0)
