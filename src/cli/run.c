@@ -13,6 +13,7 @@
 #include "../common/paths.h"
 #include "../common/secretinject.h"
 #include "../common/workspaces.h"
+#include "image_use.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -36,7 +37,9 @@ static const char run_usage[] =
 	"                        (aegis secret set NAME); repeatable, each name once\n"
 	"  --secret NAME:file    the value as the file /run/secrets/NAME instead (0400,\n"
 	"                        on a read-only tmpfs), not in the environment\n"
-	"  --cwd DIR             working directory inside (default /workspace)\n"
+	"  --cwd DIR             working directory inside (default: the image's, else /workspace)\n"
+	"  --image REF           an OCI image as the root (pulled if missing; default: host,\n"
+	"                        the host's /usr read-only); its Env and WorkingDir are defaults\n"
 	"  --policy NAME|FILE    policy: default, strict, or a JSON policy file\n"
 	"  --audit FILE          append this run's audit events to FILE (JSON Lines, hash-chained)\n"
 	"network (--net replaces the policy's mode; the rest add to its lists, allow mode only):\n"
@@ -186,20 +189,69 @@ static int run_failed(const struct run_flags *f, const struct aegis_error *err)
 	return status;
 }
 
+/* --image: the layers, ref and digest into the spec; the image's Env under
+ * the --env entries (which win), its WorkingDir unless --cwd was given.
+ * 0; -1 with err; or a failed pull's exit status. */
+static int with_image(struct run_flags *f, struct image_root *img, char ***merged, struct aegis_error *err)
+{
+	size_t n = 0, k = 0;
+	int r;
+
+	if ((r = image_use(f->image, f->json, img, err)) != 0)
+		return r;
+	while (img->env && img->env[n])
+		n++;
+	if (!(*merged = calloc(n + f->nenv + 1, sizeof **merged))) {
+		image_root_free(img);
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
+	}
+	for (size_t i = 0; i < n; i++)
+		(*merged)[k++] = img->env[i];
+	for (char **e = f->env; e && *e; e++)
+		(*merged)[k++] = *e;
+	f->spec.env = *merged;
+	f->spec.image_layers = img->layers;
+	f->spec.image_ref = img->ref;
+	f->spec.image_digest = img->digest;
+	if (!f->cwd_set && img->workdir && img->workdir[0] == '/')
+		f->spec.cwd = img->workdir;
+	return 0;
+}
+
+/* A pull that failed said why on stderr; --json still gets its object. */
+static int pull_failed(const struct run_flags *f, int status)
+{
+	struct aegis_error err = { 0 };
+
+	if (f->json) {
+		error_set(&err, AEGIS_E_SETUP, 0, "image %s: the pull failed", f->image);
+		print_json_error(&err, status);
+	}
+	return status;
+}
+
 int run_execute(struct run_flags *f)
 {
 	struct workspace_hold ws = { .lock_fd = -1, .data_fd = -1 };
+	struct image_root img = { .lock_fd = -1 };
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
-	char **env = NULL, **files = NULL;
+	char **env = NULL, **files = NULL, **merged = NULL;
 	int r;
 
 	f->spec.capture = f->json;
-	if (hold_workspace(f, &ws, &err) < 0)
+	if (f->image && (r = with_image(f, &img, &merged, &err)) != 0)
+		return r < 0 ? run_failed(f, &err) : pull_failed(f, r);
+	if (hold_workspace(f, &ws, &err) < 0) {
+		image_root_free(&img);
+		free(merged);
 		return run_failed(f, &err);
+	}
 	if (f->nsecrets) {
 		if (secrets_load(f, &env, &files, &err) < 0) {
 			workspace_release(&ws);
+			image_root_free(&img);
+			free(merged);
 			return run_failed(f, &err);
 		}
 		f->spec.secret_env = env;
@@ -207,6 +259,8 @@ int run_execute(struct run_flags *f)
 	}
 	r = aegis_run(&f->spec, &res, &err);
 	workspace_release(&ws);
+	image_root_free(&img);	/* the run is over: prune may have it */
+	free(merged);
 	f->spec.secret_env = f->spec.secret_files = NULL;
 	/* the values wiped as soon as the run is over */
 	secret_inject_free(env);

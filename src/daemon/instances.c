@@ -34,6 +34,7 @@
 #include "router.h"
 #include "secrets_api.h"
 #include "../common/secretinject.h"
+#include "../common/imagestore.h"
 #include "control.h"
 #include "shim.h"
 #include "statefile.h"
@@ -140,11 +141,38 @@ static const char *check_secrets(json_t *v)
 	return why;
 }
 
+/* "image": a reference the store has (the daemon does not pull: the CLI
+ * does first, as docker's clients do). The config keeps its canonical
+ * name and its digest, which every start uses: the instance keeps the
+ * image it was made with, whatever the tag names later. NULL when fine. */
+static const char *pin_image(json_t *req, json_t *v)
+{
+	static __thread char why[300];
+	struct image_root img = { .lock_fd = -1 };
+	struct aegis_error err = { 0 };
+	int r;
+
+	if (!json_is_string(v))
+		return "must be an image reference (or \"host\")";
+	if (!strcmp(json_string_value(v), "host")) {
+		json_object_del(req, "image");	/* the default */
+		return NULL;
+	}
+	if ((r = image_store_resolve(state_dir, json_string_value(v), &img, &err)) != 0) {
+		snprintf(why, sizeof why, "%s", r > 0 ? "not in the image store (aegis image pull REF first)" : err.msg);
+		return why;
+	}
+	json_object_set_new(req, "image", json_string(img.ref));
+	json_object_set_new(req, "image_digest", json_string(img.digest));
+	image_root_free(&img);
+	return NULL;
+}
+
 /* The request, checked field by field; NULL and *bad = the field at fault. */
 static json_t *check_request(const char *text, const char **bad, const char **why)
 {
 	static const char *const known[] = { "name", "argv", "env", "cwd", "workspace", "workspace_ro",
-					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", NULL };
+					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", "image", NULL };
 	json_t *req = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL), *v, *item;
 	const char *key, *name;
 	struct aegis_policy pol;
@@ -198,6 +226,8 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 		return *bad = "workspace_ro", *why = "must be true or false", json_decref(req), NULL;
 	if ((v = json_object_get(req, "secrets")) && (*why = check_secrets(v)))
 		return *bad = "secrets", json_decref(req), NULL;
+	if ((v = json_object_get(req, "image")) && (*why = pin_image(req, v)))
+		return *bad = "image", json_decref(req), NULL;
 	if ((v = json_object_get(req, "policy"))) {
 		if (!json_is_string(v) || policy_load(json_string_value(v), &pol, &perr) < 0)
 			return *bad = "policy", *why = "must name a valid policy (default, strict or a file)",
@@ -466,7 +496,9 @@ static json_t *describe(const char *name)
 			json_string_value(json_object_get(config, "policy")) ?: "default");
 	if (json_object_get(config, "policy_digest"))
 		json_object_set(out, "policy_digest", json_object_get(config, "policy_digest"));
-	json_object_set_new(out, "image", json_string("host"));	/* OCI images: not yet */
+	json_object_set_new(out, "image", json_string(json_string_value(json_object_get(config, "image")) ?: "host"));
+	if (json_object_get(config, "image_digest"))
+		json_object_set(out, "image_digest", json_object_get(config, "image_digest"));
 	json_object_set(out, "expose", json_object_get(config, "expose") ?: json_array());
 	json_object_set_new(out, "activity", activity_of(name, dir, config));
 	if (json_object_get(config, "workspace"))

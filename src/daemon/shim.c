@@ -20,6 +20,7 @@
 #include "../common/error.h"
 #include "../common/policy.h"
 #include "../common/secretinject.h"
+#include "../common/imagestore.h"
 #include "../common/util.h"
 #include "../common/workspaces.h"
 #include "control.h"
@@ -116,6 +117,45 @@ static int shim_workspace(const char *dir, int dirfd, const char *given, struct 
 	return 0;
 }
 
+/* The instance's image, by the digest it was created with, held (prune
+ * keeps away) for the shim's life: its layers, ref and digest into the
+ * spec, its Env under the config's env, its WorkingDir unless the config
+ * names a cwd. No image: the host's. */
+static int shim_image(const char *dir, json_t *config, struct aegis_spec *spec, struct image_root *img,
+		      struct aegis_error *err)
+{
+	const char *pin = json_string_value(json_object_get(config, "image_digest"));
+	char state[4400], *slash, **env;
+	size_t n = 0, k = 0, extra = json_array_size(json_object_get(config, "env"));
+	int r;
+
+	if (!pin)
+		return 0;
+	snprintf(state, sizeof state, "%s", dir);	/* <state>/instances/NAME */
+	for (int up = 0; up < 2; up++)
+		if ((slash = strrchr(state, '/')))
+			*slash = '\0';
+	if ((r = image_store_resolve(state, pin, img, err)) != 0)
+		return r < 0 ? -1 : error_set(err, AEGIS_E_INVALID, 0, "image %s (%s) is no longer in the store",
+					      json_string_value(json_object_get(config, "image")), pin);
+	while (img->env && img->env[n])
+		n++;
+	/* freed with the process: the shim runs one sandbox and ends */
+	if (!(env = calloc(n + extra + 1, sizeof *env)))
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
+	for (size_t i = 0; i < n; i++)
+		env[k++] = img->env[i];
+	for (char *const *e = spec->env; e && *e; e++)
+		env[k++] = *e;
+	spec->env = env;
+	spec->image_layers = img->layers;
+	spec->image_ref = img->ref;
+	spec->image_digest = img->digest;
+	if (!json_object_get(config, "cwd") && img->workdir && img->workdir[0] == '/')
+		spec->cwd = img->workdir;
+	return 0;
+}
+
 void shim_main(const char *dir, int ready_fd)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
@@ -126,6 +166,7 @@ void shim_main(const char *dir, int ready_fd)
 	struct logwriter *lw;
 	json_t *config, *v, *end;
 	char **secret_env = NULL, **secret_files = NULL;
+	struct image_root img = { .lock_fd = -1 };
 	uint64_t log_max, log_lost;
 	sigset_t all;
 	char path[4400], audit[4400], workspace[4400];
@@ -178,6 +219,7 @@ void shim_main(const char *dir, int ready_fd)
 	r = -1;
 	if (shim_workspace(dir, dirfd, json_string_value(json_object_get(config, "workspace")), &spec, &hold,
 			   workspace, sizeof workspace, &err) == 0 &&
+	    shim_image(dir, config, &spec, &img, &err) == 0 &&
 	    policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0 &&
 	    load_secrets(dir, config, &secret_env, &secret_files, &err) == 0) {
 		spec.policy = &policy;
@@ -189,6 +231,7 @@ void shim_main(const char *dir, int ready_fd)
 	/* the sandbox had them; nothing here needs them any more */
 	secret_inject_free(secret_env);
 	secret_inject_free(secret_files);
+	image_root_free(&img);
 	/* The command is gone; what is left takes moments and a second
 	 * SIGTERM must not cost the end of the log or exit.json. */
 	sigfillset(&all);
