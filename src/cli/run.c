@@ -194,14 +194,16 @@ static int run_failed(const struct run_flags *f, const struct aegis_error *err)
  * 0; -1 with err; or a failed pull's exit status. */
 static int with_image(struct run_flags *f, struct image_root *img, char ***merged, struct aegis_error *err)
 {
-	size_t n = 0, k = 0;
+	size_t n = 0, k = 0, given = 0;
 	int r;
 
 	if ((r = image_use(f->image, f->json, img, err)) != 0)
 		return r;
 	while (img->env && img->env[n])
 		n++;
-	if (!(*merged = calloc(n + f->nenv + 1, sizeof **merged))) {
+	while (f->env && f->env[given])	/* (a replay fills env, not nenv) */
+		given++;
+	if (!(*merged = calloc(n + given + 1, sizeof **merged))) {
 		image_root_free(img);
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
 	}

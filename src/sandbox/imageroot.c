@@ -30,7 +30,8 @@
 #include "../common/util.h"
 #include "sandbox.h"
 
-#define LAYERS_MAX 128		/* overlayfs allows 500; images rarely have 30 */
+#define LAYERS_MAX 128
+#define KEPT (-2)		/* overlayfs allows 500; images rarely have 30 */
 
 size_t imageroot_count(const struct aegis_spec *spec)
 {
@@ -141,13 +142,17 @@ out:
 }
 
 /* dirfd/name as a real directory of the run's layer: a symlink or a file
- * of the image there is removed (whited out) first. The directory's fd. */
-static int real_dir_at(int dirfd, const char *name, struct aegis_error *err)
+ * of the image there is removed (whited out) first, unless keep: then
+ * KEPT says "not a directory here" and the image is left as it is. The
+ * directory's fd, KEPT, or -1 with err. */
+static int real_dir_at(int dirfd, const char *name, bool keep, struct aegis_error *err)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
 	if (fd >= 0)
 		return fd;
+	if ((errno == ELOOP || errno == ENOTDIR) && keep)
+		return KEPT;
 	if (errno == ELOOP || errno == ENOTDIR) {
 		if (unlinkat(dirfd, name, 0) < 0)
 			return error_sys(err, "image: replace /%s", name);
@@ -160,8 +165,10 @@ static int real_dir_at(int dirfd, const char *name, struct aegis_error *err)
 	return fd < 0 ? error_sys(err, "image: open /%s", name) : fd;
 }
 
-/* Each directory of path (relative to the root, cwd) made real. */
-static int real_path(const char *path, struct aegis_error *err)
+/* Each directory of path (relative to the root, cwd) made real; keep:
+ * only the missing ones are made, and the walk stops at a symlink (which
+ * the sandbox resolves in its own root later). */
+static int real_path(const char *path, bool keep, struct aegis_error *err)
 {
 	char copy[256], *save = NULL;
 	int dir = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -170,10 +177,10 @@ static int real_path(const char *path, struct aegis_error *err)
 		return error_sys(err, "image: open the root");
 	snprintf(copy, sizeof copy, "%s", path);
 	for (char *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
-		int next = real_dir_at(dir, part, err);
+		int next = real_dir_at(dir, part, keep, err);
 		close(dir);
 		if (next < 0)
-			return -1;
+			return next == KEPT ? 0 : -1;
 		dir = next;
 	}
 	close(dir);
@@ -204,7 +211,7 @@ static int write_identity(const struct aegis_spec *spec, struct aegis_error *err
 	char hosts[256], name[128];
 	_cleanup_close_ int etc = -1;
 
-	if ((etc = real_dir_at(AT_FDCWD, "etc", err)) < 0)
+	if ((etc = real_dir_at(AT_FDCWD, "etc", false, err)) < 0)
 		return -1;
 	snprintf(hosts, sizeof hosts,
 		 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n",
@@ -233,8 +240,11 @@ int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aeg
 		if (!strcmp(mount_points[i], "run/secrets") &&
 		    !(ctx->spec->secret_files && ctx->spec->secret_files[0]))
 			continue;
-		if (real_path(mount_points[i], err) < 0)
+		if (real_path(mount_points[i], false, err) < 0)
 			return -1;
 	}
+	/* the working directory, made if the image lacks it (as docker does) */
+	if (real_path(ctx->spec->cwd + 1, true, err) < 0)
+		return -1;
 	return write_identity(ctx->spec, err);
 }
