@@ -9,8 +9,9 @@
 # missing ones are listed and the script fails.
 set -euo pipefail
 
+# e2fsprogs: mkfs.ext4 for size-limited workspaces (aegis workspace create --size)
 build=(meson ninja-build pkg-config gcc libc6-dev libseccomp-dev libcap-dev libjansson-dev libssl-dev
-	libmicrohttpd-dev libcurl4-openssl-dev libarchive-dev)
+	libmicrohttpd-dev e2fsprogs libcurl4-openssl-dev libarchive-dev)
 test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt-14-dev
 	curl git openssl iputils-ping diffutils skopeo umoci docker-registry zstd python3-jwt
 	python3-cryptography attr busybox-static)

@@ -87,8 +87,20 @@ struct aegis_spec {
 	 * (^[A-Za-z_][A-Za-z0-9_]{0,127}$), each once. NULL or empty: no
 	 * /run/secrets at all */
 	char *const *secret_files;
+	/* An OCI image as the root instead of the host's directories: its
+	 * unpacked layers (absolute host paths, bottom first, NULL-terminated)
+	 * under a per-run writable layer of limits.disk_bytes; NULL: the host
+	 * image. ref and digest go to the audit log and result.json. */
+	char *const *image_layers;
+	const char *image_ref;
+	const char *image_digest;
 	const char *cwd;		/* inside the sandbox; default /workspace */
 	const char *workspace;		/* host dir bind-mounted at /workspace; NULL: empty tmpfs */
+	/* > 0: that directory, opened and checked by the caller (a named
+	 * workspace: reached through no symlink, held for the run); it is what
+	 * gets mounted, and workspace is only its name in records */
+	int workspace_fd;
+	const char *workspace_name;	/* a named workspace's name: recorded, so a replay uses it again */
 	bool workspace_ro;
 	bool workspace_overlay;		/* copy-on-write over workspace; changes go to artifacts_dir */
 	struct aegis_limits limits;

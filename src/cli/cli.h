@@ -2,6 +2,8 @@
 #ifndef AEGIS_CLI_H
 #define AEGIS_CLI_H
 
+#include <stddef.h>
+
 #include <aegis/aegis.h>
 
 /* Exit statuses of `aegis` itself (the command's own pass through). */
@@ -27,6 +29,9 @@ int cmd_logs(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
 int cmd_secret(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_workspace(int argc, char **argv);
+/* PROGRAM's path, next to this one (build dir or bindir); -1 if too long. */
+int cli_sibling(const char *program, char *out, size_t len);
 /* Start aegisd on demand; 0, or an exit status after a one-line error. */
 int daemon_ensure(const char *sock);
 

@@ -46,17 +46,6 @@ static bool listening(const char *sock)
 	return there;
 }
 
-/* aegisd lives next to this program (build dir or bindir). */
-static int daemon_binary(char *out, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-
-	if (n < 0)
-		return -1;
-	self[n] = '\0';
-	return (size_t)snprintf(out, len, "%s/aegisd", dirname(self)) < len ? 0 : -1;
-}
 
 /* Start aegisd in a session of its own, reparented away from us; its pid
  * (or -1), so a daemon that gives up at once is noticed at once. */
@@ -109,6 +98,18 @@ static void last_log_message(const char *log, char *out, size_t len)
 	json_decref(j);
 }
 
+/* aegisd, aegis-image: next to this program (build dir or bindir). */
+int cli_sibling(const char *program, char *out, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (n < 0)
+		return -1;
+	self[n] = '\0';
+	return (size_t)snprintf(out, len, "%s/%s", dirname(self), program) < len ? 0 : -1;
+}
+
 /* Make sure aegisd answers on sock, starting it if needed. 0, or the
  * exit status after a one-line error. */
 int daemon_ensure(const char *sock)
@@ -128,7 +129,7 @@ int daemon_ensure(const char *sock)
 	if ((lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 || flock(lfd, LOCK_EX) < 0)
 		return cli_usage_error("up: cannot lock %s: %s", lock, strerror(errno));
 	if (!listening(sock)) {	/* nobody started it while we waited for the lock */
-		if (daemon_binary(bin, sizeof bin) < 0 || access(bin, X_OK) < 0) {
+		if (cli_sibling("aegisd", bin, sizeof bin) < 0 || access(bin, X_OK) < 0) {
 			close(lfd);
 			return cli_usage_error("up: aegisd not found next to this program (%s)", bin);
 		}

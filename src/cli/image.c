@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "../common/imagepull.h"
 #include "cli.h"
 
 int cmd_image(int argc, char **argv)
@@ -14,7 +13,7 @@ int cmd_image(int argc, char **argv)
 	char bin[PATH_MAX];
 
 	(void)argc;
-	if (imagepull_helper(bin, sizeof bin) < 0)
+	if (cli_sibling("aegis-image", bin, sizeof bin) < 0)
 		return cli_usage_error("image: cannot find aegis-image");
 	argv[0] = "aegis-image";
 	execv(bin, argv);

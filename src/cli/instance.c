@@ -9,11 +9,13 @@
 #include "../common/httpc.h"
 #include "../common/paths.h"
 #include "../common/util.h"
+#include "../common/workspaces.h"
 #include "cli.h"
+#include "image_use.h"
 
 static const char instance_usage[] =
-	"usage: aegis instance start --name NAME [--workspace DIR | --workspace-ro DIR] [--env K=V]...\n"
-	"                            [--secret NAME[:env|:file]]... [--cwd DIR] [--policy NAME|FILE] [--expose [ADDR:]HOST:GUEST]...\n"
+	"usage: aegis instance start --name NAME [--workspace DIR|WS | --workspace-ro DIR|WS] [--env K=V]...\n"
+	"                            [--secret NAME[:env|:file]]... [--image REF] [--cwd DIR] [--policy NAME|FILE] [--expose [ADDR:]HOST:GUEST]...\n"
 	"                            [--idle-pause DURATION] [--idle-stop DURATION] -- CMD [ARGS...]\n"
 	"       aegis instance list [--json]\n"
 	"       aegis instance info NAME\n"
@@ -72,6 +74,24 @@ static int verb(const char *name, const char *what)
 	return 0;
 }
 
+/* The daemon does not pull: an image not yet in the store is pulled here
+ * first (with progress on a terminal), then named by its canonical ref. */
+static int pull_for(json_t *req)
+{
+	struct image_root img = { .lock_fd = -1 };
+	struct aegis_error err = { 0 };
+	const char *ref = json_string_value(json_object_get(req, "image"));
+	int r;
+
+	if (!strcmp(ref, "host"))
+		return 0;
+	if ((r = image_use(ref, false, &img, &err)) != 0)
+		return r < 0 ? cli_fail(&err) : r;
+	json_object_set_new(req, "image", json_string(img.ref));
+	image_root_free(&img);
+	return 0;
+}
+
 static int start(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -80,6 +100,7 @@ static int start(int argc, char **argv)
 		{ "cwd", required_argument, NULL, 'c' }, { "policy", required_argument, NULL, 'p' },
 		{ "expose", required_argument, NULL, 'x' }, { "idle-pause", required_argument, NULL, 'I' },
 		{ "idle-stop", required_argument, NULL, 'S' }, { "secret", required_argument, NULL, 's' },
+		{ "image", required_argument, NULL, 'i' },
 		{ NULL, 0, NULL, 0 },
 	};
 	json_t *req = json_object(), *env = json_array(), *args = json_array(), *out = NULL,
@@ -95,12 +116,17 @@ static int start(int argc, char **argv)
 		case 'n': json_object_set_new(req, "name", json_string(optarg)); break;
 		case 'w':
 		case 'r':
-			/* the daemon needs a path it can resolve on its own */
-			if (!realpath(optarg, ws)) {
+			/* a named workspace goes as its name (the daemon checks that
+			 * it exists); a directory as a path the daemon can resolve
+			 * on its own */
+			if (workspace_is_name(optarg) ? !name_valid(optarg) : !realpath(optarg, ws)) {
 				json_decref(req), json_decref(env), json_decref(args), json_decref(expose), json_decref(secrets);
+				if (workspace_is_name(optarg))
+					return cli_usage_error("instance start: not a workspace name: '%.64s' "
+							       "(a directory here: ./DIR)", optarg);
 				return cli_usage_error("instance start: workspace %s does not exist", optarg);
 			}
-			json_object_set_new(req, "workspace", json_string(ws));
+			json_object_set_new(req, "workspace", json_string(workspace_is_name(optarg) ? optarg : ws));
 			json_object_set_new(req, "workspace_ro", json_boolean(opt == 'r'));
 			break;
 		case 'e': json_array_append_new(env, json_string(optarg)); break;
@@ -108,6 +134,7 @@ static int start(int argc, char **argv)
 		case 'p': json_object_set_new(req, "policy", json_string(optarg)); break;
 		case 'x': json_array_append_new(expose, json_string(optarg)); break;
 		case 's': json_array_append_new(secrets, json_string(optarg)); break;	/* names; the daemon checks them */
+		case 'i': json_object_set_new(req, "image", json_string(optarg)); break;	/* pulled below if missing */
 		case 'I':
 		case 'S':
 			/* a duration (30s, 15m, 0 = never), whole seconds on the wire */
@@ -141,6 +168,10 @@ static int start(int argc, char **argv)
 	if (!json_object_get(req, "name") || optind >= argc) {
 		json_decref(req), json_decref(env), json_decref(args);
 		return cli_usage_error("instance start: needs --name NAME and a command after --");
+	}
+	if (json_object_get(req, "image") && (rc = pull_for(req)) != 0) {
+		json_decref(req), json_decref(env), json_decref(args);
+		return rc;
 	}
 	for (int i = optind; i < argc; i++)
 		json_array_append_new(args, json_string(argv[i]));

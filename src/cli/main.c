@@ -18,6 +18,7 @@ static const char usage[] =
 	"  instance start|list|info|delete  persistent named instances (through aegisd)\n"
 	"  exec [-t] NAME -- CMD [ARGS...]  run a command in a running instance\n"
 	"  secret set|list|delete           the encrypted secrets store (values from stdin)\n"
+	"  workspace create|list|info|delete  named workspaces (aegis run --workspace NAME)\n"
 	"  logs NAME [-f] [--since WHEN]    an instance's output (also --tail N, -t)\n"
 	"  image pull|import|list|inspect|rm|prune   OCI images for --image (docs/images.md)\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
@@ -59,7 +60,8 @@ static const struct {
 	{ "run", cmd_run }, { "doctor", cmd_doctor }, { "audit", cmd_audit }, { "policy", cmd_policy },
 	{ "apply", cmd_apply }, { "replay", cmd_replay }, { "up", cmd_up }, { "down", cmd_down },
 	{ "status", cmd_status }, { "instance", cmd_instance }, { "logs", cmd_logs },
-	{ "exec", cmd_exec }, { "secret", cmd_secret }, { "image", cmd_image },
+	{ "exec", cmd_exec }, { "secret", cmd_secret }, { "workspace", cmd_workspace },
+	{ "image", cmd_image },
 };
 
 int main(int argc, char **argv)

@@ -63,6 +63,29 @@ static int load_limits(json_t *l, struct aegis_limits *out)
 	return 0;
 }
 
+/* The image the run had, pinned to its digest (REPO@sha256:...), so a
+ * replay runs the same bytes even if the tag has moved since. */
+static int replay_image(json_t *r, struct run_flags *f, char *pinned, size_t len, const char *path)
+{
+	const char *ref = json_string_value(json_object_get(r, "image"));
+	const char *digest = json_string_value(json_object_get(r, "image_digest"));
+	const char *slash, *tag;
+
+	if (!ref || !strcmp(ref, "host"))
+		return 0;
+	if (!digest || strncmp(digest, "sha256:", 7))
+		return cli_usage_error("replay %s: image %s without its digest", path, ref), -1;
+	/* the tag is a ':' after the last '/' (a ':' before it is a port) */
+	slash = strrchr(ref, '/');
+	tag = strchr(slash ? slash : ref, ':');
+	if (!strchr(ref, '@'))
+		snprintf(pinned, len, "%.*s@%s", (int)(tag ? (size_t)(tag - ref) : strlen(ref)), ref, digest);
+	else
+		snprintf(pinned, len, "%s", ref);
+	f->image = pinned;
+	return 0;
+}
+
 /* The secrets the run was given, by name and how ("secrets_as"), asked of
  * the store again: the replay gets today's values, never recorded ones. */
 static int replay_secrets(json_t *r, struct run_flags *f, const char *path)
@@ -90,7 +113,7 @@ int cmd_replay(int argc, char **argv)
 {
 	struct run_flags f = { .spec = AEGIS_SPEC_DEFAULT };
 	struct aegis_error err = { 0 };
-	char path[4096], newdir[4200], *policy_text = NULL;
+	char path[4096], newdir[4200], pinned[600], *policy_text = NULL;
 	const char *mode;
 	json_error_t je;
 	json_t *r, *ws;
@@ -126,8 +149,11 @@ int cmd_replay(int argc, char **argv)
 	f.spec.argv = cmd;
 	f.spec.env = f.env;
 	f.spec.cwd = json_string_value(json_object_get(r, "cwd"));
+	f.cwd_set = true;	/* as recorded, not the image's default again */
 	f.spec.hostname = json_string_value(json_object_get(r, "hostname"));
-	f.spec.workspace = json_string_value(json_object_get(ws, "path"));
+	/* a named workspace by its name: held and checked as any run's */
+	f.spec.workspace = json_string_value(json_object_get(ws, "name"))
+			   ?: json_string_value(json_object_get(ws, "path"));
 	f.spec.workspace_ro = !strcmp(mode, "ro");
 	f.spec.workspace_overlay = !strcmp(mode, "overlay");
 	/* an overlay run's changes need a home: a new directory beside DIR */
@@ -140,7 +166,7 @@ int cmd_replay(int argc, char **argv)
 		f.spec.artifacts_dir = newdir;
 		fprintf(stderr, "aegis: replay: the changes go to %s\n", newdir);
 	}
-	if (replay_secrets(r, &f, path) < 0)
+	if (replay_secrets(r, &f, path) < 0 || replay_image(r, &f, pinned, sizeof pinned, path) < 0)
 		goto out;
 	if (json_is_object(json_object_get(r, "policy"))) {
 		policy_text = json_dumps(json_object_get(r, "policy"), JSON_COMPACT);

@@ -12,6 +12,8 @@
 #include "../common/error.h"
 #include "../common/paths.h"
 #include "../common/secretinject.h"
+#include "../common/workspaces.h"
+#include "image_use.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -22,8 +24,10 @@ static const char run_usage[] =
 	"124 on timeout, 125 on an aegis error, 126 if CMD cannot run, 127 if not found.\n"
 	"\n"
 	"options:\n"
-	"  --workspace DIR       bind DIR read-write at /workspace (default: empty tmpfs)\n"
-	"  --workspace-ro DIR    bind DIR read-only at /workspace\n"
+	"  --workspace DIR|NAME  bind DIR, or the named workspace NAME (aegis workspace),\n"
+	"                        read-write at /workspace (default: empty tmpfs); DIR has\n"
+	"                        a '/' or starts with '.' or '~' (./code, not code)\n"
+	"  --workspace-ro DIR|NAME  the same, read-only\n"
 	"  --workspace-mode M    rw, ro, or overlay: work on a copy-on-write layer; the\n"
 	"                        changes land in --artifacts for review (aegis apply DIR)\n"
 	"  --artifacts DIR       write stdout, stderr, result.json, audit.jsonl and the\n"
@@ -33,7 +37,9 @@ static const char run_usage[] =
 	"                        (aegis secret set NAME); repeatable, each name once\n"
 	"  --secret NAME:file    the value as the file /run/secrets/NAME instead (0400,\n"
 	"                        on a read-only tmpfs), not in the environment\n"
-	"  --cwd DIR             working directory inside (default /workspace)\n"
+	"  --cwd DIR             working directory inside (default: the image's, else /workspace)\n"
+	"  --image REF           an OCI image as the root (pulled if missing; default: host,\n"
+	"                        the host's /usr read-only); its Env and WorkingDir are defaults\n"
 	"  --policy NAME|FILE    policy: default, strict, or a JSON policy file\n"
 	"  --audit FILE          append this run's audit events to FILE (JSON Lines, hash-chained)\n"
 	"network (--net replaces the policy's mode; the rest add to its lists, allow mode only):\n"
@@ -147,35 +153,122 @@ static int secrets_load(struct run_flags *f, char ***env, char ***files, struct 
 	return secret_inject_load(state, f->secrets, env, files, err);
 }
 
+/* --workspace NAME (not a path: workspaces.h): the named workspace, held
+ * for the run (its lock taken, its image mounted, data/ opened through no
+ * symlink); the spec gets the opened directory. 0 for a host path. */
+static int hold_workspace(struct run_flags *f, struct workspace_hold *h, struct aegis_error *err)
+{
+	const char *name = f->spec.workspace;
+	char state[4096];
+
+	if (!name || !workspace_is_name(name))
+		return 0;
+	if (paths_state(state, sizeof state, err) < 0)
+		return -1;
+	if (workspace_hold(state, name, h, err) < 0) {
+		/* a directory of that name was perhaps meant */
+		if (err->code == AEGIS_E_INVALID && err->sys_errno == ENOENT)
+			snprintf(err->msg, sizeof err->msg, "no workspace named '%s' ('aegis workspace create %s' "
+				 "makes one; a directory here is ./%s)", name, name, name);
+		else if (err->code == AEGIS_E_INVALID && err->sys_errno == EINVAL)
+			error_prefix(err, "--workspace (for a directory here: ./DIR)");
+		return -1;
+	}
+	f->spec.workspace = h->path;
+	f->spec.workspace_fd = h->data_fd;
+	f->spec.workspace_name = name;
+	return 0;
+}
+
+static int run_failed(const struct run_flags *f, const struct aegis_error *err)
+{
+	int status = cli_fail(err);
+
+	if (f->json)
+		print_json_error(err, status);
+	return status;
+}
+
+/* --image: the layers, ref and digest into the spec; the image's Env under
+ * the --env entries (which win), its WorkingDir unless --cwd was given.
+ * 0; -1 with err; or a failed pull's exit status. */
+static int with_image(struct run_flags *f, struct image_root *img, char ***merged, struct aegis_error *err)
+{
+	size_t n = 0, k = 0, given = 0;
+	int r;
+
+	if ((r = image_use(f->image, f->json, img, err)) != 0)
+		return r;
+	while (img->env && img->env[n])
+		n++;
+	while (f->env && f->env[given])	/* (a replay fills env, not nenv) */
+		given++;
+	if (!(*merged = calloc(n + given + 1, sizeof **merged))) {
+		image_root_free(img);
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
+	}
+	for (size_t i = 0; i < n; i++)
+		(*merged)[k++] = img->env[i];
+	for (char **e = f->env; e && *e; e++)
+		(*merged)[k++] = *e;
+	f->spec.env = *merged;
+	f->spec.image_layers = img->layers;
+	f->spec.image_ref = img->ref;
+	f->spec.image_digest = img->digest;
+	if (!f->cwd_set && img->workdir && img->workdir[0] == '/')
+		f->spec.cwd = img->workdir;
+	return 0;
+}
+
+/* A pull that failed said why on stderr; --json still gets its object. */
+static int pull_failed(const struct run_flags *f, int status)
+{
+	struct aegis_error err = { 0 };
+
+	if (f->json) {
+		error_set(&err, AEGIS_E_SETUP, 0, "image %s: the pull failed", f->image);
+		print_json_error(&err, status);
+	}
+	return status;
+}
+
 int run_execute(struct run_flags *f)
 {
+	struct workspace_hold ws = { .lock_fd = -1, .data_fd = -1 };
+	struct image_root img = { .lock_fd = -1 };
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
-	char **env = NULL, **files = NULL;
-	int status, r;
+	char **env = NULL, **files = NULL, **merged = NULL;
+	int r;
 
 	f->spec.capture = f->json;
+	if (f->image && (r = with_image(f, &img, &merged, &err)) != 0)
+		return r < 0 ? run_failed(f, &err) : pull_failed(f, r);
+	if (hold_workspace(f, &ws, &err) < 0) {
+		image_root_free(&img);
+		free(merged);
+		return run_failed(f, &err);
+	}
 	if (f->nsecrets) {
 		if (secrets_load(f, &env, &files, &err) < 0) {
-			status = cli_fail(&err);
-			if (f->json)
-				print_json_error(&err, status);
-			return status;
+			workspace_release(&ws);
+			image_root_free(&img);
+			free(merged);
+			return run_failed(f, &err);
 		}
 		f->spec.secret_env = env;
 		f->spec.secret_files = files;
 	}
 	r = aegis_run(&f->spec, &res, &err);
+	workspace_release(&ws);
+	image_root_free(&img);	/* the run is over: prune may have it */
+	free(merged);
 	f->spec.secret_env = f->spec.secret_files = NULL;
 	/* the values wiped as soon as the run is over */
 	secret_inject_free(env);
 	secret_inject_free(files);
-	if (r < 0) {
-		status = cli_fail(&err);
-		if (f->json)
-			print_json_error(&err, status);
-		return status;
-	}
+	if (r < 0)
+		return run_failed(f, &err);
 	if (f->json)
 		print_json_result(&res);
 	report_limit(&f->spec, &res);

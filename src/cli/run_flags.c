@@ -45,7 +45,7 @@ static const struct limit_flag limit_flags[] = {
 
 enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_HOSTNAME, OPT_CGROUP_PARENT,
        OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_ARTIFACTS, OPT_WS_MODE,
-       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_SECRET, OPT_LIMIT_BASE = 512 };
+       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_SECRET, OPT_IMAGE, OPT_LIMIT_BASE = 512 };
 
 static const struct option plain_options[] = {
 	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
@@ -53,6 +53,7 @@ static const struct option plain_options[] = {
 	{ "env", required_argument, NULL, OPT_ENV },
 	{ "secret", required_argument, NULL, OPT_SECRET },
 	{ "cwd", required_argument, NULL, OPT_CWD },
+	{ "image", required_argument, NULL, OPT_IMAGE },
 	{ "hostname", required_argument, NULL, OPT_HOSTNAME },
 	{ "cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -128,7 +129,12 @@ static int parse_plain(int opt, const char *arg, struct run_flags *f)
 					       "(NAME: ^[A-Za-z_][A-Za-z0-9_]{0,127}$), got '%s'", arg);
 		f->secrets[f->nsecrets++] = (char *)arg;
 		return 0;
-	case OPT_CWD: s->cwd = arg; return 0;
+	case OPT_CWD: s->cwd = arg; f->cwd_set = true; return 0;
+	case OPT_IMAGE:
+		if (f->image)
+			return cli_usage_error("--image given twice");
+		f->image = strcmp(arg, "host") ? arg : NULL;	/* "host": the default */
+		return 0;
 	case OPT_HOSTNAME: s->hostname = arg; return 0;
 	case OPT_CGROUP_PARENT: s->cgroup_parent = arg; return 0;
 	case OPT_JSON: f->json = true; return 0;

@@ -19,6 +19,8 @@ struct run_flags {
 	size_t nsecrets;
 	const char *cmd;	/* aegix --cmd */
 	const char *ws_mode;	/* --workspace-mode */
+	const char *image;	/* --image REF; NULL: the host image */
+	bool cwd_set;		/* --cwd given: the image's WorkingDir does not apply */
 	bool json;
 };
 

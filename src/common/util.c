@@ -75,6 +75,18 @@ int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+bool name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > NAME_MAX_LEN || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
+			return false;
+	return true;
+}
+
 int write_file_at(int dirfd, const char *path, const char *buf, size_t len)
 {
 	int fd = openat(dirfd, path, O_WRONLY | O_CLOEXEC);

@@ -2,6 +2,7 @@
 #ifndef AEGIS_COMMON_UTIL_H
 #define AEGIS_COMMON_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <dirent.h>
@@ -13,6 +14,11 @@ int parse_duration_ms(const char *s, uint64_t *out);
 int parse_size(const char *s, uint64_t *out);
 /* Plain positive integer. -1 on bad input. */
 int parse_u64(const char *s, uint64_t *out);
+/* ^[a-z0-9][a-z0-9-]{0,62}$: the names of instances and workspaces, the
+ * only strings from a request ever used as a path component (HOSTILE.md
+ * A-07, A-08). */
+#define NAME_MAX_LEN 63
+bool name_valid(const char *name);
 
 /* Write all of buf to the file at dirfd/path (O_WRONLY|O_CLOEXEC). -1 with errno. */
 int write_file_at(int dirfd, const char *path, const char *buf, size_t len);

@@ -21,6 +21,7 @@
 #include "instances.h"
 #include "logs.h"
 #include "secrets_api.h"
+#include "workspaces_api.h"
 
 struct request {
 	char *body;
@@ -76,6 +77,8 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 		{ "/v1/shutdown", "POST" },
 	};
 	bool known = false;
+	json_t *ws_body;
+	unsigned ws_status = workspaces_api(url, method, req->body, &ws_body);
 
 	/* /v1/secrets and /v1/secrets/NAME: a value in a PUT body only */
 	if (!strcmp(url, "/v1/secrets") || !strncmp(url, "/v1/secrets/", 12)) {
@@ -94,6 +97,9 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *conn, const
 					 : "this path takes GET");
 		return reply(conn, status, body);
 	}
+	/* /v1/workspaces and /v1/workspaces/NAME (workspaces_api.c) */
+	if (ws_status)
+		return reply(conn, ws_status, ws_body);
 	/* /v1/instances and /v1/instances/NAME */
 	if (!strcmp(url, "/v1/instances") || !strncmp(url, "/v1/instances/", 14)) {
 		const char *name = url[13] == '/' ? url + 14 : NULL;

@@ -25,6 +25,7 @@
 #include "../common/error.h"
 #include "../common/policy.h"
 #include "../common/util.h"
+#include "../common/workspaces.h"
 #include <aegis/aegis.h>
 #include "daemon.h"
 #include "expose.h"
@@ -33,6 +34,7 @@
 #include "router.h"
 #include "secrets_api.h"
 #include "../common/secretinject.h"
+#include "../common/imagestore.h"
 #include "control.h"
 #include "shim.h"
 #include "statefile.h"
@@ -45,6 +47,7 @@
 #define SHIM_READY_MS 5000
 
 #define SECRETS_PER_INSTANCE 64
+static char state_dir[4096];
 static char instances_dir[4096];
 static pthread_mutex_t transition = PTHREAD_MUTEX_INITIALIZER;	/* pause, wake, stop, start */
 static char shim_exe[4096];	/* aegis-shim, next to aegisd */
@@ -52,17 +55,10 @@ static const char *cgroup_parent;	/* $AEGIS_CGROUP_PARENT: new instances' cgroup
 
 bool instance_name_valid(const char *name)
 {
-	size_t n = strlen(name);
-
-	if (n == 0 || n > INSTANCE_NAME_MAX || name[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
-			return false;
-	return true;
+	return name_valid(name);	/* the same pattern as workspaces' (util.h) */
 }
 
-int instances_init(const char *state_dir, const char *self_exe, const char *cgroup_parent_dir)
+int instances_init(const char *state, const char *self_exe, const char *cgroup_parent_dir)
 {
 	const char *slash = strrchr(self_exe, '/');
 
@@ -70,8 +66,9 @@ int instances_init(const char *state_dir, const char *self_exe, const char *cgro
 
 	snprintf(shim_exe, sizeof shim_exe, "%.*s%s", slash ? (int)(slash - self_exe + 1) : 0, self_exe,
 		 SHIM_PROGRAM);
-	snprintf(instances_dir, sizeof instances_dir, "%s/instances", state_dir);
-	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+	snprintf(state_dir, sizeof state_dir, "%s", state);
+	snprintf(instances_dir, sizeof instances_dir, "%s/instances", state);
+	if (mkdir(state, 0700) < 0 && errno != EEXIST)
 		return -1;
 	if (mkdir(instances_dir, 0700) < 0 && errno != EEXIST)
 		return -1;
@@ -144,11 +141,38 @@ static const char *check_secrets(json_t *v)
 	return why;
 }
 
+/* "image": a reference the store has (the daemon does not pull: the CLI
+ * does first, as docker's clients do). The config keeps its canonical
+ * name and its digest, which every start uses: the instance keeps the
+ * image it was made with, whatever the tag names later. NULL when fine. */
+static const char *pin_image(json_t *req, json_t *v)
+{
+	static __thread char why[300];
+	struct image_root img = { .lock_fd = -1 };
+	struct aegis_error err = { 0 };
+	int r;
+
+	if (!json_is_string(v))
+		return "must be an image reference (or \"host\")";
+	if (!strcmp(json_string_value(v), "host")) {
+		json_object_del(req, "image");	/* the default */
+		return NULL;
+	}
+	if ((r = image_store_resolve(state_dir, json_string_value(v), &img, &err)) != 0) {
+		snprintf(why, sizeof why, "%s", r > 0 ? "not in the image store (aegis image pull REF first)" : err.msg);
+		return why;
+	}
+	json_object_set_new(req, "image", json_string(img.ref));
+	json_object_set_new(req, "image_digest", json_string(img.digest));
+	image_root_free(&img);
+	return NULL;
+}
+
 /* The request, checked field by field; NULL and *bad = the field at fault. */
 static json_t *check_request(const char *text, const char **bad, const char **why)
 {
 	static const char *const known[] = { "name", "argv", "env", "cwd", "workspace", "workspace_ro",
-					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", NULL };
+					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", "image", NULL };
 	json_t *req = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL), *v, *item;
 	const char *key, *name;
 	struct aegis_policy pol;
@@ -190,15 +214,20 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 		return *bad = "cwd", *why = "must be an absolute path", json_decref(req), NULL;
 	if ((v = json_object_get(req, "workspace"))) {
 		struct stat st;
-		if (!json_is_string(v) || json_string_value(v)[0] != '/' || stat(json_string_value(v), &st) < 0 ||
-		    !S_ISDIR(st.st_mode))
-			return *bad = "workspace", *why = "must be an existing directory (absolute path)",
-			       json_decref(req), NULL;
+		const char *ws = json_string_value(v);
+		/* a host directory (absolute), or a named workspace, kept as
+		 * given: the shim holds it by name at every start */
+		if (!ws || (ws[0] == '/' ? stat(ws, &st) < 0 || !S_ISDIR(st.st_mode)
+					  : !workspace_exists(state_dir, ws)))
+			return *bad = "workspace", *why = "must be an existing directory (absolute path) or the name "
+							 "of an existing workspace", json_decref(req), NULL;
 	}
 	if ((v = json_object_get(req, "workspace_ro")) && !json_is_boolean(v))
 		return *bad = "workspace_ro", *why = "must be true or false", json_decref(req), NULL;
 	if ((v = json_object_get(req, "secrets")) && (*why = check_secrets(v)))
 		return *bad = "secrets", json_decref(req), NULL;
+	if ((v = json_object_get(req, "image")) && (*why = pin_image(req, v)))
+		return *bad = "image", json_decref(req), NULL;
 	if ((v = json_object_get(req, "policy"))) {
 		if (!json_is_string(v) || policy_load(json_string_value(v), &pol, &perr) < 0)
 			return *bad = "policy", *why = "must name a valid policy (default, strict or a file)",
@@ -467,7 +496,9 @@ static json_t *describe(const char *name)
 			json_string_value(json_object_get(config, "policy")) ?: "default");
 	if (json_object_get(config, "policy_digest"))
 		json_object_set(out, "policy_digest", json_object_get(config, "policy_digest"));
-	json_object_set_new(out, "image", json_string("host"));	/* OCI images: not yet */
+	json_object_set_new(out, "image", json_string(json_string_value(json_object_get(config, "image")) ?: "host"));
+	if (json_object_get(config, "image_digest"))
+		json_object_set(out, "image_digest", json_object_get(config, "image_digest"));
 	json_object_set(out, "expose", json_object_get(config, "expose") ?: json_array());
 	json_object_set_new(out, "activity", activity_of(name, dir, config));
 	if (json_object_get(config, "workspace"))

@@ -20,7 +20,9 @@
 #include "../common/error.h"
 #include "../common/policy.h"
 #include "../common/secretinject.h"
+#include "../common/imagestore.h"
 #include "../common/util.h"
+#include "../common/workspaces.h"
 #include "control.h"
 #include "shim.h"
 #include "statefile.h"
@@ -79,6 +81,81 @@ static int load_secrets(const char *dir, json_t *config, char ***env, char ***fi
 	return r;
 }
 
+/* The instance's /workspace, as config.json gives it: a host directory; a
+ * named workspace, held for the shim's life (its lock goes with the shim,
+ * its image mounted if that is not done yet, data/ opened through no
+ * symlink), found in the state dir the instance's directory is in; or,
+ * without one, a directory of its own in dir, so a stop (idle or asked)
+ * and the next start keep it. */
+static int shim_workspace(const char *dir, int dirfd, const char *given, struct aegis_spec *spec,
+			  struct workspace_hold *hold, char *buf, size_t len, struct aegis_error *err)
+{
+	const char *slash;
+
+	if (given && !workspace_is_name(given)) {
+		spec->workspace = given;
+		return 0;
+	}
+	if (!given) {
+		mkdirat(dirfd, "workspace", 0700);
+		snprintf(buf, len, "%s/workspace", dir);
+		spec->workspace = buf;
+		return 0;
+	}
+	/* dir is <state>/instances/NAME */
+	snprintf(buf, len, "%s", dir);
+	for (int up = 0; up < 2; up++) {
+		if (!(slash = strrchr(buf, '/')) || slash == buf)
+			return error_set(err, AEGIS_E_SETUP, 0, "workspace %s: no state dir above %s", given, dir);
+		buf[slash - buf] = '\0';
+	}
+	if (workspace_hold(buf, given, hold, err) < 0)
+		return -1;
+	spec->workspace = hold->path;
+	spec->workspace_fd = hold->data_fd;
+	spec->workspace_name = given;
+	return 0;
+}
+
+/* The instance's image, by the digest it was created with, held (prune
+ * keeps away) for the shim's life: its layers, ref and digest into the
+ * spec, its Env under the config's env, its WorkingDir unless the config
+ * names a cwd. No image: the host's. */
+static int shim_image(const char *dir, json_t *config, struct aegis_spec *spec, struct image_root *img,
+		      struct aegis_error *err)
+{
+	const char *pin = json_string_value(json_object_get(config, "image_digest"));
+	char state[4400], *slash, **env;
+	size_t n = 0, k = 0, extra = json_array_size(json_object_get(config, "env"));
+	int r;
+
+	if (!pin)
+		return 0;
+	snprintf(state, sizeof state, "%s", dir);	/* <state>/instances/NAME */
+	for (int up = 0; up < 2; up++)
+		if ((slash = strrchr(state, '/')))
+			*slash = '\0';
+	if ((r = image_store_resolve(state, pin, img, err)) != 0)
+		return r < 0 ? -1 : error_set(err, AEGIS_E_INVALID, 0, "image %s (%s) is no longer in the store",
+					      json_string_value(json_object_get(config, "image")), pin);
+	while (img->env && img->env[n])
+		n++;
+	/* freed with the process: the shim runs one sandbox and ends */
+	if (!(env = calloc(n + extra + 1, sizeof *env)))
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
+	for (size_t i = 0; i < n; i++)
+		env[k++] = img->env[i];
+	for (char *const *e = spec->env; e && *e; e++)
+		env[k++] = *e;
+	spec->env = env;
+	spec->image_layers = img->layers;
+	spec->image_ref = img->ref;
+	spec->image_digest = img->digest;
+	if (!json_object_get(config, "cwd") && img->workdir && img->workdir[0] == '/')
+		spec->cwd = img->workdir;
+	return 0;
+}
+
 void shim_main(const char *dir, int ready_fd)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
@@ -89,9 +166,11 @@ void shim_main(const char *dir, int ready_fd)
 	struct logwriter *lw;
 	json_t *config, *v, *end;
 	char **secret_env = NULL, **secret_files = NULL;
+	struct image_root img = { .lock_fd = -1 };
 	uint64_t log_max, log_lost;
 	sigset_t all;
 	char path[4400], audit[4400], workspace[4400];
+	struct workspace_hold hold;
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
 	snprintf(path, sizeof path, "%s/config.json", dir);
@@ -131,34 +210,28 @@ void shim_main(const char *dir, int ready_fd)
 	spec.env = strings(json_object_get(config, "env"));
 	if ((v = json_object_get(config, "cwd")))
 		spec.cwd = json_string_value(v);
-	if ((v = json_object_get(config, "workspace")))
-		spec.workspace = json_string_value(v);
 	spec.workspace_ro = json_is_true(json_object_get(config, "workspace_ro"));
-	/* without one of its own, an instance keeps its /workspace in its
-	 * directory: a stop (idle or asked) and the next start keep it */
-	if (!spec.workspace) {
-		mkdirat(dirfd, "workspace", 0700);
-		snprintf(workspace, sizeof workspace, "%s/workspace", dir);
-		spec.workspace = workspace;
-	}
 	/* The rotated log bounds an instance's output on disk; the one-shot
 	 * run's default cut would end a long-lived log for good. A policy's
 	 * own output limit still holds. */
 	spec.limits.output_bytes = UINT64_MAX;
 	v = json_object_get(config, "policy");
-	if (policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0 &&
+	r = -1;
+	if (shim_workspace(dir, dirfd, json_string_value(json_object_get(config, "workspace")), &spec, &hold,
+			   workspace, sizeof workspace, &err) == 0 &&
+	    shim_image(dir, config, &spec, &img, &err) == 0 &&
+	    policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0 &&
 	    load_secrets(dir, config, &secret_env, &secret_files, &err) == 0) {
 		spec.policy = &policy;
 		policy_apply_limits(&policy, &spec.limits);
 		spec.secret_env = secret_env;
 		spec.secret_files = secret_files;
 		r = aegis_run(&spec, &res, &err);
-	} else {
-		r = -1;
 	}
 	/* the sandbox had them; nothing here needs them any more */
 	secret_inject_free(secret_env);
 	secret_inject_free(secret_files);
+	image_root_free(&img);
 	/* The command is gone; what is left takes moments and a second
 	 * SIGTERM must not cost the end of the log or exit.json. */
 	sigfillset(&all);

@@ -74,7 +74,9 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 		return error_sys(err, "artifacts %s: create stdout/stderr", spec->artifacts_dir);
 	/* rw: the run writes the workspace itself; snapshot it to list changes */
 	if (spec->workspace && !spec->workspace_ro && !spec->workspace_overlay) {
-		a->ws_fd = open(spec->workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		a->ws_fd = spec->workspace_fd > 0
+			   ? openat(spec->workspace_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+			   : open(spec->workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (a->ws_fd < 0)
 			return error_sys(err, "workspace %s", spec->workspace);
 		manifest_take(&a->before, a->ws_fd);
@@ -350,7 +352,7 @@ static json_t *result_json(const struct aegis_spec *spec, const struct aegis_res
 	out = json_pack("{s:i, s:s, s:o, s:o, s:s, s:s, s:s, s:{s:s?, s:s}, s:o, s:{s:I, s:I, s:I, s:I, "
 			 "s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:s, s:o, s:o, s:f, s:f, s:I, s:I, s:b, s:b}}",
 			 "version", 1, "run_id", rec->id, "argv", argv, "env", env, "cwd", spec->cwd,
-			 "hostname", spec->hostname, "image", "host",
+			 "hostname", spec->hostname, "image", spec->image_ref ? spec->image_ref : "host",
 			 "workspace", "path", spec->workspace, "mode", record_workspace_mode(spec),
 			 "policy", spec->policy ? policy_to_json(spec->policy) : json_null(),
 			 "limits", "wall_ms", (json_int_t)l->wall_ms, "cpu_ms", (json_int_t)l->cpu_ms,
@@ -370,6 +372,11 @@ static json_t *result_json(const struct aegis_spec *spec, const struct aegis_res
 		json_object_set_new(out, "secrets", record_secret_names(spec));
 		json_object_set_new(out, "secrets_as", record_secret_as(spec));
 	}
+	if (spec->image_digest)	/* the exact image, for a replay to pin */
+		json_object_set_new(out, "image_digest", json_string(spec->image_digest));
+	/* a named workspace by its name, so a replay holds it as a run does */
+	if (spec->workspace_name)
+		json_object_set_new(json_object_get(out, "workspace"), "name", json_string(spec->workspace_name));
 	return out;
 }
 

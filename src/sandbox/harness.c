@@ -57,12 +57,14 @@ static void report_start_failure(const struct sandbox_ctx *ctx, int step, int e)
  * limit being hit. Checked from inside, where they are mounted. */
 static bool disk_full(const struct sandbox_ctx *ctx)
 {
-	static const char *const layers[] = { "/tmp", "/dev/shm", "/workspace" };
+	static const char *const layers[] = { "/tmp", "/dev/shm", "/workspace", "/" };
 	struct statfs sfs;
 
 	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
 		if (i == 2 && ctx->spec->workspace && !ctx->spec->workspace_overlay)
 			continue;	/* a host directory: not ours to bound */
+		if (i == 3 && !ctx->spec->image_layers)
+			continue;	/* the host image's root is read-only */
 		if (statfs(layers[i], &sfs) == 0 && sfs.f_blocks && sfs.f_bavail == 0)
 			return true;
 	}

@@ -161,8 +161,10 @@ int record_start(struct record *r, const struct aegis_spec *spec, const char *cg
 		return 0;
 	ev = json_pack("{s:s, s:o, s:o, s:s, s:s, s:s?, s:s}", "id", r->id,
 		       "argv", string_list(spec->argv, false), "env", string_list(spec->env, true),
-		       "cwd", spec->cwd, "image", "host", "workspace", spec->workspace,
-		       "workspace_mode", record_workspace_mode(spec));
+		       "cwd", spec->cwd, "image", spec->image_ref ? spec->image_ref : "host",
+		       "workspace", spec->workspace, "workspace_mode", record_workspace_mode(spec));
+	if (spec->image_digest)
+		json_object_set_new(ev, "image_digest", json_string(spec->image_digest));
 	if (spec->policy) {
 		policy_digest(spec->policy, digest);
 		json_object_set_new(ev, "policy", json_pack("{s:s, s:s+}", "name", spec->policy->name,

@@ -1,4 +1,5 @@
-/* rootfs.c — the sandbox's own root filesystem (the `host` image).
+/* rootfs.c — the sandbox's own root filesystem: the `host` image, or an
+ * OCI image's layers (imageroot.c), plus what every sandbox gets.
  *
  * Built on a private tmpfs, then pivot_root'ed into with the old root
  * detached, so no host path outside the list below is reachable: the host's
@@ -158,6 +159,14 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 	return write_new_file("etc/hostname", hosts, err);
 }
 
+static bool same_dir(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISDIR(sa.st_mode) &&
+	       sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /* The host workspace as a detached mount tree, taken before anything is
  * mounted over the host view (the staging tmpfs would hide a workspace
  * under /tmp). Run by root the supervisor already made it, idmapped. */
@@ -172,10 +181,19 @@ static int workspace_tree(const struct sandbox_ctx *ctx, struct aegis_error *err
 
 	if (ctx->workspace_fd >= 0 || !spec->workspace)
 		return ctx->workspace_fd;
+	/* An opened workspace's descriptor belongs to the host's mount
+	 * namespace, where we may not clone mounts: the path again, its last
+	 * step not followed, and it must still be that same directory. */
 	tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
-			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE |
+			    (spec->workspace_fd > 0 ? AT_SYMLINK_NOFOLLOW : 0));
 	if (tree < 0)
 		return error_sys(err, "workspace %s", spec->workspace);
+	if (spec->workspace_fd > 0 && !same_dir(tree, spec->workspace_fd)) {
+		close(tree);
+		return error_set(err, AEGIS_E_SETUP, 0, "workspace %s changed since it was opened: refused",
+				 spec->workspace);
+	}
 	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
 		error_sys(err, "workspace %s: set mount flags", spec->workspace);
 		close(tree);
@@ -202,16 +220,12 @@ static int mount_workspace(const struct sandbox_ctx *ctx, int tree, int *upper_f
 	return mounts_tmpfs("workspace", opts, MS_NOSUID | MS_NODEV, err);
 }
 
-int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_error *err)
+/* The host image: the host's system directories and a filtered /etc on a
+ * small tmpfs at STAGING (cwd afterwards). */
+static int host_image(const struct sandbox_ctx *ctx, struct aegis_error *err)
 {
-	char dst[32], host[32], opts[64];
-	int tree;
+	char dst[32], host[32];
 
-	/* Nothing we mount propagates to the host, nothing of the host's to us. */
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return error_sys(err, "make mounts private");
-	if ((tree = workspace_tree(ctx, err)) < 0 && ctx->spec->workspace)
-		return -1;
 	if (mounts_tmpfs(STAGING, "mode=0755,size=1m,nr_inodes=4096", MS_NOSUID | MS_NODEV, err) < 0)
 		return -1;
 	if (chdir(STAGING) < 0)
@@ -223,6 +237,26 @@ int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_erro
 			return -1;
 	}
 	if (build_etc(ctx->spec, err) < 0)
+		return -1;
+	/* root's home lives in the sandbox's own /tmp, never the host's /root. */
+	if (symlink("tmp", "root") < 0)
+		return error_sys(err, "symlink /root");
+	return 0;
+}
+
+int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_error *err)
+{
+	bool image = ctx->spec->image_layers != NULL;
+	char opts[64];
+	int tree;
+
+	/* Nothing we mount propagates to the host, nothing of the host's to us. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return error_sys(err, "make mounts private");
+	if ((tree = workspace_tree(ctx, err)) < 0 && ctx->spec->workspace)
+		return -1;
+	/* the root's own files: cwd is the new root afterwards */
+	if ((image ? imageroot_build(ctx, STAGING, err) : host_image(ctx, err)) < 0)
 		return -1;
 	if (devfs_mount(".", err) < 0 || procfs_mount(".", err) < 0)
 		return -1;
@@ -237,9 +271,6 @@ int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_erro
 	/* what hidden files are replaced by: empty, unreadable, unwritable */
 	if (mounts_touch(HIDDEN, err) < 0 || chmod(HIDDEN, 0) < 0)
 		return error_sys(err, "create " HIDDEN);
-	/* root's home lives in the sandbox's own /tmp, never the host's /root. */
-	if (symlink("tmp", "root") < 0)
-		return error_sys(err, "symlink /root");
 	/* pivot_root(".", ".") stacks the old root on top; detaching it leaves
 	 * no path back to the host tree (bubblewrap and runc do the same). */
 	if (syscall(SYS_pivot_root, ".", ".") < 0)
@@ -248,7 +279,9 @@ int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_erro
 		return error_sys(err, "detach old root");
 	if (chdir("/") < 0)
 		return error_sys(err, "chdir /");
-	return mounts_setattr("/", MOUNT_ATTR_RDONLY, false, err);
+	/* an image's root is the run's to change (in its own layer); the host
+	 * image's is read-only */
+	return image ? 0 : mounts_setattr("/", MOUNT_ATTR_RDONLY, false, err);
 }
 
 /* Make every directory above path a mount point (bound onto itself), so

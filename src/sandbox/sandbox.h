@@ -20,6 +20,7 @@ struct sandbox_ctx {
 	char **envp;		/* final environment of the command */
 	int sync_fd;		/* SOCK_SEQPACKET to the supervisor */
 	int workspace_fd;	/* detached (idmapped) tree for /workspace, or -1 */
+	int *layer_fds;		/* root: an image's layers as idmapped trees; NULL rootless */
 	int landlock_abi;	/* 0: no landlock rules to apply */
 	enum net_mode { NET_NONE, NET_ALLOW, NET_HOST } net;
 	uid_t host_uid;		/* what sandbox root maps to on the host */
@@ -89,6 +90,14 @@ bool cgroup_can_create(const char *parent, char *controllers, size_t len);
 
 /* rootfs.c — the sandbox's own root: host image, /etc, /tmp, /workspace. */
 int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_error *err);
+
+/* imageroot.c — an OCI image's layers as the root (spec.image_layers). */
+size_t imageroot_count(const struct aegis_spec *spec);
+/* Root, before clone: the layers as idmapped trees into fds[count]. */
+int imageroot_prepare(const struct sandbox_ctx *ctx, int *fds, struct aegis_error *err);
+/* In the child: the overlay root assembled on a tmpfs at stage; cwd is the
+ * new root afterwards, its mount points real directories. */
+int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aegis_error *err);
 
 /* overlay.c — a copy-on-write workspace; *layer_fd: its upper dir (O_PATH). */
 int overlay_mount(const struct sandbox_ctx *ctx, int lower_tree, const char *target, int *layer_fd,

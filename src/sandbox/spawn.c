@@ -202,13 +202,22 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");
 	if (secretfs_check(spec->secret_files, err) < 0)
 		return -1;
+	if (spec->image_layers) {
+		if (!spec->image_layers[0])
+			return error_set(err, AEGIS_E_INVALID, 0, "an image needs at least one layer");
+		for (char *const *l = spec->image_layers; *l; l++)
+			if ((*l)[0] != '/')
+				return error_set(err, AEGIS_E_INVALID, 0, "image layer paths are absolute: %s", *l);
+	}
 	if (spec->workspace_overlay && (!spec->workspace || spec->workspace_ro))
 		return error_set(err, AEGIS_E_INVALID, 0, "overlay mode needs a read-write host workspace");
 	if (spec->workspace_overlay && !spec->artifacts_dir)
 		return error_set(err, AEGIS_E_INVALID, 0,
 				 "overlay mode needs --artifacts DIR to keep the changes for review");
+	if (spec->workspace_fd > 0 && !spec->workspace)
+		return error_set(err, AEGIS_E_INVALID, 0, "an opened workspace needs its name (spec.workspace)");
 	if (spec->workspace) {
-		if (stat(spec->workspace, &st) < 0)
+		if ((spec->workspace_fd > 0 ? fstat(spec->workspace_fd, &st) : stat(spec->workspace, &st)) < 0)
 			return error_set(err, AEGIS_E_INVALID, errno, "workspace %s", spec->workspace);
 		if (!S_ISDIR(st.st_mode))
 			return error_set(err, AEGIS_E_INVALID, 0, "workspace %s is not a directory",
@@ -231,8 +240,13 @@ static int workspace_prepare(const struct sandbox_ctx *ctx, struct aegis_error *
 	_cleanup_close_ int tree = -1, userns = -1;
 	struct stat st;
 
-	tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
-			    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	/* an opened workspace: exactly that directory, not a path looked up again */
+	if (spec->workspace_fd > 0)
+		tree = (int)syscall(SYS_open_tree, spec->workspace_fd, "",
+				    AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	else
+		tree = (int)syscall(SYS_open_tree, AT_FDCWD, spec->workspace,
+				    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (tree < 0)
 		return error_sys(err, "workspace %s: open_tree", spec->workspace);
 	if (fstat(tree, &st) < 0)
@@ -318,6 +332,17 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		goto out;
 	if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0)
 		goto out;
+	if (spec->image_layers && geteuid() == 0) {
+		if (!(ctx.layer_fds = calloc(imageroot_count(spec), sizeof *ctx.layer_fds))) {
+			error_set(err, AEGIS_E_SETUP, ENOMEM, "image layers");
+			goto out;
+		}
+		if (imageroot_prepare(&ctx, ctx.layer_fds, err) < 0) {
+			free(ctx.layer_fds);
+			ctx.layer_fds = NULL;
+			goto out;
+		}
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		error_sys(err, "socketpair");
 		goto out;
@@ -389,6 +414,9 @@ out:
 	if (io.err_fd >= 0) close(io.err_fd);
 	if (pidfd >= 0) close(pidfd);
 	if (ctx.workspace_fd >= 0) close(ctx.workspace_fd);
+	for (size_t i = 0; ctx.layer_fds && i < imageroot_count(spec); i++)
+		close(ctx.layer_fds[i]);
+	free(ctx.layer_fds);
 	cgroup_destroy(&cg);
 	env_free(ctx.envp);
 	if (rc == 0 && artifacts_finish(spec, res, &arts, &rec, err) < 0)

@@ -114,3 +114,25 @@ def api(env, method, path, body=b"", timeout=30):
     s.close()
     head, _, rest = out.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(rest)
+
+
+def instance_info(env, name):
+    """`aegis instance info NAME` as a dict, or None (no such instance)."""
+    p = run([AEGIS, "instance", "info", name], env=env)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def wait_instance(env, name, *want, timeout=15):
+    """Until the instance's state is one of want (a failed one: once it says
+    why); its info. A running one: also until its control socket is there,
+    from when execs are served."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        i = instance_info(env, name)
+        if i and i["state"] in want and (i["state"] != "failed" or "exit" in i):
+            sock = os.path.join(env["AEGIS_STATE_DIR"], "instances", name, "control.sock")
+            if i["state"] != "running" or os.path.exists(sock):
+                return i
+        time.sleep(0.02)
+    raise AssertionError(f"{name}: {instance_info(env, name)}, wanted {want}")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, http_server, run
+from conftest import AEGIS, http_server, run, instance_info as info, wait_instance as wait_state
 
 # A tiny server for inside the instance: GET / answers "hello from NAME",
 # PUT-like raw uploads (first line "SHA") get the sha256 of everything
@@ -70,17 +70,6 @@ def aegis(env, *args, **kw):
     return run([AEGIS, *args], env=env, **kw)
 
 
-def info(env, name):
-    p = aegis(env, "instance", "info", name)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
-
-def wait_state(env, name, want, timeout=15):
-    deadline = time.monotonic() + timeout
-    while (i := info(env, name)) is None or i["state"] != want:
-        assert time.monotonic() < deadline, (name, want, i)
-        time.sleep(0.05)
-    return i
 
 
 def start(env, name, *extra, guest=8000):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, run
+from conftest import AEGIS, run, instance_info as info, wait_instance as wait_state
 
 
 @pytest.fixture
@@ -21,10 +21,6 @@ def aegis(env, *args):
     return run([AEGIS, *args], env=env)
 
 
-def info(env, name):
-    p = aegis(env, "instance", "info", name)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
 
 def stdout_of(env, name):
     """The instance's stdout as `aegis logs` gives it (the log is JSON lines, test_logs.py)."""
@@ -35,15 +31,6 @@ def log_size(env, name):
     d = os.path.join(env["AEGIS_STATE_DIR"], "instances", name)
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("output."))
 
-
-def wait_state(env, name, want, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        i = info(env, name)
-        if i and i["state"] == want:
-            return i
-        time.sleep(0.05)
-    raise AssertionError(f"{name} never reached {want}: {info(env, name)}")
 
 
 def test_lifecycle(env):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, run
+from conftest import AEGIS, run, instance_info as info, wait_instance as wait_state
 
 
 @pytest.fixture
@@ -32,20 +32,6 @@ def up(env, fault=None):
     assert p.returncode == 0, p
 
 
-def info(env, name):
-    p = aegis(env, "instance", "info", name)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
-
-def wait_state(env, name, *want, timeout=10):
-    """Until the state is one of want (a failed one: once it says why)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        i = info(env, name)
-        if i and i["state"] in want and (i["state"] != "failed" or "exit" in i):
-            return i
-        time.sleep(0.05)
-    raise AssertionError(f"{name}: {info(env, name)}, wanted {want}")
 
 
 def shims(env):

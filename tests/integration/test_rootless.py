@@ -45,7 +45,7 @@ def user():
         pw = pwd.getpwnam(USER)
     # Binaries where the user can reach them, wherever the checkout lives.
     bindir = _public_dir("aegis-rootless-bin-")
-    for p in (AEGIS, PROBE, *(os.path.join(os.path.dirname(AEGIS), b) for b in ("aegisd", "aegis-shim"))):
+    for p in (AEGIS, PROBE, *(os.path.join(os.path.dirname(AEGIS), b) for b in ("aegisd", "aegis-shim", "aegis-image"))):
         shutil.copy2(p, bindir)
     # Delegate a cgroup, as systemd does for a user session.
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
@@ -277,3 +277,25 @@ def test_rootless_daemon_instances(user):
         cli("instance", "delete", "w")
         cli("instance", "delete", "s")
         cli("down")
+
+
+def test_rootless_image(user):
+    """An OCI image as the root, all as an unprivileged user: imported into
+    the user's own store (whiteouts and opaque dirs made without privilege),
+    run under overlayfs inside the user's namespaces."""
+    import ocilayout
+    src = os.path.join(user["work"], "img")
+    base = ocilayout.base_entries()
+    ocilayout.build(src, [base + [("gone.txt", "file", b"x"), ("opq/", "dir"), ("opq/old", "file", b"o")],
+                          [(".wh.gone.txt", "file", b""), ("opq/", "dir"), ("opq/.wh..wh..opq", "file", b""),
+                           ("opq/new", "file", b"n")]], env=["PATH=/usr/bin", "V=img"], workdir="/app")
+    for root, dirs, files in os.walk(src):
+        for n in [root] + [os.path.join(root, x) for x in files]:
+            os.chown(n, user["uid"], user["gid"])
+    env = dict(os.environ, AEGIS_STATE_DIR=os.path.join(user["work"], "imgstate"))
+    aegis = os.path.join(user["bin"], "aegis")
+    p = as_user(user, aegis, "image", "import", "--quiet", "--name", "rl/img:1", src, env=env)
+    assert p.returncode == 0, p
+    p = as_user(user, aegis, "run", "--cgroup-parent", DELEGATED, "--image", "rl/img:1", "--", "sh", "-c",
+                'echo "$(pwd) $V $(id -u)"; ls /opq; test -e /gone.txt || echo gone; echo w > /x && cat /x', env=env)
+    assert p.returncode == 0 and p.stdout == "/app img 0\nnew\ngone\nw\n", p

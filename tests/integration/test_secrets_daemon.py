@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, api, run
+from conftest import AEGIS, api, run, instance_info as info, wait_instance as wait_state
 
 CANARY = "canary-d41e-instance-secret"
 CANARY_FILE = "canary-99b0-file-secret"
@@ -28,21 +28,6 @@ def aegis(env, *args, **kw):
     return run([AEGIS, *args], env=env, **kw)
 
 
-def info(env, name):
-    p = aegis(env, "instance", "info", name)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
-
-def wait_state(env, name, want, timeout=15):
-    deadline = time.monotonic() + timeout
-    while (i := info(env, name)) is None or i["state"] != want:
-        assert time.monotonic() < deadline, i
-        time.sleep(0.05)
-    sock = os.path.join(env["AEGIS_STATE_DIR"], "instances", name, "control.sock")
-    while want == "running" and not os.path.exists(sock):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    return i
 
 
 def files_with(root, needle):
