@@ -128,7 +128,8 @@ int cmd_inspect(const char *ref, const struct image_opts *o)
 
 /* --- what is in use --- */
 
-/* References the instances' config.json files name, canonical. */
+/* References the instances' config.json files name, canonical, and the
+ * digests they are pinned to. */
 static void instance_images(const char *state, json_t *names)
 {
 	char dir[4200];
@@ -142,13 +143,18 @@ static void instance_images(const char *state, json_t *names)
 		char path[4500], canon[512];
 		struct aegis_error err;
 		json_t *cfg;
-		const char *img;
+		const char *img, *pin;
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof path, "%s/%s/config.json", dir, de->d_name);
 		if (!(cfg = json_load_file(path, 0, NULL)))
 			continue;
 		img = json_string_value(json_object_get(cfg, "image"));
+		/* the digest an instance was pinned to when it was created (its
+		 * reference may name a newer image since) */
+		pin = json_string_value(json_object_get(cfg, "image_digest"));
+		if (pin && imageref_is_digest(pin))
+			json_object_set_new(names, pin, json_true());
 		if (img && strcmp(img, "host") && image_ref_canonical(img, canon, sizeof canon, &err) == 0) {
 			json_object_set_new(names, canon, json_true());
 			/* pinned by digest: the image is that digest, whatever its name */

@@ -663,6 +663,14 @@ def test_prune_keeps_images_in_use(world, store):
     assert all(os.path.isdir(p) for p in layer_paths(store, multi))
     blobs, layers = stored(store)
     assert len(layers) == 3 and len(blobs) == 2, (blobs, layers)   # manifest, config
+    # an instance pinned to a digest (aegisd's "image_digest") keeps that
+    # image even when its reference has moved on
+    zdigest = world.digests["zstd"][0]
+    assert image(store, "pull", "--quiet", zstd).returncode == 0
+    json.dump({"image": multi, "image_digest": zdigest}, open(f"{inst}/config.json", "w"))
+    assert image(store, "rm", "--force", zstd).returncode == 0
+    assert image(store, "prune").returncode == 0
+    assert inspect(store, zdigest)["digest"] == zdigest
     # an instance that names its image by digest keeps it, ref or not
     digest = refs(store)[multi]["digest"]
     json.dump({"image": f"{world.anon.host}/test/multi@{digest}"}, open(f"{inst}/config.json", "w"))
