@@ -98,10 +98,11 @@ static int layer_tree(const struct sandbox_ctx *ctx, size_t i, struct aegis_erro
 	return tree;
 }
 
-/* The overlay at STAGE/root: layers attached at STAGE/l<i>, the run's
- * layer in STAGE/upper on the staging tmpfs (which is limits.disk_bytes:
- * the disk limit of everything the command writes outside /tmp). */
-static int mount_overlay(const struct sandbox_ctx *ctx, struct aegis_error *err)
+/* The overlay at STAGE/root: the layers' trees attached at STAGE/l<i>, the
+ * run's layer in STAGE/upper on the staging tmpfs (which is
+ * limits.disk_bytes: the disk limit of everything the command writes
+ * outside /tmp). trees[] are ours: each is closed here. */
+static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, struct aegis_error *err)
 {
 	size_t n = imageroot_count(ctx->spec), off;
 	char *opts = malloc(64 + n * 8), name[16];
@@ -113,13 +114,11 @@ static int mount_overlay(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	off = (size_t)sprintf(opts, "lowerdir=");
 	for (size_t i = 0; i < n; i++) {
 		size_t layer = n - 1 - i;
-		int tree, moved;
+		int moved;
 		snprintf(name, sizeof name, "l%zu", layer);
-		if (mounts_mkdir(name, err) < 0 || (tree = layer_tree(ctx, layer, err)) < 0)
+		if (mounts_mkdir(name, err) < 0)
 			goto out;
-		/* (this process's copy of the descriptor: ours to close either way) */
-		moved = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH);
-		close(tree);
+		moved = (int)syscall(SYS_move_mount, trees[layer], "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH);
 		if (moved < 0) {
 			error_sys(err, "image: attach layer %s", ctx->spec->image_layers[layer]);
 			goto out;
@@ -137,6 +136,8 @@ static int mount_overlay(const struct sandbox_ctx *ctx, struct aegis_error *err)
 	}
 	r = 0;
 out:
+	for (size_t i = 0; i < n; i++)
+		close(trees[i]);
 	free(opts);
 	return r;
 }
@@ -225,14 +226,27 @@ int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aeg
 	static const char *const mount_points[] = { "proc", "dev", "tmp", "workspace", "run/secrets", NULL };
 	char opts[64];
 
-	if (imageroot_count(ctx->spec) > LAYERS_MAX)
+	size_t n = imageroot_count(ctx->spec);
+	int trees[LAYERS_MAX];
+
+	if (n > LAYERS_MAX)
 		return error_set(err, AEGIS_E_INVALID, 0, "image: more than %d layers", LAYERS_MAX);
+	/* every layer in hand before the staging tmpfs goes over the host's
+	 * view (the store may well be under /tmp) */
+	for (size_t i = 0; i < n; i++)
+		if ((trees[i] = layer_tree(ctx, i, err)) < 0) {
+			while (i--)
+				close(trees[i]);
+			return -1;
+		}
 	snprintf(opts, sizeof opts, "mode=0755,size=%llu", (unsigned long long)ctx->spec->limits.disk_bytes);
-	if (mounts_tmpfs(stage, opts, MS_NOSUID | MS_NODEV, err) < 0)
+	if (mounts_tmpfs(stage, opts, MS_NOSUID | MS_NODEV, err) < 0 ||
+	    (chdir(stage) < 0 && error_sys(err, "chdir %s", stage))) {
+		for (size_t i = 0; i < n; i++)
+			close(trees[i]);
 		return -1;
-	if (chdir(stage) < 0)
-		return error_sys(err, "chdir %s", stage);
-	if (mount_overlay(ctx, err) < 0)
+	}
+	if (mount_overlay(ctx, trees, err) < 0)
 		return -1;
 	if (chdir("root") < 0)
 		return error_sys(err, "chdir into the image root");
