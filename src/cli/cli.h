@@ -30,10 +30,13 @@ int cmd_exec(int argc, char **argv);
 int cmd_secret(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_workspace(int argc, char **argv);
+int cmd_mcp(int argc, char **argv);
 /* PROGRAM's path, next to this one (build dir or bindir); -1 if too long. */
 int cli_sibling(const char *program, char *out, size_t len);
 /* Start aegisd on demand; 0, or an exit status after a one-line error. */
 int daemon_ensure(const char *sock);
+/* The same, reporting through err instead: 0, or -1 with err. */
+int daemon_start(const char *sock, struct aegis_error *err);
 
 /* Print "aegis: MSG" on stderr and return the exit status for err. */
 int cli_fail(const struct aegis_error *err);

@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../common/error.h"
 #include "../common/httpc.h"
 #include "../common/paths.h"
 #include "../common/util.h"
@@ -110,11 +111,10 @@ int cli_sibling(const char *program, char *out, size_t len)
 	return (size_t)snprintf(out, len, "%s/%s", dirname(self), program) < len ? 0 : -1;
 }
 
-/* Make sure aegisd answers on sock, starting it if needed. 0, or the
- * exit status after a one-line error. */
-int daemon_ensure(const char *sock)
+/* Make sure aegisd answers on sock, starting it if needed: 0, or -1 with
+ * err (for callers that report errors their own way, as aegis mcp does). */
+int daemon_start(const char *sock, struct aegis_error *err)
 {
-	struct aegis_error err = { 0 };
 	char dir[256], lock[300], log[300], bin[PATH_MAX];
 	uint64_t deadline;
 	int lfd;
@@ -122,33 +122,46 @@ int daemon_ensure(const char *sock)
 	if (listening(sock))
 		return 0;
 	snprintf(dir, sizeof dir, "%s", sock);
-	if (paths_private_dir(dirname(dir), &err) < 0)
-		return cli_fail(&err);
+	if (paths_private_dir(dirname(dir), err) < 0)
+		return -1;
 	snprintf(lock, sizeof lock, "%s/aegisd.lock", dir);
 	snprintf(log, sizeof log, "%s/aegisd.log", dir);
-	if ((lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 || flock(lfd, LOCK_EX) < 0)
-		return cli_usage_error("up: cannot lock %s: %s", lock, strerror(errno));
+	if ((lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 || flock(lfd, LOCK_EX) < 0) {
+		error_sys(err, "up: cannot lock %s", lock);
+		if (lfd >= 0)
+			close(lfd);
+		return -1;
+	}
 	if (!listening(sock)) {	/* nobody started it while we waited for the lock */
 		if (cli_sibling("aegisd", bin, sizeof bin) < 0 || access(bin, X_OK) < 0) {
 			close(lfd);
-			return cli_usage_error("up: aegisd not found next to this program (%s)", bin);
+			return error_set(err, AEGIS_E_SETUP, 0, "up: aegisd not found next to this program (%s)", bin);
 		}
 		pid_t pid = spawn_detached(bin, sock, log);
 		for (deadline = now_us() + UP_WAIT_MS * 1000ULL; !listening(sock); usleep(5000)) {
 			if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH && !listening(sock)) {
-				char why[512];
+				char why[200];
 				close(lfd);
 				last_log_message(log, why, sizeof why);
-				return cli_usage_error("up: aegisd exited: %s", why);
+				return error_set(err, AEGIS_E_SETUP, 0, "up: aegisd exited: %s", why);
 			}
 			if (now_us() > deadline) {
 				close(lfd);
-				return cli_usage_error("up: aegisd did not come up within %d ms (see %s)", UP_WAIT_MS, log);
+				return error_set(err, AEGIS_E_SETUP, 0, "up: aegisd did not come up within %d ms (see %s)",
+						 UP_WAIT_MS, log);
 			}
 		}
 	}
 	close(lfd);
 	return 0;
+}
+
+/* The same for the CLI: 0, or the exit status after a one-line error. */
+int daemon_ensure(const char *sock)
+{
+	struct aegis_error err = { 0 };
+
+	return daemon_start(sock, &err) < 0 ? cli_usage_error("%s", err.msg) : 0;
 }
 
 int cmd_up(int argc, char **argv)

@@ -23,6 +23,7 @@ static const char usage[] =
 	"  image pull|import|list|inspect|rm|prune   OCI images for --image (docs/images.md)\n"
 	"  audit verify|show FILE           check the hash chain of an audit log, or print it\n"
 	"  policy check FILE | show NAME    validate a policy file, or print a policy's effect\n"
+	"  mcp [install|uninstall]          the MCP server on stdio, for LLM clients (docs/mcp.md)\n"
 	"  apply DIR                        apply an overlay run's reviewed changes to its workspace\n"
 	"  replay DIR [--artifacts NEW]     run again what DIR/result.json recorded\n"
 	"  help                             this text\n"
@@ -61,7 +62,7 @@ static const struct {
 	{ "apply", cmd_apply }, { "replay", cmd_replay }, { "up", cmd_up }, { "down", cmd_down },
 	{ "status", cmd_status }, { "instance", cmd_instance }, { "logs", cmd_logs },
 	{ "exec", cmd_exec }, { "secret", cmd_secret }, { "workspace", cmd_workspace },
-	{ "image", cmd_image },
+	{ "image", cmd_image }, { "mcp", cmd_mcp },
 };
 
 int main(int argc, char **argv)

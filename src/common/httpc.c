@@ -48,9 +48,9 @@ static int send_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static int read_all(int fd, struct httpc_response *resp, struct aegis_error *err)
+static int read_all(int fd, unsigned timeout_ms, struct httpc_response *resp, struct aegis_error *err)
 {
-	uint64_t deadline = now_us() + HTTPC_TIMEOUT_MS * 1000ULL;
+	uint64_t deadline = now_us() + timeout_ms * 1000ULL;
 	size_t cap = 4096;
 	char *buf = malloc(cap);
 
@@ -64,7 +64,7 @@ static int read_all(int fd, struct httpc_response *resp, struct aegis_error *err
 
 		if (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000) + 1) == 0) {
 			free(buf);
-			return error_set(err, AEGIS_E_SETUP, 0, "aegisd did not answer within %d ms", HTTPC_TIMEOUT_MS);
+			return error_set(err, AEGIS_E_SETUP, 0, "aegisd did not answer within %u ms", timeout_ms);
 		}
 		if (resp->len + 1 >= cap) {
 			char *grown = cap < HTTPC_RESPONSE_MAX ? realloc(buf, cap *= 2) : NULL;
@@ -116,13 +116,19 @@ static int send_request(const char *socket_path, const char *method, const char 
 int httpc_request(const char *socket_path, const char *method, const char *path, const char *body,
 		  struct httpc_response *resp, struct aegis_error *err)
 {
+	return httpc_request_timed(socket_path, method, path, body, HTTPC_TIMEOUT_MS, resp, err);
+}
+
+int httpc_request_timed(const char *socket_path, const char *method, const char *path, const char *body,
+			unsigned timeout_ms, struct httpc_response *resp, struct aegis_error *err)
+{
 	char *sep;
 	int fd;
 
 	memset(resp, 0, sizeof *resp);
 	if ((fd = send_request(socket_path, method, path, "close", body, err)) < 0)
 		return -1;
-	if (read_all(fd, resp, err) < 0) {
+	if (read_all(fd, timeout_ms, resp, err) < 0) {
 		close(fd);
 		return -1;
 	}

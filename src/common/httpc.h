@@ -22,6 +22,10 @@ struct httpc_response {
 /* -1 with err when the daemon cannot be reached or answers garbage. */
 int httpc_request(const char *socket_path, const char *method, const char *path, const char *body,
 		  struct httpc_response *resp, struct aegis_error *err);
+/* The same with the answer awaited for timeout_ms instead (an exec that
+ * may run for as long as its own timeout). */
+int httpc_request_timed(const char *socket_path, const char *method, const char *path, const char *body,
+			unsigned timeout_ms, struct httpc_response *resp, struct aegis_error *err);
 void httpc_response_free(struct httpc_response *resp);
 /* POST path with "Upgrade: protocol". On 101: the connection, now that
  * protocol's (resp->status 101). Otherwise 0 with the answer in resp, or

@@ -501,8 +501,11 @@ static json_t *describe(const char *name)
 		json_object_set(out, "image_digest", json_object_get(config, "image_digest"));
 	json_object_set(out, "expose", json_object_get(config, "expose") ?: json_array());
 	json_object_set_new(out, "activity", activity_of(name, dir, config));
-	if (json_object_get(config, "workspace"))
+	if (json_object_get(config, "workspace")) {
 		json_object_set(out, "workspace", json_object_get(config, "workspace"));
+		/* what a client writing into the workspace (aegis mcp) must honour */
+		json_object_set_new(out, "workspace_ro", json_boolean(json_is_true(json_object_get(config, "workspace_ro"))));
+	}
 	if (json_object_get(config, "secrets"))	/* names: the values are never read here */
 		json_object_set(out, "secrets", json_object_get(config, "secrets"));
 	if (shim) {
