@@ -30,6 +30,12 @@ for pkg in "${want[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
 	[ "$status" = installed ] || missing+=("$pkg")
 done
+# node and npm for the MCP tests' client (tests/mcp): Debian's packages,
+# unless a node with its npm is already there (NodeSource's nodejs ships
+# npm inside and conflicts with Debian's npm package)
+if [ "${1:-build}" != build ] && ! { command -v node && command -v npm; } >/dev/null; then
+	missing+=(nodejs npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -52,7 +52,7 @@ int mcp_api(struct mcp_server *s, const char *method, const char *path, json_t *
 		httpc_response_free(&r);
 		return -1;
 	}
-	rc = (*out = json_loadb(r.body, r.len, 0, NULL)) ? 0 : -1;
+	rc = (*out = json_loadb(r.body, r.len, JSON_ALLOW_NUL, NULL)) ? 0 : -1;
 	if (rc < 0)
 		snprintf(why, len, "aegisd's answer is not JSON");
 	httpc_response_free(&r);

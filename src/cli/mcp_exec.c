@@ -93,8 +93,9 @@ static json_t *exec_result(struct mcp_server *s, const char *name, json_t *r, si
 
 	if (failed)
 		return mcp_fail("exec %s: %s (exit %lld)", name, failed, code);
-	o = mcp_text(out, strlen(out), max, &ocut);
-	e = mcp_text(err, strlen(err), max, &ecut);
+	/* (the bytes may hold NULs: the lengths are the strings') */
+	o = mcp_text(out, json_string_length(json_object_get(r, "stdout")), max, &ocut);
+	e = mcp_text(err, json_string_length(json_object_get(r, "stderr")), max, &ecut);
 	ocut |= json_is_true(json_object_get(r, "stdout_truncated"));
 	ecut |= json_is_true(json_object_get(r, "stderr_truncated"));
 	body = mcp_output_body(json_string_value(o), ocut, json_string_value(e), ecut, max);
@@ -218,7 +219,7 @@ static int read_records(struct httpc_stream *hs, struct tail *t, uint64_t deadli
 			break;
 		have += (size_t)n;
 		while ((nl = memchr(start, '\n', have - (size_t)(start - buf)))) {
-			json_t *rec = json_loadb(start, (size_t)(nl - start), 0, NULL);
+			json_t *rec = json_loadb(start, (size_t)(nl - start), JSON_ALLOW_NUL, NULL);
 			if (rec)
 				tail_add(t, rec, asked_ns);
 			json_decref(rec);

@@ -51,7 +51,7 @@ void mcp_rpc_parse(const char *line, size_t len, struct mcp_message *m)
 	memset(m, 0, sizeof *m);
 	/* NULs allowed through the parser so a tool can refuse them by field
 	 * name; duplicate keys refused (which would win is anyone's guess) */
-	m->root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	m->root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
 	if (!m->root) {
 		char why[sizeof m->why];
 		snprintf(why, sizeof why, "Parse error: %s (at byte %d)", jerr.text, jerr.position);

@@ -282,8 +282,9 @@ static json_t *result(struct mcp_server *s, json_t *r, size_t max, long long tim
 	for (size_t i = 0; keep[i]; i++)
 		if (json_object_get(r, keep[i]))
 			json_object_set(res, keep[i], json_object_get(r, keep[i]));
-	o = mcp_text(out, strlen(out), max, &ocut);
-	e = mcp_text(err, strlen(err), max, &ecut);
+	/* (the bytes may hold NULs: the lengths are the strings') */
+	o = mcp_text(out, json_string_length(json_object_get(r, "stdout")), max, &ocut);
+	e = mcp_text(err, json_string_length(json_object_get(r, "stderr")), max, &ecut);
 	ocut |= json_is_true(json_object_get(r, "stdout_truncated"));
 	ecut |= json_is_true(json_object_get(r, "stderr_truncated"));
 	body = mcp_output_body(json_string_value(o), ocut, json_string_value(e), ecut, max);
@@ -341,7 +342,7 @@ static json_t *supervise(struct mcp_server *s, struct flags *fl, int ws_fd, size
 		res = mcp_fail("run: fork: %s", strerror(errno));
 	else if (!in_time)
 		res = mcp_fail("run: no answer %d ms after the timeout: the run was killed", RUN_GRACE_MS);
-	else if ((r = c[0].data ? json_loads(c[0].data, 0, NULL) : NULL) &&
+	else if ((r = c[0].data ? json_loads(c[0].data, JSON_ALLOW_NUL, NULL) : NULL) &&
 		 json_string_value(json_object_get(json_object_get(r, "error"), "message")))
 		res = mcp_fail("run: %s (exit %lld)", json_string_value(json_object_get(json_object_get(r, "error"),
 			"message")), json_integer_value(json_object_get(r, "exit_code")));

@@ -148,11 +148,11 @@ static int check_scalar(const json_t *schema, const json_t *v, const char *at, c
 	if (json_is_number(v)) {
 		double x = json_number_value(v);
 		if ((lim = json_object_get(schema, "minimum")) && x < json_number_value(lim)) {
-			snprintf(what, sizeof what, "must be at least %g", json_number_value(lim));
+			snprintf(what, sizeof what, "must be at least %.15g", json_number_value(lim));
 			return fail(why, len, at, what);
 		}
 		if ((lim = json_object_get(schema, "maximum")) && x > json_number_value(lim)) {
-			snprintf(what, sizeof what, "must be at most %g", json_number_value(lim));
+			snprintf(what, sizeof what, "must be at most %.15g", json_number_value(lim));
 			return fail(why, len, at, what);
 		}
 	}
