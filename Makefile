@@ -46,6 +46,8 @@ fuzz:
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_logrecord.c src/common/logrecord.c -o $(FUZZ_BUILD)/fuzz_logrecord
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_image.c src/common/imageref.c src/common/ocispec.c \
 		src/common/error.c -ljansson -o $(FUZZ_BUILD)/fuzz_image
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_mcp.c src/cli/mcp_rpc.c src/cli/mcp_schema.c -ljansson \
+		-o $(FUZZ_BUILD)/fuzz_mcp
 
 # Every test, against the normal build and again against the ASan+UBSan
 # build, plus a bounded run of each fuzz target.

@@ -441,7 +441,7 @@ static void list_one(struct listing *l, int dfd, const char *name, const char *s
 	if (!e)	/* a name that is not UTF-8 */
 		e = json_pack("{s:s, s:s, s:I, s:I}", "path", "(name not UTF-8)", "type", type, "size",
 			      (json_int_t)st.st_size, "mtime", (json_int_t)st.st_mtime);
-	if (*target && json_string(target))
+	if (*target)	/* (NULL, not set, for a target that is not UTF-8) */
 		json_object_set_new(e, "target", json_string(target));
 	json_array_append_new(l->entries, e);
 	fprintf(l->text, "%-7s %10lld  %s%s%s%s\n", type, (long long)st.st_size, shown, *is_dir ? "/" : "",
