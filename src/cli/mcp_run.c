@@ -28,7 +28,7 @@
 #include "run_flags.h"
 
 #define RUN_TIMEOUT_DEFAULT 30000
-#define RUN_GRACE_MS 20000		/* setup and teardown beyond the command's own timeout */
+#define RUN_GRACE_MS 10000		/* setup and teardown beyond the command's own timeout */
 #define RUN_STDERR_MAX 65536
 
 /* The last line of what fd holds (a memfd, a pipe's capture): the message,

@@ -285,6 +285,40 @@ def test_run_limits_and_failures(mcp, tmp_path):
     mcp.alive()
 
 
+def test_a_hanging_or_crashing_run_does_not_take_the_server_down(mcp, daemon_env):
+    """The run's child blocks before its sandbox starts (a delete holds
+    the workspace it needs): the server kills it once the timeout and its
+    grace are over, and answers; a child that crashes is an answer too."""
+    import fcntl
+    import signal
+    assert run([AEGIS, "workspace", "create", "held"], env=daemon_env).returncode == 0
+    lock = open(os.path.join(daemon_env["AEGIS_STATE_DIR"], "workspaces", "held", "lock"), "r+")
+    fcntl.lockf(lock, fcntl.LOCK_EX, 1, 0)    # byte 0, as a delete takes it
+
+    def children():
+        kids = open(f"/proc/{mcp.p.pid}/task/{mcp.p.pid}/children").read().split()
+        return [int(k) for k in kids]
+
+    mcp.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": "run", "arguments": {"argv": ["true"], "workspace": "held"}}})
+    deadline = time.monotonic() + 10
+    while not children():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(children()[0], signal.SIGSEGV)
+    r = mcp.recv()
+    assert r["id"] == 1 and r["result"]["isError"], r
+    mcp.alive()
+    start = time.monotonic()
+    text = mcp.fails("run", argv=["true"], workspace="held", timeout_ms=1)
+    took = time.monotonic() - start
+    assert "killed" in text and 9 < took < 20, (text, took)
+    assert not children()
+    mcp.alive()
+    lock.close()
+    assert mcp.ok("run", argv=["true"], workspace="held")["exit_code"] == 0
+
+
 def test_run_and_files_in_a_named_workspace(mcp, daemon_env):
     assert run([AEGIS, "workspace", "create", "proj"], env=daemon_env).returncode == 0
     mcp.ok("file_write", workspace="proj", path="src/main.sh", content="echo built > out.txt\n", create_dirs=True)

@@ -105,6 +105,17 @@ r = await call('run', { argv: ['sh', '-c', `echo "value: $${secret}"`], secrets:
 assert.equal(r.s.exit_code, 0);
 assert.match(r.s.stdout, /value: \S+/, 'the run had the secret');
 
+// an instance given the secret: its value reaches neither exec output, logs nor info
+const sname = 'mcp-secret';
+r = await call('instance_start', { name: sname, argv: ['sh', '-c', `echo "log: $${secret}"; sleep infinity`], secrets: [secret] });
+assert.equal(r.s.state, 'running', r.text);
+assert.deepEqual(r.s.secrets, [secret]);
+r = await call('exec', { name: sname, argv: ['sh', '-c', `echo "exec: $${secret}"; test -n "$${secret}"`] });
+assert.equal(r.s.exit_code, 0, 'the instance has the secret');
+assert.match(r.s.stdout, /^exec: \S+/);
+await until('the secret instance\'s log', async () => (await call('logs', { name: sname })).s.stdout.includes('log: '));
+await call('instance_delete', { name: sname });
+
 // pause and resume
 r = await call('pause', { name });
 assert.equal(r.s.state, 'paused');
