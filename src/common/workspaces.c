@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,37 @@ static void discard(int wfd, const char *tmp, int tfd)
 	unlinkat(wfd, tmp, AT_REMOVEDIR);
 }
 
+/* Creates killed half-way leave ".new-NAME-PID-NONCE" (and maybe its
+ * image's mount): those whose process is gone are undone here. */
+static void discard_stale(int wfd)
+{
+	DIR *d = opendir_at(wfd);
+	struct dirent *e;
+
+	while (d && (e = readdir(d))) {
+		const char *dash = strrchr(e->d_name, '-');
+		char *end;
+		long pid;
+		int tfd;
+		if (strncmp(e->d_name, ".new-", 5) || !dash || dash == e->d_name)
+			continue;
+		/* the pid is the field before the nonce */
+		for (const char *p = dash - 1; p > e->d_name && *p != '-'; p--)
+			if (p[-1] == '-') {
+				pid = strtol(p, &end, 10);
+				if (end != dash || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+					break;
+				tfd = openat(wfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				discard(wfd, e->d_name, tfd);
+				if (tfd >= 0)
+					close(tfd);
+				break;
+			}
+	}
+	if (d)
+		closedir(d);
+}
+
 int workspace_create(const char *state, const char *name, uint64_t size, struct aegis_error *err)
 {
 	_cleanup_close_ int wfd = -1, tfd = -1;
@@ -319,6 +351,7 @@ int workspace_create(const char *state, const char *name, uint64_t size, struct 
 			        "image, and attaching and mounting it needs CAP_SYS_ADMIN");
 	if ((wfd = store_open(state, true, err)) < 0)
 		return -1;
+	discard_stale(wfd);
 	if (faccessat(wfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 		return ws_error(err, EEXIST, "workspace '%s' exists", name);
 	/* built under a name of its own and renamed into place: a workspace

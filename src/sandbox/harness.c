@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,19 +54,30 @@ static void report_start_failure(const struct sandbox_ctx *ctx, int step, int e)
 	_exit(127);
 }
 
-/* The writable layers are size-limited tmpfs; a full one is the disk
- * limit being hit. Checked from inside, where they are mounted. */
+/* ext4 refuses writes while some of its blocks are still "available"
+ * (its reserve for metadata and delayed allocation: ~600 KiB to ~1 MiB
+ * seen at ENOSPC); a sized workspace this close to its end is full. */
+#define EXT4_FULL_SLACK (2u << 20)
+
+/* The writable layers are size-limited tmpfs (or a named workspace's
+ * ext4 image); a full one is the disk limit being hit. Checked from
+ * inside, where they are mounted. */
 static bool disk_full(const struct sandbox_ctx *ctx)
 {
 	static const char *const layers[] = { "/tmp", "/dev/shm", "/workspace", "/" };
+	const struct aegis_spec *spec = ctx->spec;
 	struct statfs sfs;
 
 	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
-		if (i == 2 && ctx->spec->workspace && !ctx->spec->workspace_overlay)
+		bool named = i == 2 && spec->workspace_name && !spec->workspace_overlay;
+		if (i == 2 && spec->workspace && !spec->workspace_overlay && !named)
 			continue;	/* a host directory: not ours to bound */
-		if (i == 3 && !ctx->spec->image_layers)
+		if (i == 3 && !spec->image_layers)
 			continue;	/* the host image's root is read-only */
-		if (statfs(layers[i], &sfs) == 0 && sfs.f_blocks && sfs.f_bavail == 0)
+		if (statfs(layers[i], &sfs) < 0 || !sfs.f_blocks)
+			continue;
+		if (sfs.f_bavail == 0 ||
+		    (named && sfs.f_type == EXT4_SUPER_MAGIC && sfs.f_bavail * (uint64_t)sfs.f_bsize < EXT4_FULL_SLACK))
 			return true;
 	}
 	return false;

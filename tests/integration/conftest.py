@@ -136,3 +136,12 @@ def wait_instance(env, name, *want, timeout=15):
                 return i
         time.sleep(0.02)
     raise AssertionError(f"{name}: {instance_info(env, name)}, wanted {want}")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, http_server, run, instance_info as info, wait_instance as wait_state
+from conftest import AEGIS, free_port, http_server, run, instance_info as info, wait_instance as wait_state
 
 # A tiny server for inside the instance: GET / answers "hello from NAME",
 # PUT-like raw uploads (first line "SHA") get the sha256 of everything
@@ -47,13 +47,6 @@ while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 """
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture

@@ -345,6 +345,8 @@ def test_size_limit(env):
     p = aegis(env, "run", "--workspace", "big", "--", "sh", "-c",
               "echo keep > /workspace/keep; dd if=/dev/zero of=/workspace/fill bs=1M count=64")
     assert p.returncode == 1 and "No space left on device" in p.stderr, p
+    # the limit it hit is named: the workspace's bound is aegis's own
+    assert "aegis: disk_full" in p.stderr, p
     p = aegis(env, "run", "--workspace", "big", "--", "cat", "/workspace/keep")
     assert p.returncode == 0 and p.stdout == "keep\n", p
     i = info(env, "big")
@@ -576,3 +578,22 @@ print(n)
     assert snapshot(outside) == before
     assert aegis(env, "workspace", "delete", "race").returncode == 0
     assert snapshot(outside) == before
+
+
+def test_a_create_killed_half_way_is_undone_by_the_next(env):
+    """A create builds under .new-NAME-PID-NONCE and renames it into place;
+    one whose process died is removed by the next create (with a size
+    limit, its image's mount too), one whose process lives is left alone."""
+    assert aegis(env, "workspace", "create", "first").returncode == 0
+    top = state(env, "workspaces")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = os.path.join(top, f".new-gone-{dead.pid}-deadbeef")
+    live = os.path.join(top, f".new-busy-{os.getpid()}-cafef00d")
+    for d in (stale, live):
+        os.makedirs(os.path.join(d, "data"))
+        open(os.path.join(d, "data", "f"), "w").close()
+    assert aegis(env, "workspace", "create", "second").returncode == 0
+    assert not os.path.exists(stale) and os.path.exists(os.path.join(live, "data", "f"))
+    assert [w["name"] for w in json.loads(aegis(env, "workspace", "list", "--json").stdout)["workspaces"]] \
+        == ["first", "second"]

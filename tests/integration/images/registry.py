@@ -21,17 +21,11 @@ import uuid
 
 import jwt
 
+from conftest import free_port
+
 SERVICE = "aegis-test-registry"
 ISSUER = "aegis-test-token-issuer"
 USER, PASSWORD = "alice", "s3cret-pass"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_port(port, proc=None, timeout=15):
@@ -43,6 +37,16 @@ def wait_port(port, proc=None, timeout=15):
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _serve(owner, handler):
+    """A threaded HTTP server for handler on a free 127.0.0.1 port, in the
+    background; owner gets srv, port and host."""
+    owner.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    owner.srv.daemon_threads = True
+    owner.port = owner.srv.server_address[1]
+    owner.host = f"127.0.0.1:{owner.port}"
+    threading.Thread(target=owner.srv.serve_forever, daemon=True).start()
 
 
 class Registry:
@@ -201,11 +205,7 @@ class Proxy:
             def log_message(self, *a):
                 pass
 
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.srv.daemon_threads = True
-        self.port = self.srv.server_address[1]
-        self.host = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        _serve(self, Handler)
 
     def blob_gets(self, digest):
         return [r for r in self.requests if r[1].endswith("/blobs/" + digest)]
@@ -252,11 +252,7 @@ class Stub:
             def log_message(self, *a):
                 pass
 
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.srv.daemon_threads = True
-        self.port = self.srv.server_address[1]
-        self.host = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        _serve(self, Handler)
 
     def serve_image(self, repo, tag, manifest, media_type, blobs):
         """blobs: digest → bytes, or digest → (body, how)."""
