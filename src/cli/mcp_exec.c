@@ -149,7 +149,7 @@ struct tail {
 	json_t *records;	/* [[stream, text, t]...] */
 	size_t bytes, max;
 	bool truncated, fresh;	/* older output left out; new output came while waiting */
-	uint64_t since_ns, last_t;
+	uint64_t last_t;		/* the newest record's time */
 };
 
 static void tail_add(struct tail *t, json_t *rec, uint64_t asked_ns)
@@ -209,8 +209,10 @@ static int read_records(struct httpc_stream *hs, struct tail *t, uint64_t deadli
 		/* once new output came, a short quiet ends the wait */
 		uint64_t quiet = now_us() + LOGS_QUIET_MS * 1000ULL, until = t->fresh && quiet < deadline ? quiet : deadline;
 		char *start = buf, *nl;
-		if (!time_left(hs, until))
+		if (!time_left(hs, until)) {
+			n = 1;	/* the wait is over, not the stream */
 			break;
+		}
 		if ((n = httpc_stream_read(hs, buf + have, cap - have, &err)) < 0 && now_us() + 1000 >= until) {
 			n = 1;	/* the wait is over, not the stream */
 			break;

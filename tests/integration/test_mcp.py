@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from conftest import AEGIS, ROOT, run, wait_instance
+from conftest import AEGIS, ROOT, free_port, run, wait_instance
 
 MCP_DIR = os.path.join(ROOT, "tests", "mcp")
 VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]
@@ -319,6 +319,25 @@ def test_a_hanging_or_crashing_run_does_not_take_the_server_down(mcp, daemon_env
     assert mcp.ok("run", argv=["true"], workspace="held")["exit_code"] == 0
 
 
+def test_images(mcp, daemon_env, tmp_path):
+    """run and instance_start with an image from the store; one that is
+    not there is pulled, and a failed pull says why."""
+    import ocilayout
+    ocilayout.build(str(tmp_path / "img"), [ocilayout.base_entries() + [("hello.txt", "file", b"from the image\n")]],
+                    env=["PATH=/usr/bin:/bin", "FROM_IMAGE=yes"], workdir="/")
+    p = run([AEGIS, "image", "import", "--quiet", "--name", "test/mcp:1", str(tmp_path / "img")], env=daemon_env)
+    assert p.returncode == 0, p
+    s = mcp.ok("run", argv=["sh", "-c", "cat /hello.txt; echo $FROM_IMAGE"], image="test/mcp:1")
+    assert s["stdout"] == "from the image\nyes\n", s
+    s = mcp.ok("instance_start", name="img", argv=["sleep", "infinity"], image="test/mcp:1")
+    assert s["image"].endswith("test/mcp:1") and s["image_digest"].startswith("sha256:"), s
+    assert mcp.ok("exec", name="img", argv=["cat", "/hello.txt"])["stdout"] == "from the image\n"
+    text = mcp.fails("run", argv=["true"], image="127.0.0.1:1/none:1")
+    assert "pull failed" in text and "127.0.0.1:1" in text, text
+    mcp.fails("instance_start", name="img2", argv=["true"], image="127.0.0.1:1/none:1")
+    assert "UPPER CASE" in mcp.fails("run", argv=["true"], image="UPPER CASE")
+
+
 def test_run_and_files_in_a_named_workspace(mcp, daemon_env):
     assert run([AEGIS, "workspace", "create", "proj"], env=daemon_env).returncode == 0
     mcp.ok("file_write", workspace="proj", path="src/main.sh", content="echo built > out.txt\n", create_dirs=True)
@@ -330,6 +349,33 @@ def test_run_and_files_in_a_named_workspace(mcp, daemon_env):
     assert "give either" in mcp.fails("file_list", workspace="proj", name="x")
     assert "not a workspace name" in mcp.fails("file_list", workspace="../proj")
     assert "no workspace" in mcp.fails("file_list", workspace="nothere")
+
+
+def test_logs_tail_wait_and_end(mcp, daemon_env):
+    mcp.ok("instance_start", name="quiet", argv=["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; "
+                                                 "echo oops >&2; sleep infinity"])
+    for _ in range(100):
+        s = mcp.ok("logs", name="quiet", tail=2)
+        if "oops" in s["stderr"]:
+            break
+        time.sleep(0.05)
+    assert s["stdout"] == "line4\nline5\n" and s["stderr"] == "oops\n", s
+    assert "[stderr] oops" in mcp.call("logs", name="quiet")["content"][0]["text"]
+    assert mcp.ok("logs", name="quiet", stream="stderr")["stdout"] == ""
+    s = mcp.ok("logs", name="quiet", max_bytes=12)
+    assert s["truncated"] and len(s["stdout"] + s["stderr"]) <= 12, s
+    # nothing new: the whole wait, and it says so
+    start = time.monotonic()
+    r = mcp.call("logs", name="quiet", since=s["next_since"], wait_ms=1000)
+    assert 0.9 < time.monotonic() - start < 5 and "nothing new" in r["content"][0]["text"], r
+    assert r["structuredContent"]["ended"] is False
+    # an instance that ends: the wait stops there
+    mcp.ok("instance_start", name="brief", argv=["sh", "-c", "sleep 0.5; echo bye"], wait_ms=0)
+    start = time.monotonic()
+    s = mcp.ok("logs", name="brief", tail=0, wait_ms=20000)
+    assert time.monotonic() - start < 10 and "bye" in s["stdout"], s
+    assert "since" in mcp.fails("logs", name="quiet", since="yesterday")
+    assert "no instance" in mcp.fails("logs", name="ghost")
 
 
 # --- files: the traversal corpus --------------------------------------------
@@ -444,6 +490,11 @@ def test_read_only_workspace_refuses_writes(mcp, daemon_env):
     assert "read-only" in mcp.fails("file_write", name="ro", path="x", content="no")
     assert mcp.ok("file_read", name="ro", path="keep.txt")["content"] == "kept\n"
     assert "no instance" in mcp.fails("file_read", name="ghost", path="x")
+    # exposed ports listen on the host's loopback only
+    port = free_port()
+    s = mcp.ok("instance_start", name="exp", argv=["sleep", "infinity"], expose=[{"host_port": port, "guest_port": 80}])
+    assert s["expose"] == [f"127.0.0.1:{port}:80"], s
+    assert "host_port" in mcp.fails("instance_start", name="exp2", argv=["true"], expose=[{"host_port": 0, "guest_port": 1}])
     assert "instance name" in mcp.fails("file_read", name="../ghost", path="x")
 
 
