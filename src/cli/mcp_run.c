@@ -144,6 +144,10 @@ static int build(struct mcp_server *s, json_t *args, struct flags *f, int *ws_fd
 		snprintf(num, sizeof num, "%lld", json_integer_value(v));
 		add(f, "--pids", num);
 	}
+	/* where aegisd puts its instances' cgroups (a delegated one, rootless)
+	 * is where runs go too */
+	if (getenv("AEGIS_CGROUP_PARENT") && *getenv("AEGIS_CGROUP_PARENT"))
+		add(f, "--cgroup-parent", getenv("AEGIS_CGROUP_PARENT"));
 	add(f, mcp_arg_str(args, "cwd") ? "--cwd" : NULL, mcp_arg_str(args, "cwd"));
 	add(f, mcp_arg_str(args, "policy") ? "--policy" : NULL, mcp_arg_str(args, "policy"));
 	add(f, mcp_arg_str(args, "net") ? "--net" : NULL, mcp_arg_str(args, "net"));
@@ -335,7 +339,7 @@ static json_t *supervise(struct mcp_server *s, struct flags *fl, int ws_fd, size
 	while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (pid > 0 && !in_time)
-		aegis_cleanup_killed_run(pid, NULL);
+		aegis_cleanup_killed_run(pid, getenv("AEGIS_CGROUP_PARENT"));
 	close(po[0]);
 	close(pe[0]);
 	if (pid < 0)

@@ -30,9 +30,9 @@ VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]
 class Mcp:
     """One `aegis mcp` process and the lines it answers."""
 
-    def __init__(self, env, *args, prefix=()):
+    def __init__(self, env, *args, prefix=(), binary=AEGIS):
         self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen([*prefix, AEGIS, "mcp", *args], stdin=subprocess.PIPE,
+        self.p = subprocess.Popen([*prefix, binary, "mcp", *args], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=self.err, env=env)
         self.buf = b""
         self.ids = 100

@@ -279,6 +279,36 @@ def test_rootless_daemon_instances(user):
         cli("down")
 
 
+def test_rootless_mcp(user):
+    """aegis mcp as an unprivileged user: one-shot runs in the delegated
+    cgroup ($AEGIS_CGROUP_PARENT, as aegisd's instances), an instance of the
+    user's own daemon, and its workspace's files written and read by the
+    user (no chown needed: the sandbox's root is the user)."""
+    from test_mcp import Mcp
+    state = os.path.join(user["work"], "mcp")
+    env = dict(os.environ, AEGIS_SOCKET=os.path.join(state, "run", "aegisd.sock"),
+               AEGIS_STATE_DIR=os.path.join(state, "state"), AEGIS_CGROUP_PARENT=DELEGATED)
+    m = Mcp(env, binary=os.path.join(user["bin"], "aegis"),
+            prefix=("setpriv", f"--reuid={user['uid']}", f"--regid={user['gid']}", "--clear-groups"))
+    try:
+        m.init()
+        s = m.ok("run", argv=["sh", "-c", "id -u; cat /proc/self/uid_map"])
+        assert s["stdout"].split()[:3] == ["0", "0", str(user["uid"])], s
+        assert m.ok("instance_start", name="rl", argv=["sleep", "600"])["state"] == "running"
+        m.ok("file_write", name="rl", path="in/x.txt", content="from mcp\n", create_dirs=True)
+        s = m.ok("exec", name="rl", argv=["sh", "-c", "cat /workspace/in/x.txt; echo more >> /workspace/in/x.txt"])
+        assert s["stdout"] == "from mcp\n", s
+        assert m.ok("file_read", name="rl", path="in/x.txt")["content"] == "from mcp\nmore\n"
+        ws = os.path.join(state, "state", "instances", "rl", "workspace", "in", "x.txt")
+        assert os.stat(ws).st_uid == user["uid"]
+        m.fails("file_read", name="rl", path="../config.json")
+        assert m.ok("instance_delete", name="rl")["state"] == "deleted"
+        m.close()
+    finally:
+        as_user(user, os.path.join(user["bin"], "aegis"), "instance", "delete", "rl", env=env)
+        as_user(user, os.path.join(user["bin"], "aegis"), "down", env=env)
+
+
 def test_rootless_image(user):
     """An OCI image as the root, all as an unprivileged user: imported into
     the user's own store (whiteouts and opaque dirs made without privilege),
