@@ -224,8 +224,15 @@ static int add_root(struct mcp_server *s, const char *dir)
 /* The protocol on private descriptors; 0 and 1 made harmless. */
 static int take_stdio(struct mcp_server *s)
 {
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int null;
 
+	/* a standard fd the host left closed is /dev/null first, so nothing
+	 * opened later lands there (a stray stderr line into a pipe of ours) */
+	while ((null = open("/dev/null", O_RDWR)) >= 0 && null <= 2)
+		;
+	if (null >= 0)
+		close(null);
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	s->in_fd = fcntl(0, F_DUPFD_CLOEXEC, 3);
 	s->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
 	if (null < 0 || s->in_fd < 0 || s->out_fd < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0)

@@ -254,6 +254,18 @@ def test_line_limits(mcp):
     assert mcp.recv()["id"] == 4
 
 
+def test_without_stderr(daemon_env):
+    """A host that closes the server's stderr: it still serves, and only protocol reaches stdout."""
+    p = subprocess.Popen(f"exec {AEGIS} mcp 2>&-", shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=daemon_env)
+    out, _ = p.communicate(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}\n'
+                           b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"run","arguments":'
+                           b'{"argv":["sh","-c","echo to-stderr >&2"]}}}\n', timeout=60)
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert [x["id"] for x in lines] == [1, 2] and p.returncode == 0
+    assert lines[1]["result"]["structuredContent"]["stderr"] == "to-stderr\n"
+
+
 def test_eof_ends_the_server(daemon_env):
     m = Mcp(daemon_env)
     m.init()
