@@ -136,6 +136,7 @@ def test_sdk_client_full_session(daemon_env, sdk):
     p = run(["node", os.path.join(sdk, "client.mjs")], env=env, cwd=sdk, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "tool calls checked" in p.stdout
+    assert "Sanitizer" not in p.stderr, p.stderr   # the server's stderr is inherited (ASan build)
     assert canary not in p.stdout + p.stderr
     log = os.path.join(os.path.dirname(daemon_env["AEGIS_SOCKET"]), "aegisd.log")
     assert canary not in open(log).read()
