@@ -184,13 +184,21 @@ static int start(struct registry *r, CURLM *multi, struct dl *d, struct aegis_er
 		error_set(err, AEGIS_E_SETUP, 0, "curl: cannot add a transfer");
 }
 
+/* The blob is there, or the layer it unpacks to is (another pull may have
+ * unpacked it and dropped the blob while this one waited for its lock). */
+static bool have_it(struct store *s, const struct dl *d)
+{
+	return blob_present(s, d->item->digest) ||
+	       (d->item->diff_id[0] && store_has_layer(s, d->item->diff_id));
+}
+
 /* Decide for a pending blob: there already, busy elsewhere, resumable, or
  * to fetch. 1 when it must wait for another process. */
 static int prepare(struct store *s, struct dl *d, struct aegis_error *err)
 {
 	char lock[96], name[96], partial[112];
 
-	if (blob_present(s, d->item->digest)) {
+	if (have_it(s, d)) {
 		d->state = DL_DONE;
 		progress_update(d->p, d->item->line, d->item->size, "exists");
 		return 0;
@@ -202,7 +210,7 @@ static int prepare(struct store *s, struct dl *d, struct aegis_error *err)
 		progress_update(d->p, d->item->line, 0, "waiting");
 		return 1;
 	}
-	if (blob_present(s, d->item->digest)) {
+	if (have_it(s, d)) {
 		/* the other pull finished it while we looked */
 		d->state = DL_DONE;
 		release(d);

@@ -8,6 +8,9 @@
 
 struct dl_item {
 	char digest[72];
+	/* the layer the blob unpacks to: another pull may have unpacked it
+	 * (and dropped the blob) while this one waited for the blob's lock */
+	char diff_id[72];
 	uint64_t size;		/* declared by the manifest: more is an error */
 	size_t line;		/* progress line */
 	uint64_t fetched;	/* bytes this process received */

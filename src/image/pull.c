@@ -261,6 +261,7 @@ static size_t wanted(struct store *s, struct pulled *p, struct dl_item *items, s
 			continue;
 		items[n] = (struct dl_item){ .size = p->m.layers[i].size, .line = i };
 		snprintf(items[n].digest, sizeof items[n].digest, "%s", p->m.layers[i].digest);
+		snprintf(items[n].diff_id, sizeof items[n].diff_id, "%s", p->c.diff_ids[i]);
 		n++;
 	}
 	return n;

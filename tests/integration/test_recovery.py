@@ -149,7 +149,11 @@ def test_a_killed_shim_is_failed_and_cleaned_up(env):
     up(env)
     assert aegis(env, "instance", "start", "--name", "k", "--", "sleep", "600").returncode == 0
     pid = wait_state(env, "k", "running")["shim_pid"]
-    assert cgroups_of(pid)
+    # (running: the shim is up; its sandbox's cgroup comes moments later)
+    deadline = time.monotonic() + 10
+    while not cgroups_of(pid):
+        assert time.monotonic() < deadline, pid
+        time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
     i = wait_state(env, "k", "failed", timeout=5)
     assert "killed" in i["exit"]["error"], i
