@@ -134,9 +134,10 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	if (khz && !q->kvm)
 		snprintf(tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
 	arg(a, qemu);
-	/* No firmware ROMs, legacy timers or PIC: less to emulate and boot. The
+	/* No firmware ROMs, PIT or PIC: less to emulate and boot. The RTC stays
+	 * (without it the kernel waits 1 s twice probing for it). The
 	 * ISA serial stays: it is the kernel console, where a panic is told. */
-	arg(a, "-M"), arg(a, "microvm,x-option-roms=off,pit=off,pic=off,rtc=off");
+	arg(a, "-M"), arg(a, "microvm,x-option-roms=off,pit=off,pic=off");
 	arg(a, "-nodefaults"), arg(a, "-no-user-config"), arg(a, "-nographic");
 	arg(a, "-no-reboot");	/* panic=-1 reboots: with this QEMU exits instead */
 	arg(a, "-accel"), arg(a, q->kvm ? "kvm" : "tcg");
