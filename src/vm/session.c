@@ -118,14 +118,20 @@ static int vm_failed(struct session *s, const char *when, struct aegis_error *er
 	return error_set(err, AEGIS_E_SETUP, 0, "vm: %s: %s", when, why);
 }
 
-static int session_greet(struct session *s, struct aegis_error *err)
+/* deadline: the run's --timeout (0: none); it ends a boot too. */
+static int session_greet(struct session *s, uint64_t deadline, struct aegis_error *err)
 {
-	uint64_t t0 = now_us(), limit = hello_ms();
+	uint64_t limit = hello_ms(), hung = now_us() + limit * 1000;
 	enum frame_type type;
 	size_t len;
 	json_t *j;
-	int r = recv_until(s, &type, &len, t0 + limit * 1000);
+	int r = recv_until(s, &type, &len, deadline && deadline < hung ? deadline : hung);
 
+	if (r == 0 && deadline && deadline < hung) {
+		s->r->end = VM_TIMEOUT;
+		s->r->exit_code = 124;
+		return 1;
+	}
 	if (r == 0)
 		return error_set(err, AEGIS_E_SETUP, ETIMEDOUT,
 				 "vm: guest hung: no greeting from aegis-guest within %llu ms (killed)",
@@ -260,7 +266,8 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 	struct vm_guest g;
 	sigset_t fwd, old;
 	uint64_t t0 = now_us();
-	int rc = -1;
+	uint64_t deadline = o->timeout_ms ? t0 + o->timeout_ms * 1000 : 0;
+	int rc = -1, greeted;
 
 	memset(r, 0, sizeof *r);
 	s.q.pid = s.q.pidfd = s.q.chan = -1;
@@ -273,13 +280,17 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 		error_sys(err, "vm: signalfd");
 		goto out;
 	}
-	if (vm_qemu_start(&s.q, &g, o, err) < 0 || session_greet(&s, err) < 0)
+	if (vm_qemu_start(&s.q, &g, o, err) < 0 || (greeted = session_greet(&s, deadline, err)) < 0)
 		goto out;
 	r->kvm = s.q.kvm;
 	r->boot_us = now_us() - t0;
+	if (greeted > 0) {	/* --timeout ran out during the boot */
+		rc = 0;
+		goto out;
+	}
 	if (session_request(&s, err) < 0)
 		goto out;
-	rc = session_relay(&s, o->timeout_ms ? t0 + o->timeout_ms * 1000 : 0, err);
+	rc = session_relay(&s, deadline, err);
 out:
 	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */
 	r->wall_us = now_us() - t0;
