@@ -177,3 +177,13 @@ def test_doctor_reports_the_vm_backend(guest_files):
     assert v["qemu"].endswith("qemu-system-x86_64")
     assert v["guest_kernel"] == guest_files
     assert v["accel"].startswith("tcg")
+
+
+def test_command_is_confined_inside_the_guest():
+    # The ns backend's steps, inside the VM too: no capabilities,
+    # no_new_privs, the seccomp allowlist (two filters); root cannot mount.
+    r = vm("sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; "
+           "mount -t tmpfs none /mnt && echo mounted || echo mount-refused")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == ["CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2",
+                                        "mount-refused"], r.stdout

@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -29,7 +31,9 @@
 
 #include <jansson.h>
 
+#include "../../common/error.h"
 #include "../../common/frames.h"
+#include "../../sandbox/sandbox.h"
 
 #define PORT_NAME "aegis"
 #define PORT_WAIT_MS 10000	/* the port appears once the host's control message lands */
@@ -156,6 +160,23 @@ struct child {
 	int in, out, err;	/* our ends of its pipes; -1 once closed */
 };
 
+/* In the child, last before exec, as the ns backend's spawn.c does it: no
+ * core dumps, no capabilities (root in the guest cannot mount, load
+ * modules or reach the devices), no_new_privs, then the seccomp allowlist.
+ * Any failure stops the command: a security step never degrades. */
+static int guest_confine(struct aegis_error *err)
+{
+	struct rlimit no_core = { 0, 0 };
+
+	if (setrlimit(RLIMIT_CORE, &no_core) < 0)
+		return error_sys(err, "RLIMIT_CORE");
+	if (caps_drop_all(err) < 0)
+		return -1;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return error_sys(err, "no_new_privs");
+	return seccomp_apply(err);
+}
+
 /* Fork the command in a session of its own (SIGNAL frames go to its group). */
 static int guest_spawn(json_t *req, struct child *c)
 {
@@ -169,6 +190,7 @@ static int guest_spawn(json_t *req, struct child *c)
 		return -1;
 	c->pid = fork();
 	if (c->pid == 0) {
+		struct aegis_error err = { 0 };
 		sigset_t none;
 
 		sigemptyset(&none);
@@ -181,6 +203,10 @@ static int guest_spawn(json_t *req, struct child *c)
 			_exit(127);
 		}
 		environ = env;
+		if (guest_confine(&err) < 0) {
+			dprintf(2, "aegis: guest: %s\n", err.msg);
+			_exit(125);
+		}
 		execvp(argv[0], argv);
 		dprintf(2, "aegis: %s: %m\n", argv[0]);
 		_exit(errno == ENOENT ? 127 : 126);
