@@ -148,7 +148,11 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	arg(a, "-initrd"), arg(a, g->initramfs);
 	arg(a, "-append");
 	argf(a, "console=ttyS0 quiet cryptomgr.notests panic=-1 oops=panic%s", tsc);
-	arg(a, "-serial"), argf(a, "file:%s/console.log", q->dir);
+	/* The console goes to aegis, not to a file a guest could grow without
+	 * bound: aegis keeps its tail. wait=on here too, so a panic during the
+	 * boot is never printed to no one. */
+	arg(a, "-chardev"), argf(a, "socket,id=con,path=%s/console.sock,server=on,wait=on", q->dir);
+	arg(a, "-serial"), arg(a, "chardev:con");
 	arg(a, "-device"), arg(a, "virtio-serial-device");
 	/* wait=on: the guest starts only once we are connected, so nothing
 	 * it says is written to an absent reader. */
@@ -181,28 +185,29 @@ static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir)
 	_exit(127);
 }
 
-/* QEMU creates chan.sock, then waits for us (wait=on). */
-static int qemu_connect(struct vm_qemu *q, struct aegis_error *err)
+/* QEMU creates its sockets in command-line order and waits (wait=on) on
+ * each until we connect: the console first, then the guest's channel. */
+static int qemu_connect(struct vm_qemu *q, const char *name, int *out, struct aegis_error *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint64_t until = now_us() + CONNECT_MS * 1000ULL;
 	char why[256];
 
-	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/chan.sock", q->dir);
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", q->dir, name);
 	while (now_us() < until) {
 		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 		if (fd < 0)
 			return error_sys(err, "vm: socket");
 		if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-			return q->chan = fd, 0;
+			return *out = fd, 0;
 		close(fd);
 		if (poll(&(struct pollfd){ q->pidfd, POLLIN, 0 }, 1, 5) > 0) {
 			vm_qemu_diagnose(q, why, sizeof why);
 			return error_set(err, AEGIS_E_SETUP, 0, "vm: QEMU exited before the guest started: %s", why);
 		}
 	}
-	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT, "vm: QEMU did not open its channel socket within %d ms",
+	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT, "vm: QEMU did not open %s within %d ms", name,
 			 CONNECT_MS);
 }
 
@@ -212,7 +217,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	struct qemu_args a = { 0 };
 	char why[256];
 
-	q->pid = -1, q->pidfd = -1, q->chan = -1;
+	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1;
 	if (!qemu)
 		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
 				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
@@ -231,7 +236,32 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	setpgid(q->pid, q->pid);	/* both sides: no window where a kill(-pid) misses */
 	if ((q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0)) < 0)
 		return error_sys(err, "vm: pidfd_open");
-	return qemu_connect(q, err);
+	if (qemu_connect(q, "console.sock", &q->console, err) < 0)
+		return -1;
+	return qemu_connect(q, "chan.sock", &q->chan, err);
+}
+
+void vm_qemu_console(struct vm_qemu *q)
+{
+	char buf[4096];
+	ssize_t n = q->console >= 0 ? read(q->console, buf, sizeof buf) : 0;
+
+	if (n < 0 && errno == EINTR)
+		return;
+	if (n <= 0) {
+		if (q->console >= 0)
+			close(q->console);
+		q->console = -1;
+		return;
+	}
+	if (q->tail_len + (size_t)n >= sizeof q->tail) {	/* keep the newest bytes */
+		size_t drop = q->tail_len + (size_t)n - (sizeof q->tail - 1);
+		memmove(q->tail, q->tail + drop, q->tail_len - drop);
+		q->tail_len -= drop;
+	}
+	memcpy(q->tail + q->tail_len, buf, (size_t)n);
+	q->tail_len += (size_t)n;
+	q->tail[q->tail_len] = '\0';
 }
 
 /* The line of dir/name holding needle (NULL: the first line), trimmed. */
@@ -249,17 +279,33 @@ static bool log_line(const char *dir, const char *name, const char *needle, char
 	return *out != '\0';
 }
 
+/* The console line holding needle, from the kept tail. */
+static bool console_line(const struct vm_qemu *q, const char *needle, char *out, size_t cap)
+{
+	const char *p = memmem(q->tail, q->tail_len, needle, strlen(needle));
+
+	if (!p)
+		return false;
+	snprintf(out, cap, "%.*s", (int)strcspn(p, "\r\n"), p);
+	return true;
+}
+
 void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap)
 {
 	char line[200];
 	int st = 0;
 
+	while (q->console >= 0)	/* to its EOF: QEMU is ending */
+		vm_qemu_console(q);
+
 	if (q->pid > 0 && waitpid(q->pid, &st, 0) == q->pid)
 		q->pid = -1;
 	else
 		st = 0;
+	while (q->console >= 0)	/* QEMU is gone: the rest, then EOF */
+		vm_qemu_console(q);
 	/* The kernel says why it panicked on its console, even when quiet. */
-	if (log_line(q->dir, "console.log", "Kernel panic - not syncing", line, sizeof line))
+	if (console_line(q, "Kernel panic - not syncing", line, sizeof line))
 		snprintf(why, cap, "guest panic: %s", line + strlen("Kernel panic - not syncing: "));
 	else if (WIFSIGNALED(st) && log_line(q->dir, "qemu.err", "error: ", line, sizeof line))
 		snprintf(why, cap, "QEMU was killed by signal %d: %s%s", WTERMSIG(st), line,
@@ -268,7 +314,7 @@ void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap)
 		snprintf(why, cap, "QEMU was killed by signal %d", WTERMSIG(st));
 	else if (WIFEXITED(st) && WEXITSTATUS(st) && log_line(q->dir, "qemu.err", NULL, line, sizeof line))
 		snprintf(why, cap, "QEMU exited with status %d: %s", WEXITSTATUS(st), line);
-	else if (log_line(q->dir, "console.log", "aegis-guest: ", line, sizeof line))
+	else if (console_line(q, "aegis-guest: ", line, sizeof line))
 		snprintf(why, cap, "the guest powered off: %s", line);
 	else
 		snprintf(why, cap, "the guest powered off without an exit status");
@@ -291,12 +337,14 @@ void vm_qemu_stop(struct vm_qemu *q)
 	}
 	if (q->chan >= 0)
 		close(q->chan);
+	if (q->console >= 0)
+		close(q->console);
 	if (q->pidfd >= 0)
 		close(q->pidfd);
-	q->chan = q->pidfd = -1;
+	q->chan = q->pidfd = q->console = -1;
 	if (q->dir[0]) {
 		remove_at(q->dir, "chan.sock");
-		remove_at(q->dir, "console.log");
+		remove_at(q->dir, "console.sock");
 		remove_at(q->dir, "qemu.err");
 		if (rmdir(q->dir) < 0)
 			fprintf(stderr, "aegis: vm: remove %s: %s\n", q->dir, strerror(errno));

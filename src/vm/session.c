@@ -93,15 +93,18 @@ static int send_json(int fd, enum frame_type type, json_t *j)
 static int recv_until(struct session *s, enum frame_type *type, size_t *len, uint64_t deadline)
 {
 	for (;;) {
-		struct pollfd p[2] = { { s->q.chan, POLLIN, 0 }, { s->q.pidfd, POLLIN, 0 } };
+		struct pollfd p[3] = { { s->q.chan, POLLIN, 0 }, { s->q.pidfd, POLLIN, 0 },
+				       { s->q.console, POLLIN, 0 } };
 		uint64_t now = now_us();
 		int ms = deadline ? (now >= deadline ? 0 : (int)((deadline - now + 999) / 1000)) : -1;
-		int n = poll(p, 2, ms);
+		int n = poll(p, 3, ms);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0)
 			return 0;
+		if (p[2].revents)
+			vm_qemu_console(&s->q);
 		if (p[0].revents)
 			return frame_recv(s->q.chan, type, s->buf, len) == 1 ? 1 : -1;
 		if (p[1].revents)
@@ -224,11 +227,11 @@ static void forward_signal(struct session *s)
 static int session_relay(struct session *s, uint64_t deadline, struct aegis_error *err)
 {
 	while (!s->exited) {
-		struct pollfd p[4] = { { s->q.chan, POLLIN, 0 }, { s->q.pidfd, POLLIN, 0 }, { s->sig, POLLIN, 0 },
-				       { s->in, POLLIN, 0 } };
+		struct pollfd p[5] = { { s->q.chan, POLLIN, 0 }, { s->q.pidfd, POLLIN, 0 }, { s->sig, POLLIN, 0 },
+				       { s->q.console, POLLIN, 0 }, { s->in, POLLIN, 0 } };
 		uint64_t now = now_us();
 		int ms = deadline ? (now >= deadline ? 0 : (int)((deadline - now + 999) / 1000)) : -1;
-		int n = poll(p, s->in >= 0 ? 4 : 3, ms);
+		int n = poll(p, s->in >= 0 ? 5 : 4, ms);
 		enum frame_type type;
 		size_t len;
 
@@ -241,20 +244,27 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 			s->r->exit_code = 124;
 			return 0;
 		}
+		if (p[3].revents)
+			vm_qemu_console(&s->q);
 		if (p[0].revents) {
-			if (frame_recv(s->q.chan, &type, s->buf, &len) != 1)
-				return vm_failed(s, "the guest ended while the command ran", err);
-			if (type == FRAME_STDOUT || type == FRAME_STDERR)
+			int got = frame_recv(s->q.chan, &type, s->buf, &len);
+
+			if (got == 1 && (type == FRAME_STDOUT || type == FRAME_STDERR))
 				output(s, type, len);
-			else if (type == FRAME_EXIT)
+			else if (got == 1 && type == FRAME_EXIT)
 				exit_frame(s);
+			else if (got == 1 || (got < 0 && errno == EPROTO))	/* vm_run kills it */
+				return error_set(err, AEGIS_E_SETUP, EPROTO,
+						 "vm: the guest broke the exec stream protocol (killed)");
+			else
+				return vm_failed(s, "the guest ended while the command ran", err);
 			continue;
 		}
 		if (p[1].revents)
 			return vm_failed(s, "the guest ended while the command ran", err);
 		if (p[2].revents)
 			forward_signal(s);
-		if (s->in >= 0 && p[3].revents && pump_stdin(s) < 0)
+		if (s->in >= 0 && p[4].revents && pump_stdin(s) < 0)
 			return error_sys(err, "vm: send stdin to the guest");
 	}
 	return 0;

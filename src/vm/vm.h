@@ -68,12 +68,17 @@ struct vm_qemu {
 	pid_t pid;		/* leader of its own process group */
 	int pidfd;		/* readable when QEMU exits */
 	int chan;		/* connected to the guest's "aegis" port */
+	int console;		/* the guest's serial console (-1 at its EOF) */
+	char tail[16384];	/* its last bytes: bounded, however much the guest prints */
+	size_t tail_len;
 	char dir[64];		/* 0700 run directory: sockets and logs */
 	bool kvm;
 };
 
 int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o,
 		  struct aegis_error *err);
+/* Read what the console has into the tail (call when it polls readable). */
+void vm_qemu_console(struct vm_qemu *q);
 /* Why QEMU ended: "guest panic: ...", "QEMU was killed by signal N", its
  * stderr's first line, ... into why. Waits for QEMU (it must be ending). */
 void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap);
