@@ -187,3 +187,10 @@ def test_command_is_confined_inside_the_guest():
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2",
                                         "mount-refused"], r.stdout
+
+
+def test_guest_has_no_network_device():
+    # -nodefaults and no -netdev: loopback is all there is (network none).
+    r = vm("ls", "/sys/class/net")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["lo"]
