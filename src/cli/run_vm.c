@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "../common/audit.h"
 #include "../common/error.h"
 #include "../vm/vm.h"
 #include "run_flags.h"
@@ -18,9 +22,11 @@
  *   --env, --cwd      the command's environment and directory in the guest
  *   --timeout         QEMU killed at the deadline, exit 124
  *   --memory, --cpus  the VM's RAM and vCPUs
+ *   --audit           run.start and run.end (no exec events yet) with the
+ *                     backend, the accelerator and the guest kernel
  *   --json, --output-max, --cmd (aegix), --backend */
 static const char *const vm_flags[] = { "env", "cwd", "timeout", "memory", "cpus", "json", "output-max",
-					"cmd", "backend", NULL };
+					"cmd", "backend", "audit", NULL };
 
 static bool vm_flag(const char *name)
 {
@@ -79,6 +85,79 @@ static void print_vm_error(const struct aegis_error *err)
 	json_decref(o);
 }
 
+struct vm_audit {
+	struct audit_log *log;	/* NULL: no --audit */
+	char id[17];
+};
+
+static json_t *names_of(char *const *env)
+{
+	json_t *a = json_array();
+
+	for (; env && *env; env++)	/* names only: values may be secret */
+		json_array_append_new(a, json_stringn(*env, strcspn(*env, "=")));
+	return a;
+}
+
+/* run.start, before QEMU starts: a log that cannot be written stops the run. */
+static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_opts *o,
+			  struct aegis_error *err)
+{
+	unsigned char raw[8] = { 0 };
+	struct vm_guest g;
+	char why[160];
+	bool kvm;
+	json_t *ev, *argv = json_array();
+
+	if (!path)
+		return 0;
+	if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+		return error_sys(err, "audit: run id");
+	for (size_t i = 0; i < sizeof raw; i++)
+		snprintf(a->id + 2 * i, 3, "%02x", raw[i]);
+	if (vm_guest_find(&g, err) < 0 || vm_accel(&kvm, why, sizeof why) < 0 ||
+	    audit_open(path, &a->log, err) < 0) {
+		json_decref(argv);
+		return -1;
+	}
+	for (char *const *v = o->argv; *v; v++)
+		json_array_append_new(argv, json_string(*v));
+	ev = json_pack("{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:I, s:i, s:I}, s:I}",
+		       "id", a->id, "argv", argv, "env", names_of(o->env), "cwd", o->cwd, "image", "initramfs",
+		       "backend", "vm", "accel", kvm ? "kvm" : "tcg",
+		       "isolation", kvm ? "vm" : "test mode: TCG emulation is not a security boundary",
+		       "guest_kernel", g.release, "network", "none", "limits", "memory_bytes",
+		       (json_int_t)o->memory_bytes, "vcpus", (int)o->vcpus, "wall_ms", (json_int_t)o->timeout_ms,
+		       "host_uid", (json_int_t)getuid());
+	if (audit_append(a->log, "run.start", ev, err) < 0) {
+		audit_close(a->log);
+		a->log = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const struct aegis_error *failure)
+{
+	static const char *const ends[] = { "exited", "signaled", "timeout" };
+	struct aegis_error ignored;
+	json_t *ev;
+
+	if (!a->log)
+		return;
+	if (failure)
+		ev = json_pack("{s:s, s:s, s:s}", "id", a->id, "end", "error", "error", failure->msg);
+	else
+		ev = json_pack("{s:s, s:s, s:i, s:o, s:f, s:f, s:s}", "id", a->id, "end", ends[r->end],
+			       "exit_code", r->exit_code,
+			       "signal", r->term_signal ? json_integer(r->term_signal) : json_null(),
+			       "wall_ms", r->wall_us / 1000.0, "boot_ms", r->boot_us / 1000.0,
+			       "guest_kernel", r->kernel);
+	audit_append(a->log, "run.end", ev, &ignored);
+	audit_close(a->log);
+	a->log = NULL;
+}
+
 /* A clean environment as in the ns backend, with a PATH unless --env set one. */
 static char **vm_env(const struct run_flags *f)
 {
@@ -107,6 +186,7 @@ int run_vm(struct run_flags *f)
 		.capture_max = f->spec.capture_max,
 	};
 	struct vm_result r;
+	struct vm_audit audit = { 0 };
 	struct aegis_error err = { 0 };
 	char refused[512];
 	char **env;
@@ -126,8 +206,13 @@ int run_vm(struct run_flags *f)
 		goto fail;
 	}
 	o.env = env;
+	if (vm_audit_start(&audit, f->spec.audit_path, &o, &err) < 0) {
+		free(env);
+		goto fail;
+	}
 	rc = vm_run(&o, &r, &err);
 	free(env);
+	vm_audit_end(&audit, &r, rc < 0 ? &err : NULL);
 	if (rc < 0)
 		goto fail;
 	if (f->json)

@@ -160,7 +160,7 @@ def test_hung_guest_is_killed_and_reported():
     (("--secret", "X"), "--secret"),
     (("--policy", "strict"), "--policy"),
     (("--pids", "10"), "--pids"),
-    (("--workspace", "/tmp", "--audit", "/tmp/a.jsonl"), "--workspace, --audit"),
+    (("--workspace", "/tmp", "--env", "A=1", "--artifacts", "/tmp/x"), "--workspace, --artifacts"),
 ])
 def test_unsupported_flags_are_refused(flags, named):
     before = run_dirs()
@@ -194,3 +194,23 @@ def test_guest_has_no_network_device():
     r = vm("ls", "/sys/class/net")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["lo"]
+
+
+def test_audit_log_names_backend_accel_and_guest_kernel(tmp_path, guest_files):
+    log = str(tmp_path / "audit.jsonl")
+    r = vm("sh", "-c", "exit 4", opts=("--audit", log, "--env", "TOKEN=s3cret"))
+    assert r.returncode == 4, r.stderr
+    # A failed VM is audited too, as an error with its reason.
+    p = vm("sh", "-c", "echo c > /proc/sysrq-trigger", opts=("--audit", log))
+    assert p.returncode == 125
+    with open(log) as f:
+        text = f.read()
+    events = [json.loads(line) for line in text.splitlines()]
+    assert [e["type"] for e in events] == ["run.start", "run.end", "run.start", "run.end"]
+    start, end = events[0], events[1]
+    assert start["backend"] == "vm" and start["accel"] == "tcg" and start["guest_kernel"] == guest_files
+    assert "not a security boundary" in start["isolation"]
+    assert "TOKEN" in start["env"] and "s3cret" not in text
+    assert end["exit_code"] == 4 and end["end"] == "exited"
+    assert events[3]["end"] == "error" and "guest panic" in events[3]["error"]
+    assert aegis("audit", "verify", log).returncode == 0
