@@ -107,7 +107,7 @@ static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_
 	struct vm_guest g;
 	char why[160];
 	bool kvm;
-	json_t *ev, *argv = json_array();
+	json_t *ev, *argv;
 
 	if (!path)
 		return 0;
@@ -115,11 +115,14 @@ static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_
 		return error_sys(err, "audit: run id");
 	for (size_t i = 0; i < sizeof raw; i++)
 		snprintf(a->id + 2 * i, 3, "%02x", raw[i]);
-	if (vm_guest_find(&g, err) < 0 || vm_accel(&kvm, why, sizeof why) < 0 ||
-	    audit_open(path, &a->log, err) < 0) {
-		json_decref(argv);
+	if (vm_guest_find(&g, err) < 0 || audit_open(path, &a->log, err) < 0)
 		return -1;
+	if (vm_accel(&kvm, why, sizeof why) < 0) {
+		audit_close(a->log);
+		a->log = NULL;
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "vm: %s", why);
 	}
+	argv = json_array();
 	for (char *const *v = o->argv; *v; v++)
 		json_array_append_new(argv, json_string(*v));
 	ev = json_pack("{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:I, s:i, s:I}, s:I}",
