@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -162,7 +163,7 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 }
 
 /* In the child: own process group, stdio to /dev/null and the log, exec. */
-static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir)
+static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir, pid_t parent)
 {
 	char log[128];
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -175,6 +176,10 @@ static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir)
 	snprintf(log, sizeof log, "%s/qemu.err", dir);
 	errfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	setpgid(0, 0);
+	/* An aegis killed outright takes its guest along, even a hung one (a
+	 * live aegis-guest also powers off when the channel closes). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(126);
 	if (null < 0 || errfd < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(errfd, 2) < 0)
 		_exit(126);
 	/* Nothing of aegis's reaches QEMU: fail rather than leak a descriptor. */
@@ -216,6 +221,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	const char *qemu = vm_qemu_path();
 	struct qemu_args a = { 0 };
 	char why[256];
+	pid_t parent;
 
 	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1;
 	if (!qemu)
@@ -229,10 +235,11 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 		return error_sys(err, "vm: run directory in /tmp");
 	}
 	qemu_argv(&a, qemu, q, g, o);
+	parent = getpid();
 	if ((q->pid = fork()) < 0)
 		return error_sys(err, "vm: fork");
 	if (q->pid == 0)
-		qemu_exec(a.v, q->dir);
+		qemu_exec(a.v, q->dir, parent);
 	setpgid(q->pid, q->pid);	/* both sides: no window where a kill(-pid) misses */
 	if ((q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0)) < 0)
 		return error_sys(err, "vm: pidfd_open");

@@ -101,6 +101,8 @@ static int recv_until(struct session *s, enum frame_type *type, size_t *len, uin
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0)
+			return -1;
 		if (n == 0)
 			return 0;
 		if (p[2].revents)
