@@ -6,6 +6,7 @@
  * that vm_qemu_stop removes. The machine is microvm booting the guest's
  * vmlinux through PVH: no firmware, no PCI, virtio-mmio devices found
  * through ACPI (Debian kernels need ACPI for that and to power off). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -162,6 +164,56 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	a->v[a->n] = NULL;
 }
 
+static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "lock", "lock.new", NULL };
+
+/* The run directory's lock is held for the run's whole life (QEMU does
+ * not inherit it): a directory whose lock is free belongs to an aegis that
+ * was killed outright, and the next run removes it. */
+static int qemu_lock(struct vm_qemu *q, struct aegis_error *err)
+{
+	char path[128], final[128];
+
+	/* Locked before it is named "lock": a sweep never sees it free. */
+	snprintf(path, sizeof path, "%s/lock.new", q->dir);
+	snprintf(final, sizeof final, "%s/lock", q->dir);
+	q->lock = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (q->lock < 0 || flock(q->lock, LOCK_EX | LOCK_NB) < 0 || rename(path, final) < 0)
+		return error_sys(err, "vm: lock %s", final);
+	return 0;
+}
+
+/* Remove the run directories of dead runs: ours (same uid, 0700, real
+ * directories, not symlinks: /tmp is everyone's), with a lock file no one
+ * holds. A directory without its lock is being born: left alone. */
+static void qemu_sweep(void)
+{
+	DIR *tmp = opendir("/tmp");
+	struct dirent *e;
+
+	while (tmp && (e = readdir(tmp))) {
+		struct stat st;
+		int dfd, lfd;
+
+		if (strncmp(e->d_name, "aegis-vm-", 9))
+			continue;
+		dfd = openat(dirfd(tmp), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			continue;
+		if (fstat(dfd, &st) == 0 && st.st_uid == getuid() && (st.st_mode & 07777) == 0700 &&
+		    (lfd = openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+			if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
+				for (const char *const *f = run_files; *f; f++)
+					unlinkat(dfd, *f, 0);
+				unlinkat(dirfd(tmp), e->d_name, AT_REMOVEDIR);
+			}
+			close(lfd);
+		}
+		close(dfd);
+	}
+	if (tmp)
+		closedir(tmp);
+}
+
 /* In the child: own process group, stdio to /dev/null and the log, exec. */
 static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir, pid_t parent)
 {
@@ -223,17 +275,20 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	char why[256];
 	pid_t parent;
 
-	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1;
+	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
 	if (!qemu)
 		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
 				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
 	if (vm_accel(&q->kvm, why, sizeof why) < 0)
 		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "vm: %s", why);
 	snprintf(q->dir, sizeof q->dir, "/tmp/aegis-vm-XXXXXX");
+	qemu_sweep();
 	if (!mkdtemp(q->dir)) {	/* 0700: the sockets are reachable by us alone */
 		q->dir[0] = '\0';
 		return error_sys(err, "vm: run directory in /tmp");
 	}
+	if (qemu_lock(q, err) < 0)
+		return -1;
 	qemu_argv(&a, qemu, q, g, o);
 	parent = getpid();
 	if ((q->pid = fork()) < 0)
@@ -350,11 +405,13 @@ void vm_qemu_stop(struct vm_qemu *q)
 		close(q->pidfd);
 	q->chan = q->pidfd = q->console = -1;
 	if (q->dir[0]) {
-		remove_at(q->dir, "chan.sock");
-		remove_at(q->dir, "console.sock");
-		remove_at(q->dir, "qemu.err");
+		for (const char *const *f = run_files; *f; f++)
+			remove_at(q->dir, *f);
 		if (rmdir(q->dir) < 0)
 			fprintf(stderr, "aegis: vm: remove %s: %s\n", q->dir, strerror(errno));
 		q->dir[0] = '\0';
 	}
+	if (q->lock >= 0)
+		close(q->lock);
+	q->lock = -1;
 }

@@ -282,7 +282,7 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 	int rc = -1, greeted;
 
 	memset(r, 0, sizeof *r);
-	s.q.pid = s.q.pidfd = s.q.chan = -1;
+	s.q.pid = s.q.pidfd = s.q.chan = s.q.console = s.q.lock = -1;
 	if (vm_guest_find(&g, err) < 0)
 		return -1;
 	sigemptyset(&fwd);

@@ -72,6 +72,7 @@ struct vm_qemu {
 	char tail[16384];	/* its last bytes: bounded, however much the guest prints */
 	size_t tail_len;
 	char dir[64];		/* 0700 run directory: sockets and logs */
+	int lock;		/* dir/lock, flocked while the run lives */
 	bool kvm;
 };
 
