@@ -156,6 +156,8 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	 * boot is never printed to no one. */
 	arg(a, "-chardev"), argf(a, "socket,id=con,path=%s/console.sock,server=on,wait=on", q->dir);
 	arg(a, "-serial"), arg(a, "chardev:con");
+	/* QMP: control (query-status now; stop/cont for pause later). */
+	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", q->dir);
 	arg(a, "-device"), arg(a, "virtio-serial-device");
 	/* wait=on: the guest starts only once we are connected, so nothing
 	 * it says is written to an absent reader. */
@@ -164,7 +166,8 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	a->v[a->n] = NULL;
 }
 
-static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "lock", "lock.new", NULL };
+static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
+					  NULL };
 
 /* The run directory's lock is held for the run's whole life (QEMU does
  * not inherit it): a directory whose lock is free belongs to an aegis that

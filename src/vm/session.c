@@ -123,6 +123,23 @@ static int vm_failed(struct session *s, const char *when, struct aegis_error *er
 	return error_set(err, AEGIS_E_SETUP, 0, "vm: %s: %s", when, why);
 }
 
+/* No greeting in time: ask QEMU (QMP) what state the machine is in, so the
+ * line tells a guest stuck running from a QEMU that stopped it. */
+static int session_hung(struct session *s, uint64_t limit, struct aegis_error *err)
+{
+	struct vm_qmp m = { .fd = -1 };
+	struct aegis_error qerr = { 0 };
+	char path[128], status[64];
+
+	snprintf(path, sizeof path, "%s/qmp.sock", s->q.dir);
+	if (vm_qmp_open(&m, path, &qerr) < 0 || vm_qmp_status(&m, status, sizeof status, &qerr) < 0)
+		snprintf(status, sizeof status, "unknown: %s", qerr.msg);
+	vm_qmp_close(&m);
+	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT,
+			 "vm: guest hung: no greeting from aegis-guest within %llu ms (QEMU status %s; killed)",
+			 (unsigned long long)limit, status);
+}
+
 /* deadline: the run's --timeout (0: none); it ends a boot too. */
 static int session_greet(struct session *s, uint64_t deadline, struct aegis_error *err)
 {
@@ -138,9 +155,7 @@ static int session_greet(struct session *s, uint64_t deadline, struct aegis_erro
 		return 1;
 	}
 	if (r == 0)
-		return error_set(err, AEGIS_E_SETUP, ETIMEDOUT,
-				 "vm: guest hung: no greeting from aegis-guest within %llu ms (killed)",
-				 (unsigned long long)limit);
+		return session_hung(s, limit, err);
 	if (r < 0)
 		return vm_failed(s, "the guest ended during boot", err);
 	if (type != FRAME_HELLO || !(j = json_loads(s->buf, 0, NULL)))

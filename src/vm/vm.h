@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <aegis/aegis.h>
+#include <jansson.h>
 
 /* Where the guest's files are: $AEGIS_VM_DIR, else vm/ beside the aegis binary. */
 struct vm_guest {
@@ -62,6 +63,22 @@ struct vm_result {
  * failed (QEMU would not start, guest panic, hung guest, QEMU killed). */
 int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err);
 void vm_result_free(struct vm_result *r);
+
+/* qmp.c: QEMU's control socket (dir/qmp.sock). */
+struct vm_qmp {
+	int fd;
+	size_t len;
+	char buf[65536];
+};
+
+/* Connect, read the greeting, leave negotiation mode. -1 with err. */
+int vm_qmp_open(struct vm_qmp *m, const char *path, struct aegis_error *err);
+/* Run a command without arguments ("stop", "cont", "quit", "query-status");
+ * *ret (if given) gets its "return" value. -1 with err (QEMU's desc). */
+int vm_qmp_execute(struct vm_qmp *m, const char *command, json_t **ret, struct aegis_error *err);
+/* query-status: "running", "paused", "internal-error", ... into out. */
+int vm_qmp_status(struct vm_qmp *m, char *out, size_t cap, struct aegis_error *err);
+void vm_qmp_close(struct vm_qmp *m);
 
 /* qemu.c: one QEMU process and its private run directory. */
 struct vm_qemu {

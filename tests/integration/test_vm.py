@@ -152,6 +152,8 @@ def test_hung_guest_is_killed_and_reported():
     r = vm("true", env=dict(VM_ENV, AEGIS_VM_HELLO_TIMEOUT="200ms"))
     assert r.returncode == 125
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "guest hung" in r.stderr, r.stderr
+    # QEMU's own view, asked over QMP: the machine runs, the guest is silent.
+    assert "QEMU status running" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("flags,named", [
