@@ -246,3 +246,14 @@ def test_aegis_killed_outright_takes_qemu_along():
     finally:
         os.close(fd)
         subprocess.run(["rm", "-rf", busy])
+
+
+def test_large_output_is_relayed_whole_and_json_capture_is_bounded():
+    cmd = "head -c 300000 /dev/zero | tr '\\0' a; echo tail-marker >&2"
+    r = vm("sh", "-c", cmd)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "a" * 300000 and r.stderr == "tail-marker\n"
+    j = vm("sh", "-c", cmd, opts=("--json", "--output-max", "100k"))
+    res = json.loads(j.stdout)
+    assert len(res["stdout"]) == 100 * 1024 and res["stdout_truncated"] is True
+    assert res["stderr"] == "tail-marker\n" and res["stderr_truncated"] is False
