@@ -72,7 +72,8 @@ struct session {
 	struct vm_qemu q;
 	const struct vm_opts *o;
 	struct vm_result *r;
-	int sig;		/* signalfd: SIGINT, SIGTERM, SIGHUP, SIGQUIT go to the command */
+	int sig;		/* signalfd: SIGINT, SIGTERM, SIGHUP, SIGQUIT go to the command;
+				 * SIGTSTP pauses the VM */
 	int in;			/* our stdin; -1 once its end is sent */
 	bool exited;
 	char buf[FRAME_MAX + 1];
@@ -233,12 +234,39 @@ static int pump_stdin(struct session *s)
 	return frame_send(s->q.chan, FRAME_STDIN_CLOSE, NULL, 0);
 }
 
-static void forward_signal(struct session *s)
+/* One QMP command on a connection of its own (QEMU serves one at a time). */
+static int qmp_once(struct session *s, const char *command, struct aegis_error *err)
+{
+	struct vm_qmp m = { .fd = -1 };
+	char path[128];
+	int r;
+
+	snprintf(path, sizeof path, "%s/qmp.sock", s->q.dir);
+	r = vm_qmp_open(&m, path, err) < 0 ? -1 : vm_qmp_execute(&m, command, NULL, err);
+	vm_qmp_close(&m);
+	return r;
+}
+
+/* ^Z: the whole VM stops (QMP stop: no vCPU runs, the guest's clock with
+ * them), then aegis itself; fg or SIGCONT: aegis resumes it (QMP cont). */
+static int pause_vm(struct session *s, struct aegis_error *err)
+{
+	if (qmp_once(s, "stop", err) < 0)
+		return -1;
+	raise(SIGSTOP);
+	return qmp_once(s, "cont", err);
+}
+
+static int forward_signal(struct session *s, struct aegis_error *err)
 {
 	struct signalfd_siginfo si;
 
-	if (read(s->sig, &si, sizeof si) == sizeof si)
-		send_json(s->q.chan, FRAME_SIGNAL, json_pack("{s:i}", "signal", (int)si.ssi_signo));
+	if (read(s->sig, &si, sizeof si) != sizeof si)
+		return 0;
+	if (si.ssi_signo == SIGTSTP)
+		return pause_vm(s, err);
+	send_json(s->q.chan, FRAME_SIGNAL, json_pack("{s:i}", "signal", (int)si.ssi_signo));
+	return 0;
 }
 
 static int session_relay(struct session *s, uint64_t deadline, struct aegis_error *err)
@@ -279,8 +307,8 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 		}
 		if (p[1].revents)
 			return vm_failed(s, "the guest ended while the command ran", err);
-		if (p[2].revents)
-			forward_signal(s);
+		if (p[2].revents && forward_signal(s, err) < 0)
+			return -1;
 		if (s->in >= 0 && p[4].revents && pump_stdin(s) < 0)
 			return error_sys(err, "vm: send stdin to the guest");
 	}
@@ -302,6 +330,7 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 		return -1;
 	sigemptyset(&fwd);
 	sigaddset(&fwd, SIGINT), sigaddset(&fwd, SIGTERM), sigaddset(&fwd, SIGHUP), sigaddset(&fwd, SIGQUIT);
+	sigaddset(&fwd, SIGTSTP);
 	sigprocmask(SIG_BLOCK, &fwd, &old);
 	if ((s.sig = signalfd(-1, &fwd, SFD_CLOEXEC)) < 0) {
 		error_sys(err, "vm: signalfd");

@@ -257,3 +257,56 @@ def test_large_output_is_relayed_whole_and_json_capture_is_bounded():
     res = json.loads(j.stdout)
     assert len(res["stdout"]) == 100 * 1024 and res["stdout_truncated"] is True
     assert res["stderr"] == "tail-marker\n" and res["stderr_truncated"] is False
+
+
+def qmp_status(run_dir):
+    """query-status over the run's own QMP socket."""
+    import socket
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(os.path.join(run_dir, "qmp.sock"))
+    f = s.makefile("rw")
+    json.loads(f.readline())  # greeting
+    for cmd in ("qmp_capabilities", "query-status"):
+        f.write(json.dumps({"execute": cmd}) + "\n")
+        f.flush()
+        while True:
+            reply = json.loads(f.readline())
+            if "return" in reply or "error" in reply:
+                break
+    s.close()
+    return reply["return"]["status"]
+
+
+def test_sigtstp_pauses_the_vm_and_sigcont_resumes_it():
+    before = run_dirs()
+    p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "sh", "-c",
+                          "echo up; read line; echo got-$line"],
+                         env=VM_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        (run_dir,) = run_dirs() - before
+        assert qmp_status(run_dir) == "running"
+        p.send_signal(signal.SIGTSTP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(f"/proc/{p.pid}/stat") as f:
+                if f.read().split(")")[1].split()[0] == "T":
+                    break
+            time.sleep(0.02)
+        assert qmp_status(run_dir) == "paused"
+        p.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while qmp_status(run_dir) != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert qmp_status(run_dir) == "running"
+        out, err = p.communicate("x\n", timeout=30)
+    finally:
+        if p.poll() is None:  # a failed check must not leave a stopped aegis and its VM
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert out == "got-x\n"
+    assert not run_dirs() - before
