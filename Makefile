@@ -68,6 +68,7 @@ bench: build
 	/usr/bin/python3 bench/instances.py
 	/usr/bin/python3 bench/expose.py
 	/usr/bin/python3 bench/images.py
+	/usr/bin/python3 bench/vm.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

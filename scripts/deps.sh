@@ -3,6 +3,8 @@
 #
 #   scripts/deps.sh build   what `make` needs
 #   scripts/deps.sh test    plus what `make check` needs
+#   scripts/deps.sh vm      what the vm backend boots (docs/vm.md): QEMU, a
+#                           Debian kernel, and what scripts/vm-guest.sh uses
 #   scripts/deps.sh bench   plus the peers `make bench` compares against
 #
 # As root, missing packages are installed with apt-get; otherwise the
@@ -16,13 +18,17 @@ test=(python3 python3-pytest procps iproute2 util-linux passwd clang libclang-rt
 	curl git openssl iputils-ping diffutils skopeo umoci docker-registry zstd python3-jwt
 	python3-cryptography attr busybox-static)
 bench=(bubblewrap runc)
+# linux-image-cloud-amd64: the guest kernel (virtio-mmio, PVH); lz4: its
+# bzImage payload; cpio: the initramfs; busybox-static: the guest userland
+vm=(qemu-system-x86 linux-image-cloud-amd64 lz4 xz-utils zstd cpio busybox-static file)
 
 want=("${build[@]}")
 case "${1:-build}" in
 build) ;;
-test) want+=("${test[@]}") ;;
-bench) want+=("${test[@]}" "${bench[@]}") ;;
-*) echo "deps.sh: unknown set '$1' (build, test or bench)" >&2; exit 2 ;;
+test) want+=("${test[@]}" "${vm[@]}") ;;
+vm) want+=("${vm[@]}") ;;
+bench) want+=("${test[@]}" "${vm[@]}" "${bench[@]}") ;;
+*) echo "deps.sh: unknown set '$1' (build, test, vm or bench)" >&2; exit 2 ;;
 esac
 
 missing=()

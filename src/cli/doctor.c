@@ -4,16 +4,56 @@
 #include <string.h>
 
 #include "cli.h"
+#include "../vm/vm.h"
+
+/* The vm backend (docs/vm.md): optional, so it never makes the host unready. */
+struct doctor_vm {
+	const char *qemu;
+	bool kvm;		/* /dev/kvm answers KVM_GET_API_VERSION */
+	char kvm_why[160];
+	bool use_kvm;		/* what a run would use ($AEGIS_VM_ACCEL) */
+	char accel_why[160];
+	bool guest;
+	struct vm_guest g;
+	struct aegis_error gerr;
+};
+
+static void doctor_vm(struct doctor_vm *v)
+{
+	v->qemu = vm_qemu_path();
+	v->kvm = vm_kvm_usable(v->kvm_why, sizeof v->kvm_why);
+	if (vm_accel(&v->use_kvm, v->accel_why, sizeof v->accel_why) < 0)
+		v->use_kvm = false;
+	v->guest = vm_guest_find(&v->g, &v->gerr) == 0;
+}
+
+static json_t *doctor_vm_json(const struct doctor_vm *v)
+{
+	return json_pack("{s:s?, s:b, s:s?, s:s?, s:s?, s:s}", "qemu", v->qemu, "kvm", v->kvm, "kvm_problem",
+			 v->kvm ? NULL : v->kvm_why, "guest_kernel", v->guest ? v->g.release : NULL,
+			 "guest_problem", v->guest ? NULL : v->gerr.msg,
+			 "accel", v->use_kvm ? "kvm" : "tcg (test mode, not a security boundary)");
+}
+
+static void doctor_vm_print(const struct doctor_vm *v)
+{
+	printf("  vm backend         QEMU %s; /dev/kvm %s\n", v->qemu ? v->qemu : "not installed",
+	       v->kvm ? "answers" : v->kvm_why);
+	printf("                     runs use %s\n", v->use_kvm ? "KVM" : "TCG: a test mode, not a security boundary");
+	printf("                     guest kernel %s\n", v->guest ? v->g.release : v->gerr.msg);
+}
 
 int cmd_doctor(int argc, char **argv)
 {
 	struct aegis_host h;
+	struct doctor_vm v = { 0 };
 	bool json = argc > 1 && !strcmp(argv[1], "--json");
 	bool ok;
 
 	if (argc > 2 || (argc == 2 && !json))
 		return cli_usage_error("doctor: unknown argument '%s' (usage: aegis doctor [--json])", argv[argc - 1]);
 	aegis_doctor(&h);
+	doctor_vm(&v);
 	ok = h.userns && h.cgroup_writable && h.seccomp_filter;
 	if (json) {
 		json_t *o = json_pack("{s:b, s:b, s:i, s:s, s:s, s:b, s:i, s:b, s:b, s:b, s:b, s:s, s:b}",
@@ -25,6 +65,7 @@ int cmd_doctor(int argc, char **argv)
 				      "seccomp_filter", h.seccomp_filter, "seccomp_user_notif", h.seccomp_notify,
 				      "overlayfs", h.overlayfs, "idmapped_mounts", h.idmapped_mounts,
 				      "mode", ok ? "ns" : "unavailable", "ready", ok);
+		json_object_set_new(o, "vm", doctor_vm_json(&v));
 		json_dumpf(o, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
 		json_decref(o);
@@ -42,6 +83,7 @@ int cmd_doctor(int argc, char **argv)
 	       h.seccomp_notify ? "yes" : "no");
 	printf("  overlayfs          %s\n", h.overlayfs ? "yes" : "no");
 	printf("  idmapped mounts    %s\n", h.idmapped_mounts ? "yes" : "no");
+	doctor_vm_print(&v);
 	printf("mode: %s\n", ok ? "ns (namespaces + cgroup + seccomp): ready" : "unavailable: see the lines in capitals above");
 	return ok ? 0 : 1;
 }

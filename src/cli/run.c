@@ -59,6 +59,8 @@ static const char run_usage[] =
 	"  --execs N             execve calls in the run (default: no limit)\n"
 	"  --hostname NAME       hostname inside (default aegis)\n"
 	"  --cgroup-parent PATH  create the run's cgroup below PATH (delegated cgroups)\n"
+	"  --backend ns|vm       ns: namespaces on the host kernel (default); vm: a QEMU\n"
+	"                        microvm with its own kernel, few flags yet (docs/vm.md)\n"
 	"  --json                print one JSON result object on stdout; output is captured\n"
 	"  --output-max SIZE     bytes of stdout/stderr kept with --json (default 1m)\n"
 	"  -h, --help            this text\n";
@@ -242,6 +244,8 @@ int run_execute(struct run_flags *f)
 	int r;
 
 	f->spec.capture = f->json;
+	if (f->vm)
+		return run_vm(f);
 	if (f->image && (r = with_image(f, &img, &merged, &err)) != 0)
 		return r < 0 ? run_failed(f, &err) : pull_failed(f, r);
 	if (hold_workspace(f, &ws, &err) < 0) {

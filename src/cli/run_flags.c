@@ -45,7 +45,7 @@ static const struct limit_flag limit_flags[] = {
 
 enum { OPT_WORKSPACE = 256, OPT_WORKSPACE_RO, OPT_ENV, OPT_CWD, OPT_HOSTNAME, OPT_CGROUP_PARENT,
        OPT_JSON, OPT_OUTPUT_MAX, OPT_CMD, OPT_POLICY, OPT_AUDIT, OPT_ARTIFACTS, OPT_WS_MODE,
-       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_SECRET, OPT_IMAGE, OPT_LIMIT_BASE = 512 };
+       OPT_NET, OPT_ALLOW, OPT_DENY, OPT_HOST, OPT_SECRET, OPT_IMAGE, OPT_BACKEND, OPT_LIMIT_BASE = 512 };
 
 static const struct option plain_options[] = {
 	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
@@ -67,6 +67,7 @@ static const struct option plain_options[] = {
 	{ "allow", required_argument, NULL, OPT_ALLOW },
 	{ "deny", required_argument, NULL, OPT_DENY },
 	{ "host", required_argument, NULL, OPT_HOST },
+	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "help", no_argument, NULL, 'h' },
 };
 
@@ -115,6 +116,11 @@ static int parse_plain(int opt, const char *arg, struct run_flags *f)
 			return cli_usage_error("--workspace given twice");
 		s->workspace = arg;
 		s->workspace_ro = opt == OPT_WORKSPACE_RO;
+		return 0;
+	case OPT_BACKEND:
+		if (strcmp(arg, "ns") && strcmp(arg, "vm"))
+			return cli_usage_error("--backend: '%s' is none of ns (namespaces, the default) and vm", arg);
+		f->vm = !strcmp(arg, "vm");
 		return 0;
 	case OPT_ENV:
 		if (!strchr(arg, '=') || arg[0] == '=')
@@ -316,6 +322,17 @@ static int apply_policy(struct run_flags *f, const struct aegis_limits *flags, u
 	return 0;
 }
 
+/* " --name" once in f->given per option used, for --backend vm to check. */
+static void note_given(struct run_flags *f, const char *name)
+{
+	size_t used = strlen(f->given), n = strlen(name);
+
+	for (const char *p = f->given; (p = strstr(p, name)); p += n)
+		if (p[-1] == '-' && (p[n] == ' ' || p[n] == '\0'))
+			return;
+	snprintf(f->given + used, sizeof f->given - used, " --%s", name);
+}
+
 int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 {
 	struct option options[sizeof plain_options / sizeof plain_options[0] + NLIMITS + 1];
@@ -324,7 +341,7 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 	struct net_flags nf = { .list = net_list };
 	uint32_t set = 0;
 	size_t n = 0;
-	int opt;
+	int opt, idx;
 
 	memcpy(options, plain_options, sizeof plain_options);
 	n = sizeof plain_options / sizeof plain_options[0];
@@ -338,9 +355,11 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 		return cli_usage_error("out of memory");
 	opterr = 0;
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "+h", options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+h", options, &idx)) != -1) {
 		if (opt == 'h')
 			return -1;
+		if (opt != '?' && opt != ':')
+			note_given(f, options[idx].name);
 		if (opt == '?' || opt == ':') {
 			if (optopt)
 				return cli_usage_error("run: option '-%c' is unknown or needs a value", optopt);

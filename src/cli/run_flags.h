@@ -22,6 +22,8 @@ struct run_flags {
 	const char *image;	/* --image REF; NULL: the host image */
 	bool cwd_set;		/* --cwd given: the image's WorkingDir does not apply */
 	bool json;
+	bool vm;		/* --backend vm (docs/vm.md) */
+	char given[512];	/* " --name" for each option given: what --backend vm must refuse */
 };
 
 /* 0: parsed, optind at the command; -1: --help was asked; else the exit status. */
@@ -29,5 +31,8 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix);
 void run_flags_free(struct run_flags *f);
 /* Run the spec in f and report as `aegis run` does; returns the exit status. */
 int run_execute(struct run_flags *f);
+
+/* run_vm.c: `aegis run --backend vm`; the exit status. */
+int run_vm(struct run_flags *f);
 
 #endif

@@ -18,7 +18,11 @@ int frame_send(int fd, enum frame_type type, const void *data, size_t len)
 	if (len > FRAME_MAX)
 		return errno = EMSGSIZE, -1;
 	while (left) {
+		/* MSG_NOSIGNAL: a gone peer is an error, not a SIGPIPE. A
+		 * device is no socket: writev, where SIGPIPE cannot come. */
 		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0 && errno == ENOTSOCK)
+			n = writev(fd, mh.msg_iov, (int)mh.msg_iovlen);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)

@@ -23,9 +23,13 @@ enum frame_type {
 	FRAME_STDIN_CLOSE = 4,	/* no payload */
 	FRAME_SIGNAL = 5,	/* JSON {"signal": N} */
 	FRAME_RESIZE = 6,	/* JSON {"rows": R, "cols": C} */
+	/* The vm backend's channel to aegis-guest (docs/vm.md) opens with these: */
+	FRAME_HELLO = 7,	/* guest → host, first: JSON {"version", "kernel"} */
+	FRAME_REQUEST = 8,	/* host → guest, once: JSON {"argv", "env", "cwd"} */
 };
 
-/* Write one frame whole. -1 with errno. */
+/* Write one frame whole, to a socket or (the vm guest's virtio-serial
+ * port) a character device. -1 with errno. */
 int frame_send(int fd, enum frame_type type, const void *data, size_t len);
 /* Read one frame into buf (FRAME_MAX + 1 bytes; payload NUL-terminated).
  * 1 got one, 0 clean EOF before a header, -1 error or malformed (errno). */

@@ -1,0 +1,420 @@
+/* qemu.c — start, watch and end the QEMU process of one vm-backend guest.
+ *
+ * QEMU runs as root's child in its own process group, with nothing but
+ * /dev/null and a log file as its standard descriptors and every other
+ * descriptor closed. Its sockets and logs live in a private 0700 directory
+ * that vm_qemu_stop removes. The machine is microvm booting the guest's
+ * vmlinux through PVH: no firmware, no PCI, virtio-mmio devices found
+ * through ACPI (Debian kernels need ACPI for that and to power off). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../common/util.h"
+#include "vm.h"
+
+#define QEMU_BIN "qemu-system-x86_64"
+#define CONNECT_MS 5000		/* QEMU creates its socket within milliseconds */
+
+bool vm_kvm_usable(char *why, size_t cap)
+{
+	_cleanup_close_ int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int v;
+
+	if (fd < 0) {
+		snprintf(why, cap, "/dev/kvm: %s", strerror(errno));
+		return false;
+	}
+	if ((v = ioctl(fd, KVM_GET_API_VERSION, 0)) != KVM_API_VERSION) {
+		snprintf(why, cap, "/dev/kvm: KVM_GET_API_VERSION answered %d", v);
+		return false;
+	}
+	return true;
+}
+
+int vm_accel(bool *kvm, char *why, size_t cap)
+{
+	const char *want = getenv("AEGIS_VM_ACCEL");
+
+	if (!want || !*want || !strcmp(want, "auto")) {
+		*kvm = vm_kvm_usable(why, cap);
+		return 0;
+	}
+	if (!strcmp(want, "tcg"))
+		return *kvm = false, 0;
+	if (strcmp(want, "kvm")) {
+		snprintf(why, cap, "AEGIS_VM_ACCEL=%s is none of auto, kvm, tcg", want);
+		return -1;
+	}
+	/* Asked for the real boundary: no quiet fallback to emulation. */
+	return (*kvm = vm_kvm_usable(why, cap)) ? 0 : -1;
+}
+
+const char *vm_qemu_path(void)
+{
+	static char found[4096];
+	const char *path = getenv("PATH");
+	char *copy, *save = NULL;
+
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	if (!(copy = strdup(path)))
+		return NULL;
+	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(found, sizeof found, "%s/%s", d, QEMU_BIN);
+		if (access(found, X_OK) == 0) {
+			free(copy);
+			return found;
+		}
+	}
+	free(copy);
+	return NULL;
+}
+
+/* The host's TSC in kHz for tsc_early_khz=: without it about a third of TCG
+ * boots hang calibrating delays. /proc/cpuinfo's "cpu MHz" is close enough. */
+static unsigned long host_tsc_khz(void)
+{
+	char buf[8192], *p;
+	double mhz;
+
+	if (read_file_at(AT_FDCWD, "/proc/cpuinfo", buf, sizeof buf) < 0 || !(p = strstr(buf, "cpu MHz")) ||
+	    !(p = strchr(p, ':')) || sscanf(p + 1, "%lf", &mhz) != 1 || mhz < 1)
+		return 0;
+	return (unsigned long)(mhz * 1000);
+}
+
+struct qemu_args {
+	char *v[48];
+	int n;
+	char store[8][4200];
+	int ns;
+};
+
+static void arg(struct qemu_args *a, const char *s)
+{
+	if (a->n < 47)
+		a->v[a->n++] = (char *)s;
+}
+
+static void argf(struct qemu_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void argf(struct qemu_args *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (a->ns >= 8)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(a->store[a->ns], sizeof a->store[0], fmt, ap);
+	va_end(ap);
+	arg(a, a->store[a->ns++]);
+}
+
+static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qemu *q, const struct vm_guest *g,
+		      const struct vm_opts *o)
+{
+	unsigned long khz = host_tsc_khz();
+	char tsc[48] = "";
+
+	if (khz && !q->kvm)
+		snprintf(tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
+	arg(a, qemu);
+	/* No firmware ROMs, PIT or PIC: less to emulate and boot. The RTC stays
+	 * (without it the kernel waits 1 s twice probing for it). The
+	 * ISA serial stays: it is the kernel console, where a panic is told. */
+	arg(a, "-M"), arg(a, "microvm,x-option-roms=off,pit=off,pic=off");
+	arg(a, "-nodefaults"), arg(a, "-no-user-config"), arg(a, "-nographic");
+	arg(a, "-no-reboot");	/* panic=-1 reboots: with this QEMU exits instead */
+	arg(a, "-accel"), arg(a, q->kvm ? "kvm" : "tcg");
+	arg(a, "-cpu"), arg(a, q->kvm ? "host" : "max");
+	arg(a, "-m"), argf(a, "%lluM", (unsigned long long)(o->memory_bytes >> 20));
+	arg(a, "-smp"), argf(a, "%u", o->vcpus ? o->vcpus : 1);
+	arg(a, "-kernel"), arg(a, g->vmlinux);
+	arg(a, "-initrd"), arg(a, g->initramfs);
+	arg(a, "-append");
+	argf(a, "console=ttyS0 quiet cryptomgr.notests panic=-1 oops=panic%s", tsc);
+	/* The console goes to aegis, not to a file a guest could grow without
+	 * bound: aegis keeps its tail. wait=on here too, so a panic during the
+	 * boot is never printed to no one. */
+	arg(a, "-chardev"), argf(a, "socket,id=con,path=%s/console.sock,server=on,wait=on", q->dir);
+	arg(a, "-serial"), arg(a, "chardev:con");
+	/* QMP: control (query-status now; stop/cont for pause later). */
+	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", q->dir);
+	arg(a, "-device"), arg(a, "virtio-serial-device");
+	/* wait=on: the guest starts only once we are connected, so nothing
+	 * it says is written to an absent reader. */
+	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", q->dir);
+	arg(a, "-device"), arg(a, "virtserialport,chardev=aegis,name=aegis");
+	a->v[a->n] = NULL;
+}
+
+static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
+					  NULL };
+
+/* The run directory's lock is held for the run's whole life (QEMU does
+ * not inherit it): a directory whose lock is free belongs to an aegis that
+ * was killed outright, and the next run removes it. */
+static int qemu_lock(struct vm_qemu *q, struct aegis_error *err)
+{
+	char path[128], final[128];
+
+	/* Locked before it is named "lock": a sweep never sees it free. */
+	snprintf(path, sizeof path, "%s/lock.new", q->dir);
+	snprintf(final, sizeof final, "%s/lock", q->dir);
+	q->lock = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (q->lock < 0 || flock(q->lock, LOCK_EX | LOCK_NB) < 0 || rename(path, final) < 0)
+		return error_sys(err, "vm: lock %s", final);
+	return 0;
+}
+
+/* Remove the run directories of dead runs: ours (same uid, 0700, real
+ * directories, not symlinks: /tmp is everyone's), with a lock file no one
+ * holds. A directory without its lock is being born: left alone. */
+static void qemu_sweep(void)
+{
+	DIR *tmp = opendir("/tmp");
+	struct dirent *e;
+
+	while (tmp && (e = readdir(tmp))) {
+		struct stat st;
+		int dfd, lfd;
+
+		if (strncmp(e->d_name, "aegis-vm-", 9))
+			continue;
+		dfd = openat(dirfd(tmp), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			continue;
+		if (fstat(dfd, &st) == 0 && st.st_uid == getuid() && (st.st_mode & 07777) == 0700 &&
+		    (lfd = openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+			if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
+				for (const char *const *f = run_files; *f; f++)
+					unlinkat(dfd, *f, 0);
+				unlinkat(dirfd(tmp), e->d_name, AT_REMOVEDIR);
+			}
+			close(lfd);
+		}
+		close(dfd);
+	}
+	if (tmp)
+		closedir(tmp);
+}
+
+/* In the child: own process group, stdio to /dev/null and the log, exec. */
+static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir, pid_t parent)
+{
+	char log[128];
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int errfd;
+	sigset_t none;
+
+	/* aegis blocks the signals it forwards to the guest; QEMU needs its own. */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	snprintf(log, sizeof log, "%s/qemu.err", dir);
+	errfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	setpgid(0, 0);
+	/* An aegis killed outright takes its guest along, even a hung one (a
+	 * live aegis-guest also powers off when the channel closes). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(126);
+	if (null < 0 || errfd < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(errfd, 2) < 0)
+		_exit(126);
+	/* Nothing of aegis's reaches QEMU: fail rather than leak a descriptor. */
+	if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+		_exit(126);
+	execv(argv[0], argv);
+	dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+/* QEMU creates its sockets in command-line order and waits (wait=on) on
+ * each until we connect: the console first, then the guest's channel. */
+static int qemu_connect(struct vm_qemu *q, const char *name, int *out, struct aegis_error *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uint64_t until = now_us() + CONNECT_MS * 1000ULL;
+	char why[256];
+
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", q->dir, name);
+	while (now_us() < until) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return error_sys(err, "vm: socket");
+		if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+			return *out = fd, 0;
+		close(fd);
+		if (poll(&(struct pollfd){ q->pidfd, POLLIN, 0 }, 1, 5) > 0) {
+			vm_qemu_diagnose(q, why, sizeof why);
+			return error_set(err, AEGIS_E_SETUP, 0, "vm: QEMU exited before the guest started: %s", why);
+		}
+	}
+	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT, "vm: QEMU did not open %s within %d ms", name,
+			 CONNECT_MS);
+}
+
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o, struct aegis_error *err)
+{
+	const char *qemu = vm_qemu_path();
+	struct qemu_args a = { 0 };
+	char why[256];
+	pid_t parent;
+
+	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
+	if (!qemu)
+		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
+				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
+	if (vm_accel(&q->kvm, why, sizeof why) < 0)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "vm: %s", why);
+	snprintf(q->dir, sizeof q->dir, "/tmp/aegis-vm-XXXXXX");
+	qemu_sweep();
+	if (!mkdtemp(q->dir)) {	/* 0700: the sockets are reachable by us alone */
+		q->dir[0] = '\0';
+		return error_sys(err, "vm: run directory in /tmp");
+	}
+	if (qemu_lock(q, err) < 0)
+		return -1;
+	qemu_argv(&a, qemu, q, g, o);
+	parent = getpid();
+	if ((q->pid = fork()) < 0)
+		return error_sys(err, "vm: fork");
+	if (q->pid == 0)
+		qemu_exec(a.v, q->dir, parent);
+	setpgid(q->pid, q->pid);	/* both sides: no window where a kill(-pid) misses */
+	if ((q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0)) < 0)
+		return error_sys(err, "vm: pidfd_open");
+	if (qemu_connect(q, "console.sock", &q->console, err) < 0)
+		return -1;
+	return qemu_connect(q, "chan.sock", &q->chan, err);
+}
+
+void vm_qemu_console(struct vm_qemu *q)
+{
+	char buf[4096];
+	ssize_t n = q->console >= 0 ? read(q->console, buf, sizeof buf) : 0;
+
+	if (n < 0 && errno == EINTR)
+		return;
+	if (n <= 0) {
+		if (q->console >= 0)
+			close(q->console);
+		q->console = -1;
+		return;
+	}
+	if (q->tail_len + (size_t)n >= sizeof q->tail) {	/* keep the newest bytes */
+		size_t drop = q->tail_len + (size_t)n - (sizeof q->tail - 1);
+		memmove(q->tail, q->tail + drop, q->tail_len - drop);
+		q->tail_len -= drop;
+	}
+	memcpy(q->tail + q->tail_len, buf, (size_t)n);
+	q->tail_len += (size_t)n;
+	q->tail[q->tail_len] = '\0';
+}
+
+/* The line of dir/name holding needle (NULL: the first line), trimmed. */
+static bool log_line(const char *dir, const char *name, const char *needle, char *out, size_t cap)
+{
+	char path[128], buf[65536], *p;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+		return false;
+	if (!(p = needle ? strstr(buf, needle) : buf))
+		return false;
+	p[strcspn(p, "\r\n")] = '\0';
+	snprintf(out, cap, "%s", p);
+	return *out != '\0';
+}
+
+/* The console line holding needle, from the kept tail. */
+static bool console_line(const struct vm_qemu *q, const char *needle, char *out, size_t cap)
+{
+	const char *p = memmem(q->tail, q->tail_len, needle, strlen(needle));
+
+	if (!p)
+		return false;
+	snprintf(out, cap, "%.*s", (int)strcspn(p, "\r\n"), p);
+	return true;
+}
+
+void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap)
+{
+	char line[200];
+	int st = 0;
+
+	while (q->console >= 0)	/* to its EOF: QEMU is ending */
+		vm_qemu_console(q);
+
+	if (q->pid > 0 && waitpid(q->pid, &st, 0) == q->pid)
+		q->pid = -1;
+	else
+		st = 0;
+	while (q->console >= 0)	/* QEMU is gone: the rest, then EOF */
+		vm_qemu_console(q);
+	/* The kernel says why it panicked on its console, even when quiet. */
+	if (console_line(q, "Kernel panic - not syncing", line, sizeof line))
+		snprintf(why, cap, "guest panic: %s", line + strlen("Kernel panic - not syncing: "));
+	else if (WIFSIGNALED(st) && log_line(q->dir, "qemu.err", "error: ", line, sizeof line))
+		snprintf(why, cap, "QEMU was killed by signal %d: %s%s", WTERMSIG(st), line,
+			 q->kvm ? " (KVM unusable? AEGIS_VM_ACCEL=tcg runs the test mode)" : "");
+	else if (WIFSIGNALED(st))
+		snprintf(why, cap, "QEMU was killed by signal %d", WTERMSIG(st));
+	else if (WIFEXITED(st) && WEXITSTATUS(st) && log_line(q->dir, "qemu.err", NULL, line, sizeof line))
+		snprintf(why, cap, "QEMU exited with status %d: %s", WEXITSTATUS(st), line);
+	else if (console_line(q, "aegis-guest: ", line, sizeof line))
+		snprintf(why, cap, "the guest powered off: %s", line);
+	else
+		snprintf(why, cap, "the guest powered off without an exit status");
+}
+
+static void remove_at(const char *dir, const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	unlink(path);
+}
+
+void vm_qemu_stop(struct vm_qemu *q)
+{
+	if (q->pid > 0) {
+		kill(-q->pid, SIGKILL);
+		waitpid(q->pid, NULL, 0);
+		q->pid = -1;
+	}
+	if (q->chan >= 0)
+		close(q->chan);
+	if (q->console >= 0)
+		close(q->console);
+	if (q->pidfd >= 0)
+		close(q->pidfd);
+	q->chan = q->pidfd = q->console = -1;
+	if (q->dir[0]) {
+		for (const char *const *f = run_files; *f; f++)
+			remove_at(q->dir, *f);
+		if (rmdir(q->dir) < 0)
+			fprintf(stderr, "aegis: vm: remove %s: %s\n", q->dir, strerror(errno));
+		q->dir[0] = '\0';
+	}
+	if (q->lock >= 0)
+		close(q->lock);
+	q->lock = -1;
+}

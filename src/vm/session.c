@@ -1,0 +1,364 @@
+/* session.c — one command in a fresh guest: boot, greet, relay, tear down.
+ *
+ * The host side of the exec stream over the guest's virtio-serial port:
+ * aegis-guest sends HELLO when it is up, we send the REQUEST, then relay
+ * stdin and forwarded signals in, stdout and stderr out, until its EXIT.
+ * Every way a VM can fail without an EXIT — QEMU not starting, a guest
+ * panic, a guest that never greets, QEMU killed — ends as one error line
+ * with the reason, and QEMU and its run directory are gone either way. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/error.h"
+#include "../common/frames.h"
+#include "../common/util.h"
+#include "vm.h"
+
+/* A guest that has not greeted by then is hung (TCG boots take ~1-4 s). */
+#define HELLO_MS_DEFAULT 30000
+
+static int guest_file(char *out, size_t cap, const char *dir, const char *name, struct aegis_error *err)
+{
+	snprintf(out, cap, "%s/%s", dir, name);
+	if (access(out, R_OK) < 0)
+		return error_sys(err, "vm: guest file %s (run scripts/vm-guest.sh BUILD_DIR)", out);
+	return 0;
+}
+
+int vm_guest_find(struct vm_guest *g, struct aegis_error *err)
+{
+	char dir[4096], rel[4200];
+	const char *env = getenv("AEGIS_VM_DIR");
+	ssize_t n;
+
+	if (env && *env) {
+		snprintf(dir, sizeof dir, "%s", env);
+	} else {
+		if ((n = readlink("/proc/self/exe", dir, sizeof dir - 4)) < 0)
+			return error_sys(err, "vm: /proc/self/exe");
+		dir[n] = '\0';
+		*strrchr(dir, '/') = '\0';
+		strcat(dir, "/vm");
+	}
+	if (guest_file(g->vmlinux, sizeof g->vmlinux, dir, "vmlinux", err) < 0 ||
+	    guest_file(g->initramfs, sizeof g->initramfs, dir, "initramfs.cpio", err) < 0 ||
+	    guest_file(rel, sizeof rel, dir, "release", err) < 0)
+		return -1;
+	if (read_file_at(AT_FDCWD, rel, g->release, sizeof g->release) <= 0)
+		return error_sys(err, "vm: read %s", rel);
+	g->release[strcspn(g->release, "\n")] = '\0';
+	return 0;
+}
+
+static uint64_t hello_ms(void)
+{
+	const char *s = getenv("AEGIS_VM_HELLO_TIMEOUT");	/* tests of the hung-guest path */
+	uint64_t v;
+
+	return s && parse_duration_ms(s, &v) == 0 && v ? v : HELLO_MS_DEFAULT;
+}
+
+struct session {
+	struct vm_qemu q;
+	const struct vm_opts *o;
+	struct vm_result *r;
+	int sig;		/* signalfd: SIGINT, SIGTERM, SIGHUP, SIGQUIT go to the command;
+				 * SIGTSTP pauses the VM */
+	int in;			/* our stdin; -1 once its end is sent */
+	bool exited;
+	char buf[FRAME_MAX + 1];
+};
+
+static int send_json(int fd, enum frame_type type, json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	int r = text ? frame_send(fd, type, text, strlen(text)) : (errno = ENOMEM, -1);
+
+	free(text);
+	json_decref(j);
+	return r;
+}
+
+/* Wait for one frame, at most until deadline (µs; 0: none). 1 got one, 0
+ * deadline, -1 the channel or QEMU ended first. */
+static int recv_until(struct session *s, enum frame_type *type, size_t *len, uint64_t deadline)
+{
+	for (;;) {
+		struct pollfd p[3] = { { s->q.chan, POLLIN, 0 }, { s->q.pidfd, POLLIN, 0 },
+				       { s->q.console, POLLIN, 0 } };
+		uint64_t now = now_us();
+		int ms = deadline ? (now >= deadline ? 0 : (int)((deadline - now + 999) / 1000)) : -1;
+		int n = poll(p, 3, ms);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			return 0;
+		if (p[2].revents)
+			vm_qemu_console(&s->q);
+		if (p[0].revents)
+			return frame_recv(s->q.chan, type, s->buf, len) == 1 ? 1 : -1;
+		if (p[1].revents)
+			return -1;
+	}
+}
+
+/* The QEMU side ended without an EXIT: say why, as one line. */
+static int vm_failed(struct session *s, const char *when, struct aegis_error *err)
+{
+	char why[256];
+
+	vm_qemu_diagnose(&s->q, why, sizeof why);
+	return error_set(err, AEGIS_E_SETUP, 0, "vm: %s: %s", when, why);
+}
+
+/* No greeting in time: ask QEMU (QMP) what state the machine is in, so the
+ * line tells a guest stuck running from a QEMU that stopped it. */
+static int session_hung(struct session *s, uint64_t limit, struct aegis_error *err)
+{
+	struct vm_qmp m = { .fd = -1 };
+	struct aegis_error qerr = { 0 };
+	char path[128], status[64];
+
+	snprintf(path, sizeof path, "%s/qmp.sock", s->q.dir);
+	if (vm_qmp_open(&m, path, &qerr) < 0 || vm_qmp_status(&m, status, sizeof status, &qerr) < 0)
+		snprintf(status, sizeof status, "unknown: %s", qerr.msg);
+	vm_qmp_close(&m);
+	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT,
+			 "vm: guest hung: no greeting from aegis-guest within %llu ms (QEMU status %s; killed)",
+			 (unsigned long long)limit, status);
+}
+
+/* deadline: the run's --timeout (0: none); it ends a boot too. */
+static int session_greet(struct session *s, uint64_t deadline, struct aegis_error *err)
+{
+	uint64_t limit = hello_ms(), hung = now_us() + limit * 1000;
+	enum frame_type type;
+	size_t len;
+	json_t *j;
+	int r = recv_until(s, &type, &len, deadline && deadline < hung ? deadline : hung);
+
+	if (r == 0 && deadline && deadline < hung) {
+		s->r->end = VM_TIMEOUT;
+		s->r->exit_code = 124;
+		return 1;
+	}
+	if (r == 0)
+		return session_hung(s, limit, err);
+	if (r < 0)
+		return vm_failed(s, "the guest ended during boot", err);
+	if (type != FRAME_HELLO || !(j = json_loads(s->buf, 0, NULL)))
+		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest's first frame is no greeting");
+	snprintf(s->r->kernel, sizeof s->r->kernel, "%s", json_string_value(json_object_get(j, "kernel")) ?: "");
+	json_decref(j);
+	return 0;
+}
+
+static int session_request(struct session *s, struct aegis_error *err)
+{
+	json_t *argv = json_array(), *env = json_array();
+
+	for (char *const *a = s->o->argv; *a; a++)
+		json_array_append_new(argv, json_string(*a));
+	for (char *const *e = s->o->env; e && *e; e++)
+		json_array_append_new(env, json_string(*e));
+	if (send_json(s->q.chan, FRAME_REQUEST, json_pack("{s:o, s:o, s:s}", "argv", argv, "env", env, "cwd",
+							  s->o->cwd ? s->o->cwd : "/")) < 0)
+		return error_sys(err, "vm: send the request to the guest");
+	return 0;
+}
+
+static void keep(char **buf, size_t *len, bool *trunc, size_t max, const char *data, size_t n)
+{
+	char *grown;
+
+	if (*len + n > max) {
+		*trunc = true;
+		n = max - *len;
+	}
+	if (!n || !(grown = realloc(*buf, *len + n + 1)))
+		return;
+	memcpy(grown + *len, data, n);
+	*len += n;
+	grown[*len] = '\0';
+	*buf = grown;
+}
+
+static void output(struct session *s, enum frame_type type, size_t len)
+{
+	struct vm_result *r = s->r;
+
+	if (!s->o->capture)
+		write_all(type == FRAME_STDOUT ? 1 : 2, s->buf, len);
+	else if (type == FRAME_STDOUT)
+		keep(&r->out, &r->out_len, &r->out_truncated, s->o->capture_max, s->buf, len);
+	else
+		keep(&r->err, &r->err_len, &r->err_truncated, s->o->capture_max, s->buf, len);
+}
+
+static void exit_frame(struct session *s)
+{
+	json_t *j = json_loads(s->buf, 0, NULL);
+	json_t *sig = json_object_get(j, "signal");
+
+	s->r->exit_code = (int)json_integer_value(json_object_get(j, "exit_code"));
+	s->r->term_signal = json_is_integer(sig) ? (int)json_integer_value(sig) : 0;
+	s->r->end = s->r->term_signal ? VM_SIGNALED : VM_EXITED;
+	s->exited = true;
+	json_decref(j);
+}
+
+/* Our stdin into STDIN frames; its end becomes STDIN_CLOSE. */
+static int pump_stdin(struct session *s)
+{
+	char buf[FRAME_MAX];
+	ssize_t n = read(s->in, buf, sizeof buf);
+
+	if (n < 0 && errno == EINTR)
+		return 0;
+	if (n > 0)
+		return frame_send(s->q.chan, FRAME_STDIN, buf, (size_t)n);
+	s->in = -1;
+	return frame_send(s->q.chan, FRAME_STDIN_CLOSE, NULL, 0);
+}
+
+/* One QMP command on a connection of its own (QEMU serves one at a time). */
+static int qmp_once(struct session *s, const char *command, struct aegis_error *err)
+{
+	struct vm_qmp m = { .fd = -1 };
+	char path[128];
+	int r;
+
+	snprintf(path, sizeof path, "%s/qmp.sock", s->q.dir);
+	r = vm_qmp_open(&m, path, err) < 0 ? -1 : vm_qmp_execute(&m, command, NULL, err);
+	vm_qmp_close(&m);
+	return r;
+}
+
+/* ^Z: the whole VM stops (QMP stop: no vCPU runs, the guest's clock with
+ * them), then aegis itself; fg or SIGCONT: aegis resumes it (QMP cont). */
+static int pause_vm(struct session *s, struct aegis_error *err)
+{
+	if (qmp_once(s, "stop", err) < 0)
+		return -1;
+	raise(SIGSTOP);
+	return qmp_once(s, "cont", err);
+}
+
+static int forward_signal(struct session *s, struct aegis_error *err)
+{
+	struct signalfd_siginfo si;
+
+	if (read(s->sig, &si, sizeof si) != sizeof si)
+		return 0;
+	if (si.ssi_signo == SIGTSTP)
+		return pause_vm(s, err);
+	send_json(s->q.chan, FRAME_SIGNAL, json_pack("{s:i}", "signal", (int)si.ssi_signo));
+	return 0;
+}
+
+static int session_relay(struct session *s, uint64_t deadline, struct aegis_error *err)
+{
+	while (!s->exited) {
+		struct pollfd p[5] = { { s->q.chan, POLLIN, 0 }, { s->q.pidfd, POLLIN, 0 }, { s->sig, POLLIN, 0 },
+				       { s->q.console, POLLIN, 0 }, { s->in, POLLIN, 0 } };
+		uint64_t now = now_us();
+		int ms = deadline ? (now >= deadline ? 0 : (int)((deadline - now + 999) / 1000)) : -1;
+		int n = poll(p, s->in >= 0 ? 5 : 4, ms);
+		enum frame_type type;
+		size_t len;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return error_sys(err, "vm: poll");
+		if (n == 0) {
+			s->r->end = VM_TIMEOUT;
+			s->r->exit_code = 124;
+			return 0;
+		}
+		if (p[3].revents)
+			vm_qemu_console(&s->q);
+		if (p[0].revents) {
+			int got = frame_recv(s->q.chan, &type, s->buf, &len);
+
+			if (got == 1 && (type == FRAME_STDOUT || type == FRAME_STDERR))
+				output(s, type, len);
+			else if (got == 1 && type == FRAME_EXIT)
+				exit_frame(s);
+			else if (got == 1 || (got < 0 && errno == EPROTO))	/* vm_run kills it */
+				return error_set(err, AEGIS_E_SETUP, EPROTO,
+						 "vm: the guest broke the exec stream protocol (killed)");
+			else
+				return vm_failed(s, "the guest ended while the command ran", err);
+			continue;
+		}
+		if (p[1].revents)
+			return vm_failed(s, "the guest ended while the command ran", err);
+		if (p[2].revents && forward_signal(s, err) < 0)
+			return -1;
+		if (s->in >= 0 && p[4].revents && pump_stdin(s) < 0)
+			return error_sys(err, "vm: send stdin to the guest");
+	}
+	return 0;
+}
+
+int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
+{
+	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
+	struct vm_guest g;
+	sigset_t fwd, old;
+	uint64_t t0 = now_us();
+	uint64_t deadline = o->timeout_ms ? t0 + o->timeout_ms * 1000 : 0;
+	int rc = -1, greeted;
+
+	memset(r, 0, sizeof *r);
+	s.q.pid = s.q.pidfd = s.q.chan = s.q.console = s.q.lock = -1;
+	if (vm_guest_find(&g, err) < 0)
+		return -1;
+	sigemptyset(&fwd);
+	sigaddset(&fwd, SIGINT), sigaddset(&fwd, SIGTERM), sigaddset(&fwd, SIGHUP), sigaddset(&fwd, SIGQUIT);
+	sigaddset(&fwd, SIGTSTP);
+	sigprocmask(SIG_BLOCK, &fwd, &old);
+	if ((s.sig = signalfd(-1, &fwd, SFD_CLOEXEC)) < 0) {
+		error_sys(err, "vm: signalfd");
+		goto out;
+	}
+	if (vm_qemu_start(&s.q, &g, o, err) < 0 || (greeted = session_greet(&s, deadline, err)) < 0)
+		goto out;
+	r->kvm = s.q.kvm;
+	r->boot_us = now_us() - t0;
+	if (greeted > 0) {	/* --timeout ran out during the boot */
+		rc = 0;
+		goto out;
+	}
+	if (session_request(&s, err) < 0)
+		goto out;
+	rc = session_relay(&s, deadline, err);
+out:
+	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */
+	r->wall_us = now_us() - t0;
+	if (s.sig >= 0)
+		close(s.sig);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+void vm_result_free(struct vm_result *r)
+{
+	free(r->out);
+	free(r->err);
+	r->out = r->err = NULL;
+}

@@ -1,0 +1,106 @@
+/* vm.h — the vm backend: one sandbox per QEMU microvm guest (docs/vm.md).
+ *
+ * The host half: find the guest kernel and initramfs (scripts/vm-guest.sh),
+ * start QEMU with KVM when /dev/kvm works and TCG (a test mode, not a
+ * security boundary) otherwise, and speak the exec stream with aegis-guest
+ * over a virtio-serial port on a unix socket. */
+#ifndef AEGIS_VM_VM_H
+#define AEGIS_VM_VM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <aegis/aegis.h>
+#include <jansson.h>
+
+/* Where the guest's files are: $AEGIS_VM_DIR, else vm/ beside the aegis binary. */
+struct vm_guest {
+	char vmlinux[4096];
+	char initramfs[4096];
+	char release[128];	/* the guest kernel's release, from vm-guest.sh */
+};
+
+/* KVM usable: /dev/kvm opens and KVM_GET_API_VERSION answers 12. why: when not. */
+bool vm_kvm_usable(char *why, size_t cap);
+/* The guest files found and readable. -1 with err naming what is missing. */
+int vm_guest_find(struct vm_guest *g, struct aegis_error *err);
+/* The accelerator: $AEGIS_VM_ACCEL auto (default: KVM if usable, else
+ * TCG), kvm (fail without it) or tcg (the test mode). -1 with why. */
+int vm_accel(bool *kvm, char *why, size_t cap);
+/* The QEMU binary on PATH, or NULL. */
+const char *vm_qemu_path(void);
+
+struct vm_opts {
+	char *const *argv;
+	char *const *env;
+	const char *cwd;
+	uint64_t memory_bytes;
+	unsigned vcpus;
+	uint64_t timeout_ms;	/* 0: none */
+	bool capture;		/* --json: keep stdout/stderr instead of relaying */
+	size_t capture_max;
+};
+
+enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
+
+struct vm_result {
+	enum vm_end end;
+	int exit_code;
+	int term_signal;
+	bool kvm;
+	char kernel[128];	/* the guest's uname -r */
+	uint64_t boot_us;	/* QEMU start to the guest's greeting */
+	uint64_t wall_us;
+	char *out, *err;	/* capture: the bytes kept */
+	size_t out_len, err_len;
+	bool out_truncated, err_truncated;
+};
+
+/* Boot a guest, run one command in it, tear everything down. 0 with r
+ * filled (the command ran, whatever its status); -1 with err when the VM
+ * failed (QEMU would not start, guest panic, hung guest, QEMU killed). */
+int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err);
+void vm_result_free(struct vm_result *r);
+
+/* qmp.c: QEMU's control socket (dir/qmp.sock). */
+struct vm_qmp {
+	int fd;
+	size_t len;
+	char buf[65536];
+};
+
+/* Connect, read the greeting, leave negotiation mode. -1 with err. */
+int vm_qmp_open(struct vm_qmp *m, const char *path, struct aegis_error *err);
+/* Run a command without arguments ("stop", "cont", "quit", "query-status");
+ * *ret (if given) gets its "return" value. -1 with err (QEMU's desc). */
+int vm_qmp_execute(struct vm_qmp *m, const char *command, json_t **ret, struct aegis_error *err);
+/* query-status: "running", "paused", "internal-error", ... into out. */
+int vm_qmp_status(struct vm_qmp *m, char *out, size_t cap, struct aegis_error *err);
+void vm_qmp_close(struct vm_qmp *m);
+
+/* qemu.c: one QEMU process and its private run directory. */
+struct vm_qemu {
+	pid_t pid;		/* leader of its own process group */
+	int pidfd;		/* readable when QEMU exits */
+	int chan;		/* connected to the guest's "aegis" port */
+	int console;		/* the guest's serial console (-1 at its EOF) */
+	char tail[16384];	/* its last bytes: bounded, however much the guest prints */
+	size_t tail_len;
+	char dir[64];		/* 0700 run directory: sockets and logs */
+	int lock;		/* dir/lock, flocked while the run lives */
+	bool kvm;
+};
+
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o,
+		  struct aegis_error *err);
+/* Read what the console has into the tail (call when it polls readable). */
+void vm_qemu_console(struct vm_qemu *q);
+/* Why QEMU ended: "guest panic: ...", "QEMU was killed by signal N", its
+ * stderr's first line, ... into why. Waits for QEMU (it must be ending). */
+void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap);
+/* Kill the process group, reap, remove the run directory. Idempotent. */
+void vm_qemu_stop(struct vm_qemu *q);
+
+#endif
