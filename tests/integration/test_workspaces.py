@@ -244,7 +244,9 @@ def test_instances_use_it_and_their_delete_keeps_it(env):
     aegis(env, "workspace", "create", "myapp")
     aegis(env, "run", "--workspace", "myapp", "--", "sh", "-c", "echo from-run > /workspace/run.txt")
     p = aegis(env, "instance", "start", "--name", "dev", "--workspace", "myapp", "--", "sh", "-c",
-              "cat /workspace/run.txt > /workspace/seen; echo from-instance > /workspace/inst.txt; sleep 60")
+              # written whole (renamed into place): the delete below may come at any moment
+              "cat /workspace/run.txt > /workspace/seen; echo from-instance > /workspace/.inst "
+              "&& mv /workspace/.inst /workspace/inst.txt; sleep 60")
     assert p.returncode == 0, p
     wait_for(lambda: os.path.exists(data(env, "myapp", "inst.txt")), what="the instance")
     assert open(data(env, "myapp", "seen")).read() == "from-run\n"
