@@ -1,6 +1,6 @@
 """Hostile tests: attacks from inside an `aegis run` sandbox must fail.
 
-Attack IDs (E-xx, N-xx, R-xx) refer to /work/shared/HOSTILE.md.  Its rule
+Attack IDs (E-xx, N-xx, R-xx) refer to the shared HOSTILE.md (../shared/ beside the repo).  Its rule
 applies to every test here: an attack only counts as *blocked* when the probe
 fails inside the sandbox AND the very same probe succeeds in the native
 baseline on the host (run as root).  Where the host kernel itself refuses the
