@@ -599,3 +599,22 @@ def test_a_create_killed_half_way_is_undone_by_the_next(env):
     assert not os.path.exists(stale) and os.path.exists(os.path.join(live, "data", "f"))
     assert [w["name"] for w in json.loads(aegis(env, "workspace", "list", "--json").stdout)["workspaces"]] \
         == ["first", "second"]
+
+
+def test_apply_holds_the_named_workspace(env, tmp_path):
+    """`aegis apply` of an overlay run on a named workspace takes it as a run
+    does: into the workspace while it exists, a clear error once deleted."""
+    assert aegis(env, "workspace", "create", "rev").returncode == 0
+    arts = tmp_path / "arts"
+    p = aegis(env, "run", "--workspace", "rev", "--workspace-mode", "overlay", "--artifacts", str(arts), "--",
+              "sh", "-c", "echo reviewed > /workspace/new.txt")
+    assert p.returncode == 0, p
+    assert not os.path.exists(data(env, "rev", "new.txt"))
+    p = aegis(env, "apply", str(arts))
+    assert p.returncode == 0 and open(data(env, "rev", "new.txt")).read() == "reviewed\n", p
+    arts2 = tmp_path / "arts2"
+    assert aegis(env, "run", "--workspace", "rev", "--workspace-mode", "overlay", "--artifacts", str(arts2),
+                 "--", "sh", "-c", "echo later > /workspace/later.txt").returncode == 0
+    assert aegis(env, "workspace", "delete", "rev").returncode == 0
+    line = one_line_error(aegis(env, "apply", str(arts2)))
+    assert "no workspace named 'rev'" in line, line  # the hold's word, before any file is touched
