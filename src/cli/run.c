@@ -191,34 +191,19 @@ static int run_failed(const struct run_flags *f, const struct aegis_error *err)
 	return status;
 }
 
-/* --image: the layers, ref and digest into the spec; the image's Env under
- * the --env entries (which win), its WorkingDir unless --cwd was given.
- * 0; -1 with err; or a failed pull's exit status. */
-static int with_image(struct run_flags *f, struct image_root *img, char ***merged, struct aegis_error *err)
+/* --image: the image into the spec (image_root_apply): --env entries win
+ * over its Env, --cwd over its WorkingDir. 0; -1 with err; or a failed
+ * pull's exit status. */
+static int with_image(struct run_flags *f, struct image_root *img, struct aegis_error *err)
 {
-	size_t n = 0, k = 0, given = 0;
 	int r;
 
 	if ((r = image_use(f->image, f->json, img, err)) != 0)
 		return r;
-	while (img->env && img->env[n])
-		n++;
-	while (f->env && f->env[given])	/* (a replay fills env, not nenv) */
-		given++;
-	if (!(*merged = calloc(n + given + 1, sizeof **merged))) {
+	if (image_root_apply(img, &f->spec, f->cwd_set, err) < 0) {
 		image_root_free(img);
-		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
+		return -1;
 	}
-	for (size_t i = 0; i < n; i++)
-		(*merged)[k++] = img->env[i];
-	for (char **e = f->env; e && *e; e++)
-		(*merged)[k++] = *e;
-	f->spec.env = *merged;
-	f->spec.image_layers = img->layers;
-	f->spec.image_ref = img->ref;
-	f->spec.image_digest = img->digest;
-	if (!f->cwd_set && img->workdir && img->workdir[0] == '/')
-		f->spec.cwd = img->workdir;
 	return 0;
 }
 
@@ -240,24 +225,22 @@ int run_execute(struct run_flags *f)
 	struct image_root img = { .lock_fd = -1 };
 	struct aegis_result res;
 	struct aegis_error err = { 0 };
-	char **env = NULL, **files = NULL, **merged = NULL;
+	char **env = NULL, **files = NULL;
 	int r;
 
 	f->spec.capture = f->json;
 	if (f->vm)
 		return run_vm(f);
-	if (f->image && (r = with_image(f, &img, &merged, &err)) != 0)
+	if (f->image && (r = with_image(f, &img, &err)) != 0)
 		return r < 0 ? run_failed(f, &err) : pull_failed(f, r);
 	if (hold_workspace(f, &ws, &err) < 0) {
 		image_root_free(&img);
-		free(merged);
 		return run_failed(f, &err);
 	}
 	if (f->nsecrets) {
 		if (secrets_load(f, &env, &files, &err) < 0) {
 			workspace_release(&ws);
 			image_root_free(&img);
-			free(merged);
 			return run_failed(f, &err);
 		}
 		f->spec.secret_env = env;
@@ -266,7 +249,6 @@ int run_execute(struct run_flags *f)
 	r = aegis_run(&f->spec, &res, &err);
 	workspace_release(&ws);
 	image_root_free(&img);	/* the run is over: prune may have it */
-	free(merged);
 	f->spec.secret_env = f->spec.secret_files = NULL;
 	/* the values wiped as soon as the run is over */
 	secret_inject_free(env);

@@ -175,6 +175,30 @@ static void free_list(char **l)
 	free(l);
 }
 
+int image_root_apply(struct image_root *r, struct aegis_spec *spec, bool cwd_given, struct aegis_error *err)
+{
+	size_t n = 0, given = 0, k = 0;
+
+	while (r->env && r->env[n])
+		n++;
+	while (spec->env && spec->env[given])
+		given++;
+	free(r->spec_env);
+	if (!(r->spec_env = calloc(n + given + 1, sizeof *r->spec_env)))
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
+	for (size_t i = 0; i < n; i++)
+		r->spec_env[k++] = r->env[i];
+	for (size_t i = 0; i < given; i++)	/* later entries win (env_build) */
+		r->spec_env[k++] = spec->env[i];
+	spec->env = r->spec_env;
+	spec->image_layers = r->layers;
+	spec->image_ref = r->ref;
+	spec->image_digest = r->digest;
+	if (!cwd_given && r->workdir && r->workdir[0] == '/')
+		spec->cwd = r->workdir;
+	return 0;
+}
+
 void image_root_free(struct image_root *r)
 {
 	free_list(r->layers);
@@ -182,6 +206,7 @@ void image_root_free(struct image_root *r)
 	free(r->workdir);
 	free(r->ref);
 	free(r->digest);
+	free(r->spec_env);
 	if (r->lock_fd >= 0)
 		close(r->lock_fd);
 	memset(r, 0, sizeof *r);

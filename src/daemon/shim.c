@@ -60,20 +60,15 @@ static int shim_lock(int dirfd)
 }
 
 /* The secrets the config names, decrypted afresh at every start (the
- * config keeps names only): the store is <state>/secrets, and this
- * instance's directory is <state>/instances/NAME. */
-static int load_secrets(const char *dir, json_t *config, char ***env, char ***files, struct aegis_error *err)
+ * config keeps names only) from the store in state. */
+static int load_secrets(const char *state, json_t *config, char ***env, char ***files, struct aegis_error *err)
 {
 	json_t *list = json_object_get(config, "secrets");
-	char state[4400], *slash, **names;
+	char **names;
 	int r;
 
 	if (!json_array_size(list))
 		return 0;
-	snprintf(state, sizeof state, "%s", dir);
-	for (int up = 0; up < 2; up++)
-		if ((slash = strrchr(state, '/')))
-			*slash = '\0';
 	if (!(names = strings(list)))
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "secrets: out of memory");
 	r = secret_inject_load(state, names, env, files, err);
@@ -87,11 +82,10 @@ static int load_secrets(const char *dir, json_t *config, char ***env, char ***fi
  * symlink), found in the state dir the instance's directory is in; or,
  * without one, a directory of its own in dir, so a stop (idle or asked)
  * and the next start keep it. */
-static int shim_workspace(const char *dir, int dirfd, const char *given, struct aegis_spec *spec,
-			  struct workspace_hold *hold, char *buf, size_t len, struct aegis_error *err)
+static int shim_workspace(const char *dir, const char *state, int dirfd, const char *given,
+			  struct aegis_spec *spec, struct workspace_hold *hold, char *buf, size_t len,
+			  struct aegis_error *err)
 {
-	const char *slash;
-
 	if (given && !workspace_is_name(given)) {
 		spec->workspace = given;
 		return 0;
@@ -102,14 +96,7 @@ static int shim_workspace(const char *dir, int dirfd, const char *given, struct 
 		spec->workspace = buf;
 		return 0;
 	}
-	/* dir is <state>/instances/NAME */
-	snprintf(buf, len, "%s", dir);
-	for (int up = 0; up < 2; up++) {
-		if (!(slash = strrchr(buf, '/')) || slash == buf)
-			return error_set(err, AEGIS_E_SETUP, 0, "workspace %s: no state dir above %s", given, dir);
-		buf[slash - buf] = '\0';
-	}
-	if (workspace_hold(buf, given, hold, err) < 0)
+	if (workspace_hold(state, given, hold, err) < 0)
 		return -1;
 	spec->workspace = hold->path;
 	spec->workspace_fd = hold->data_fd;
@@ -121,39 +108,18 @@ static int shim_workspace(const char *dir, int dirfd, const char *given, struct 
  * keeps away) for the shim's life: its layers, ref and digest into the
  * spec, its Env under the config's env, its WorkingDir unless the config
  * names a cwd. No image: the host's. */
-static int shim_image(const char *dir, json_t *config, struct aegis_spec *spec, struct image_root *img,
+static int shim_image(const char *state, json_t *config, struct aegis_spec *spec, struct image_root *img,
 		      struct aegis_error *err)
 {
 	const char *pin = json_string_value(json_object_get(config, "image_digest"));
-	char state[4400], *slash, **env;
-	size_t n = 0, k = 0, extra = json_array_size(json_object_get(config, "env"));
 	int r;
 
 	if (!pin)
 		return 0;
-	snprintf(state, sizeof state, "%s", dir);	/* <state>/instances/NAME */
-	for (int up = 0; up < 2; up++)
-		if ((slash = strrchr(state, '/')))
-			*slash = '\0';
 	if ((r = image_store_resolve(state, pin, img, err)) != 0)
 		return r < 0 ? -1 : error_set(err, AEGIS_E_INVALID, 0, "image %s (%s) is no longer in the store",
 					      json_string_value(json_object_get(config, "image")), pin);
-	while (img->env && img->env[n])
-		n++;
-	/* freed with the process: the shim runs one sandbox and ends */
-	if (!(env = calloc(n + extra + 1, sizeof *env)))
-		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: environment");
-	for (size_t i = 0; i < n; i++)
-		env[k++] = img->env[i];
-	for (char *const *e = spec->env; e && *e; e++)
-		env[k++] = *e;
-	spec->env = env;
-	spec->image_layers = img->layers;
-	spec->image_ref = img->ref;
-	spec->image_digest = img->digest;
-	if (!json_object_get(config, "cwd") && img->workdir && img->workdir[0] == '/')
-		spec->cwd = img->workdir;
-	return 0;
+	return image_root_apply(img, spec, json_object_get(config, "cwd") != NULL, err);
 }
 
 void shim_main(const char *dir, int ready_fd)
@@ -169,11 +135,17 @@ void shim_main(const char *dir, int ready_fd)
 	struct image_root img = { .lock_fd = -1 };
 	uint64_t log_max, log_lost;
 	sigset_t all;
-	char path[4400], audit[4400], workspace[4400];
+	char path[4400], audit[4400], workspace[4400], state[4400], *slash;
 	struct workspace_hold hold;
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
 	snprintf(path, sizeof path, "%s/config.json", dir);
+	/* dir is <state>/instances/NAME: the store of secrets, workspaces and
+	 * images is the state dir above it */
+	snprintf(state, sizeof state, "%s", dir);
+	for (int up = 0; up < 2; up++)
+		if ((slash = strrchr(state, '/')) && slash != state)
+			*slash = '\0';
 	if (dirfd < 0 || !(config = json_load_file(path, 0, NULL)))
 		_exit(125);
 	/* one shim per instance: the lock says this one is it, for as long as
@@ -217,11 +189,11 @@ void shim_main(const char *dir, int ready_fd)
 	spec.limits.output_bytes = UINT64_MAX;
 	v = json_object_get(config, "policy");
 	r = -1;
-	if (shim_workspace(dir, dirfd, json_string_value(json_object_get(config, "workspace")), &spec, &hold,
-			   workspace, sizeof workspace, &err) == 0 &&
-	    shim_image(dir, config, &spec, &img, &err) == 0 &&
+	if (shim_workspace(dir, state, dirfd, json_string_value(json_object_get(config, "workspace")), &spec,
+			   &hold, workspace, sizeof workspace, &err) == 0 &&
+	    shim_image(state, config, &spec, &img, &err) == 0 &&
 	    policy_load(v ? json_string_value(v) : "default", &policy, &err) == 0 &&
-	    load_secrets(dir, config, &secret_env, &secret_files, &err) == 0) {
+	    load_secrets(state, config, &secret_env, &secret_files, &err) == 0) {
 		spec.policy = &policy;
 		policy_apply_limits(&policy, &spec.limits);
 		spec.secret_env = secret_env;
