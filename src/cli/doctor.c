@@ -40,7 +40,8 @@ static void doctor_vm_print(const struct doctor_vm *v)
 	printf("  vm backend         QEMU %s; /dev/kvm %s\n", v->qemu ? v->qemu : "not installed",
 	       v->kvm ? "answers" : v->kvm_why);
 	printf("                     runs use %s\n", v->use_kvm ? "KVM" : "TCG: a test mode, not a security boundary");
-	printf("                     guest kernel %s\n", v->guest ? v->g.release : v->gerr.msg);
+	printf("                     guest kernel %s%s\n", v->guest ? v->g.release : v->gerr.msg,
+	       v->guest ? " (Debian generic, unpacked by scripts/vm-guest.sh, not installed)" : "");
 }
 
 int cmd_doctor(int argc, char **argv)
