@@ -71,8 +71,15 @@ struct aegis_policy {
 	uint32_t limits_set;		/* enum aegis_limit_bit */
 };
 
+/* Where a run's sandbox lives. */
+enum aegis_backend {
+	AEGIS_BACKEND_NS = 0,	/* namespaces on the host's kernel (default) */
+	AEGIS_BACKEND_VM,	/* the same engine inside a QEMU microvm guest (docs/vm.md) */
+};
+
 /* Defaults are safe: no network, bounded memory, pids, disk and output. */
 struct aegis_spec {
+	enum aegis_backend backend;
 	char *const *argv;		/* command and arguments; argv[0] resolved on PATH */
 	char *const *env;		/* extra "K=V" entries over the clean default env */
 	/* "NAME=value" secrets, given to the command like env but written
