@@ -154,8 +154,13 @@ struct aegis_result {
 	const char *limit;		/* first limit hit: timeout, oom, pids, disk_full,
 					 * output_truncated, execs, cpu; NULL if none */
 	struct aegis_stream out, err;
+	/* backend vm: how the guest ran (vm_kernel is "" for the ns backend) */
+	bool vm_kvm;			/* KVM; false: TCG, a test mode */
+	uint64_t vm_boot_us;		/* QEMU start to the guest's greeting */
+	char vm_kernel[64];		/* the guest kernel's release */
 };
 
+/* spec.backend AEGIS_BACKEND_VM runs the same spec in a guest (docs/vm.md). */
 int aegis_run(const struct aegis_spec *spec, struct aegis_result *result,
 	      struct aegis_error *err);
 void aegis_result_free(struct aegis_result *result);

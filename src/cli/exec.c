@@ -5,7 +5,7 @@
  * after, and its size follows ours).
  *
  * The API's streaming exec: POST /v1/instances/NAME/exec with
- * "Upgrade: aegis-exec.1", then frames (common/frames.h) both ways. */
+ * "Upgrade: aegis-exec.2", then frames (common/frames.h) both ways. */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>

@@ -59,8 +59,8 @@ static const char run_usage[] =
 	"  --execs N             execve calls in the run (default: no limit)\n"
 	"  --hostname NAME       hostname inside (default aegis)\n"
 	"  --cgroup-parent PATH  create the run's cgroup below PATH (delegated cgroups)\n"
-	"  --backend ns|vm       ns: namespaces on the host kernel (default); vm: a QEMU\n"
-	"                        microvm with its own kernel, few flags yet (docs/vm.md)\n"
+	"  --backend ns|vm       ns: namespaces on the host kernel (default); vm: the same\n"
+	"                        sandbox inside a QEMU microvm with its own kernel (docs/vm.md)\n"
 	"  --json                print one JSON result object on stdout; output is captured\n"
 	"  --output-max SIZE     bytes of stdout/stderr kept with --json (default 1m)\n"
 	"  -h, --help            this text\n";
@@ -111,6 +111,14 @@ static void print_json_result(const struct aegis_result *r)
 	json_object_set_new(o, "execs", json_integer((json_int_t)r->execs));
 	if (r->unenforced)
 		json_object_set_new(o, "unenforced", json_string(r->unenforced));
+	if (r->vm_kernel[0]) {	/* the vm backend: how the guest ran */
+		json_object_set_new(o, "backend", json_string("vm"));
+		json_object_set_new(o, "accel", json_string(r->vm_kvm ? "kvm" : "tcg"));
+		json_object_set_new(o, "isolation", json_string(r->vm_kvm ? "vm" :
+				    "test mode: TCG emulation is not a security boundary"));
+		json_object_set_new(o, "guest_kernel", json_string(r->vm_kernel));
+		json_object_set_new(o, "boot_ms", json_real((double)r->vm_boot_us / 1000.0));
+	}
 	json_dumpf(o, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(o);
@@ -229,8 +237,9 @@ int run_execute(struct run_flags *f)
 	int r;
 
 	f->spec.capture = f->json;
-	if (f->vm)
-		return run_vm(f);
+	if (f->vm && run_vm_check(f, &err) < 0)
+		return run_failed(f, &err);
+	f->spec.backend = f->vm ? AEGIS_BACKEND_VM : AEGIS_BACKEND_NS;
 	if (f->image && (r = with_image(f, &img, &err)) != 0)
 		return r < 0 ? run_failed(f, &err) : pull_failed(f, r);
 	if (hold_workspace(f, &ws, &err) < 0) {

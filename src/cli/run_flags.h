@@ -32,7 +32,8 @@ void run_flags_free(struct run_flags *f);
 /* Run the spec in f and report as `aegis run` does; returns the exit status. */
 int run_execute(struct run_flags *f);
 
-/* run_vm.c: `aegis run --backend vm`; the exit status. */
-int run_vm(struct run_flags *f);
+/* run_vm.c: the flags given that --backend vm cannot honour yet, refused
+ * by name. 0 or -1 with err (AEGIS_E_UNSUPPORTED). */
+int run_vm_check(const struct run_flags *f, struct aegis_error *err);
 
 #endif

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FRAMES_VERSION "aegis-exec.1"	/* the HTTP Upgrade token */
+#define FRAMES_VERSION "aegis-exec.2"	/* the HTTP Upgrade token; .2: the vm frames (HELLO, REQUEST, RESULT) */
 #define FRAME_MAX (64 * 1024)		/* payload bytes */
 
 enum frame_type {
@@ -25,7 +25,8 @@ enum frame_type {
 	FRAME_RESIZE = 6,	/* JSON {"rows": R, "cols": C} */
 	/* The vm backend's channel to aegis-guest (docs/vm.md) opens with these: */
 	FRAME_HELLO = 7,	/* guest → host, first: JSON {"version", "kernel"} */
-	FRAME_REQUEST = 8,	/* host → guest, once: JSON {"argv", "env", "cwd"} */
+	FRAME_REQUEST = 8,	/* host → guest, once: JSON {"spec", "mounts", "clock", "seed"} */
+	FRAME_RESULT = 9,	/* guest → host, last: JSON {"result": {...}} or {"error": {code, errno, message}} */
 };
 
 /* Write one frame whole, to a socket or (the vm guest's virtio-serial

@@ -1,6 +1,6 @@
 /* exec.c — POST /v1/instances/NAME/exec: a command in a running instance.
  *
- * Two ways to ask. With "Upgrade: aegis-exec.1" the connection becomes
+ * Two ways to ask. With "Upgrade: aegis-exec.2" the connection becomes
  * the exec's stream (common/frames.h): stdin, stdout, stderr, signals,
  * terminal size and the exit status, interactive like a local command.
  * We hand the connection itself to the instance's shim, which relays it,

@@ -30,12 +30,12 @@
 /* Where the new root is assembled in our private view of the host tree. */
 #define STAGING "/tmp"
 
-static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", NULL };
+const char *const rootfs_host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", NULL };
 
 /* What programs need from /etc; nothing holding credentials or host config.
  * Files are copied (cheaper than a mount each, and nothing to tear down);
  * directories are bound read-only. */
-static const char *const etc_allow[] = {
+const char *const rootfs_etc_allow[] = {
 	"alternatives", "bash.bashrc", "debian_version", "inputrc", "ld.so.cache",
 	"localtime", "mime.types", "nsswitch.conf", "os-release", "profile",
 	"protocols", "services", "shells", "ssl", NULL,
@@ -130,9 +130,9 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 		return -1;
 	/* An instance (freezable: long-lived) binds them instead: a copy is
 	 * tmpfs memory (~180 KiB) charged for as long as it lives. */
-	for (int i = 0; etc_allow[i]; i++) {
-		snprintf(host, sizeof host, "/etc/%s", etc_allow[i]);
-		snprintf(dst, sizeof dst, "etc/%s", etc_allow[i]);
+	for (int i = 0; rootfs_etc_allow[i]; i++) {
+		snprintf(host, sizeof host, "/etc/%s", rootfs_etc_allow[i]);
+		snprintf(dst, sizeof dst, "etc/%s", rootfs_etc_allow[i]);
 		if (expose_host_path(host, dst, !spec->freezable, err) < 0)
 			return -1;
 	}
@@ -230,9 +230,9 @@ static int host_image(const struct sandbox_ctx *ctx, struct aegis_error *err)
 		return -1;
 	if (chdir(STAGING) < 0)
 		return error_sys(err, "chdir " STAGING);
-	for (int i = 0; host_dirs[i]; i++) {
-		snprintf(host, sizeof host, "/%s", host_dirs[i]);
-		snprintf(dst, sizeof dst, "%s", host_dirs[i]);
+	for (int i = 0; rootfs_host_dirs[i]; i++) {
+		snprintf(host, sizeof host, "/%s", rootfs_host_dirs[i]);
+		snprintf(dst, sizeof dst, "%s", rootfs_host_dirs[i]);
 		if (expose_host_path(host, dst, false, err) < 0)
 			return -1;
 	}

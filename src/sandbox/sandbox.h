@@ -90,6 +90,17 @@ bool cgroup_can_create(const char *parent, char *controllers, size_t len);
 
 /* rootfs.c — the sandbox's own root: host image, /etc, /tmp, /workspace. */
 int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_error *err);
+/* What the host image takes from the host: system directories (usr, bin,
+ * ...) and the /etc allowlist, NULL-terminated names. The vm backend
+ * exports exactly these to its guest (src/vm/shares.c). */
+extern const char *const rootfs_host_dirs[];
+extern const char *const rootfs_etc_allow[];
+/* aegis-guest calls this once before aegis_run: the engine then runs as
+ * PID 1's child in a vm-backend guest, where the workspace is a 9p share
+ * (no idmapped mounts): sandbox root is mapped straight to the workspace
+ * owner's uid and gid instead, which is what the idmapped mount shows the
+ * sandbox on the host. */
+void sandbox_in_vm_guest(void);
 
 /* imageroot.c — an OCI image's layers as the root (spec.image_layers). */
 size_t imageroot_count(const struct aegis_spec *spec);

@@ -25,6 +25,7 @@
 #include "../common/cleanup.h"
 #include "../common/error.h"
 #include "../common/util.h"
+#include "../vm/vm.h"
 #include "netrules.h"
 #include "sandbox.h"
 
@@ -261,6 +262,29 @@ static int workspace_prepare(const struct sandbox_ctx *ctx, struct aegis_error *
 	return steal_fd(&tree);
 }
 
+static bool in_vm_guest;
+
+void sandbox_in_vm_guest(void)
+{
+	in_vm_guest = true;
+}
+
+/* In a vm-backend guest the workspace is a 9p share, which has no
+ * idmapped mounts: sandbox root becomes the owner itself (the uid and gid
+ * the host's idmapped mount would show it as), and the child mounts the
+ * share as a rootless run does. Files it creates get that owner on the
+ * host (QEMU's security_model=none applies the guest's ids). */
+static int workspace_owner_ids(struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	struct stat st;
+
+	if (stat(ctx->spec->workspace, &st) < 0)
+		return error_sys(err, "workspace %s", ctx->spec->workspace);
+	ctx->host_uid = st.st_uid;
+	ctx->host_gid = st.st_gid;
+	return 0;
+}
+
 static pid_t clone_sandbox(struct cgroup *cg, int *pidfd)
 {
 	struct clone_args args = {
@@ -292,6 +316,8 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	struct rusage ru;
 	pid_t pid;
 
+	if (spec->backend == AEGIS_BACKEND_VM)
+		return vm_aegis_run(spec, res, err);
 	memset(res, 0, sizeof *res);
 	if (check_spec(spec, err) < 0)
 		return -1;
@@ -330,8 +356,12 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	/* v2 places the child at clone (CLONE_INTO_CGROUP): the cgroup comes first. */
 	if (cgroup_version() == 2 && cgroup_create(&cg, spec, err) < 0)
 		goto out;
-	if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0)
+	if (spec->workspace && geteuid() == 0 && in_vm_guest) {
+		if (workspace_owner_ids(&ctx, err) < 0)
+			goto out;
+	} else if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0) {
 		goto out;
+	}
 	if (spec->image_layers && geteuid() == 0) {
 		if (!(ctx.layer_fds = calloc(imageroot_count(spec), sizeof *ctx.layer_fds))) {
 			error_set(err, AEGIS_E_SETUP, ENOMEM, "image layers");

@@ -103,15 +103,15 @@ static unsigned long host_tsc_khz(void)
 }
 
 struct qemu_args {
-	char *v[48];
+	char *v[96];
 	int n;
-	char store[8][4200];
+	char store[32][4300];
 	int ns;
 };
 
 static void arg(struct qemu_args *a, const char *s)
 {
-	if (a->n < 47)
+	if (a->n < 95)
 		a->v[a->n++] = (char *)s;
 }
 
@@ -120,12 +120,36 @@ static void argf(struct qemu_args *a, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (a->ns >= 8)
+	if (a->ns >= 32)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(a->store[a->ns], sizeof a->store[0], fmt, ap);
 	va_end(ap);
 	arg(a, a->store[a->ns++]);
+}
+
+/* The guest's devices, the same set on every boot (a snapshot restores
+ * into the same machine): the virtio-serial channel and one virtio-9p
+ * device per share (shares.c). security_model=none: QEMU, root on the
+ * host, gives files the guest creates the uid and gid the guest asks for
+ * (sandbox root maps to the workspace's owner in there, spawn.c) and
+ * ignores what it cannot set; multidevs=remap keeps inode numbers unique
+ * when a share spans filesystems. */
+void vm_qemu_devices(struct qemu_args *a, const struct vm_qemu *q, const struct vm_shares *sh)
+{
+	arg(a, "-device"), arg(a, "virtio-serial-device");
+	/* wait=on: the guest starts only once we are connected, so nothing
+	 * it says is written to an absent reader. */
+	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", q->dir);
+	arg(a, "-device"), arg(a, "virtserialport,chardev=aegis,name=aegis");
+	for (int i = 0; i < sh->n; i++) {
+		const struct vm_share *s = &sh->s[i];
+
+		arg(a, "-fsdev");
+		argf(a, "local,id=fs%d,path=%s,security_model=none,multidevs=remap%s", i, s->host,
+		     s->ro ? ",readonly=on" : "");
+		arg(a, "-device"), argf(a, "virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, s->tag);
+	}
 }
 
 static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qemu *q, const struct vm_guest *g,
@@ -158,16 +182,16 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	arg(a, "-serial"), arg(a, "chardev:con");
 	/* QMP: control (query-status now; stop/cont for pause later). */
 	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", q->dir);
-	arg(a, "-device"), arg(a, "virtio-serial-device");
-	/* wait=on: the guest starts only once we are connected, so nothing
-	 * it says is written to an absent reader. */
-	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", q->dir);
-	arg(a, "-device"), arg(a, "virtserialport,chardev=aegis,name=aegis");
+	/* QEMU's own seccomp filter: no obsolete syscalls, no setuid, no
+	 * exec, no priority or affinity games, should the guest break QEMU. */
+	arg(a, "-sandbox"), arg(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	vm_qemu_devices(a, q, &o->shares);
 	a->v[a->n] = NULL;
 }
 
 static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
 					  NULL };
+static const char *const run_trees[] = { "etc", "io", "empty", NULL };
 
 /* The run directory's lock is held for the run's whole life (QEMU does
  * not inherit it): a directory whose lock is free belongs to an aegis that
@@ -207,6 +231,8 @@ static void qemu_sweep(void)
 			if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
 				for (const char *const *f = run_files; *f; f++)
 					unlinkat(dfd, *f, 0);
+				for (const char *const *t = run_trees; *t; t++)
+					vm_remove_tree(dfd, *t);
 				unlinkat(dirfd(tmp), e->d_name, AT_REMOVEDIR);
 			}
 			close(lfd);
@@ -271,10 +297,10 @@ static int qemu_connect(struct vm_qemu *q, const char *name, int *out, struct ae
 			 CONNECT_MS);
 }
 
-int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o, struct aegis_error *err)
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o, struct aegis_error *err)
 {
 	const char *qemu = vm_qemu_path();
-	struct qemu_args a = { 0 };
+	static struct qemu_args a;	/* large: not on the stack */
 	char why[256];
 	pid_t parent;
 
@@ -290,8 +316,9 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 		q->dir[0] = '\0';
 		return error_sys(err, "vm: run directory in /tmp");
 	}
-	if (qemu_lock(q, err) < 0)
+	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, err) < 0)
 		return -1;
+	memset(&a, 0, sizeof a);
 	qemu_argv(&a, qemu, q, g, o);
 	parent = getpid();
 	if ((q->pid = fork()) < 0)
@@ -408,8 +435,14 @@ void vm_qemu_stop(struct vm_qemu *q)
 		close(q->pidfd);
 	q->chan = q->pidfd = q->console = -1;
 	if (q->dir[0]) {
+		int dfd = open(q->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
 		for (const char *const *f = run_files; *f; f++)
 			remove_at(q->dir, *f);
+		for (const char *const *t = run_trees; dfd >= 0 && *t; t++)
+			vm_remove_tree(dfd, *t);
+		if (dfd >= 0)
+			close(dfd);
 		if (rmdir(q->dir) < 0)
 			fprintf(stderr, "aegis: vm: remove %s: %s\n", q->dir, strerror(errno));
 		q->dir[0] = '\0';

@@ -21,6 +21,7 @@
 
 #include "../common/error.h"
 #include "../common/frames.h"
+#include "../common/specjson.h"
 #include "../common/util.h"
 #include "vm.h"
 
@@ -168,16 +169,20 @@ static int session_greet(struct session *s, uint64_t deadline, struct aegis_erro
 
 static int session_request(struct session *s, struct aegis_error *err)
 {
-	json_t *argv = json_array(), *env = json_array();
+	json_t *req = vm_request(s->o);
+	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	int r;
 
-	for (char *const *a = s->o->argv; *a; a++)
-		json_array_append_new(argv, json_string(*a));
-	for (char *const *e = s->o->env; e && *e; e++)
-		json_array_append_new(env, json_string(*e));
-	if (send_json(s->q.chan, FRAME_REQUEST, json_pack("{s:o, s:o, s:s}", "argv", argv, "env", env, "cwd",
-							  s->o->cwd ? s->o->cwd : "/")) < 0)
-		return error_sys(err, "vm: send the request to the guest");
-	return 0;
+	json_decref(req);
+	if (!text)
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the request");
+	if (strlen(text) > FRAME_MAX) {
+		specjson_wipe(text);
+		return error_set(err, AEGIS_E_INVALID, E2BIG, "vm: the spec is over %d bytes as JSON", FRAME_MAX);
+	}
+	r = frame_send(s->q.chan, FRAME_REQUEST, text, strlen(text));
+	specjson_wipe(text);	/* it holds the secrets' values */
+	return r < 0 ? error_sys(err, "vm: send the request to the guest") : 0;
 }
 
 static void keep(char **buf, size_t *len, bool *trunc, size_t max, const char *data, size_t n)
@@ -201,23 +206,19 @@ static void output(struct session *s, enum frame_type type, size_t len)
 	struct vm_result *r = s->r;
 
 	if (!s->o->capture)
-		write_all(type == FRAME_STDOUT ? 1 : 2, s->buf, len);
+		write_all(type == FRAME_STDOUT ? s->o->out_fd : s->o->err_fd, s->buf, len);
 	else if (type == FRAME_STDOUT)
 		keep(&r->out, &r->out_len, &r->out_truncated, s->o->capture_max, s->buf, len);
 	else
 		keep(&r->err, &r->err_len, &r->err_truncated, s->o->capture_max, s->buf, len);
 }
 
-static void exit_frame(struct session *s)
+static int result_frame(struct session *s, size_t len)
 {
-	json_t *j = json_loads(s->buf, 0, NULL);
-	json_t *sig = json_object_get(j, "signal");
-
-	s->r->exit_code = (int)json_integer_value(json_object_get(j, "exit_code"));
-	s->r->term_signal = json_is_integer(sig) ? (int)json_integer_value(sig) : 0;
-	s->r->end = s->r->term_signal ? VM_SIGNALED : VM_EXITED;
+	if (!(s->r->result = strndup(s->buf, len)))
+		return -1;
 	s->exited = true;
-	json_decref(j);
+	return 0;
 }
 
 /* Our stdin into STDIN frames; its end becomes STDIN_CLOSE. */
@@ -296,8 +297,10 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 
 			if (got == 1 && (type == FRAME_STDOUT || type == FRAME_STDERR))
 				output(s, type, len);
-			else if (got == 1 && type == FRAME_EXIT)
-				exit_frame(s);
+			else if (got == 1 && type == FRAME_RESULT && result_frame(s, len) < 0)
+				return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result");
+			else if (got == 1 && type == FRAME_RESULT)
+				continue;
 			else if (got == 1 || (got < 0 && errno == EPROTO))	/* vm_run kills it */
 				return error_set(err, AEGIS_E_SETUP, EPROTO,
 						 "vm: the guest broke the exec stream protocol (killed)");
@@ -315,7 +318,43 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 	return 0;
 }
 
-int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
+/* The engine's audit events, from the io share: a regular file only (the
+ * guest made it; a link to a host file must not be read), bounded. */
+#define AUDIT_MAX (16u << 20)
+static char *read_guest_audit(const struct vm_qemu *q)
+{
+	char path[128];
+	struct stat st;
+	char *buf;
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "%s/io/audit.jsonl", q->dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > AUDIT_MAX ||
+	    !(buf = malloc((size_t)st.st_size + 1))) {
+		close(fd);
+		return NULL;
+	}
+	for (size_t got = 0; got < (size_t)st.st_size; got += (size_t)n) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR) {
+			n = 0;
+			continue;
+		}
+		if (n <= 0) {
+			st.st_size = (off_t)got;
+			break;
+		}
+	}
+	close(fd);
+	buf[st.st_size] = '\0';
+	return buf;
+}
+
+int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 {
 	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
 	struct vm_guest g;
@@ -348,6 +387,8 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 		goto out;
 	rc = session_relay(&s, deadline, err);
 out:
+	if (s.q.dir[0])
+		r->audit = read_guest_audit(&s.q);
 	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */
 	r->wall_us = now_us() - t0;
 	if (s.sig >= 0)
@@ -360,5 +401,7 @@ void vm_result_free(struct vm_result *r)
 {
 	free(r->out);
 	free(r->err);
-	r->out = r->err = NULL;
+	free(r->result);
+	free(r->audit);
+	r->out = r->err = r->result = r->audit = NULL;
 }

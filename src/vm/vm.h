@@ -32,37 +32,76 @@ int vm_accel(bool *kvm, char *why, size_t cap);
 /* The QEMU binary on PATH, or NULL. */
 const char *vm_qemu_path(void);
 
+/* Where the run's shares are in the guest. */
+#define VM_GUEST_WORKSPACE "/aegis/ws"
+#define VM_GUEST_ARTIFACTS "/aegis/art"
+#define VM_GUEST_IO "/aegis/io"
+#define VM_GUEST_AUDIT VM_GUEST_IO "/audit.jsonl"
+
+/* shares.c: one 9p export (tag) of a host directory, mounted at guest. */
+struct vm_share {
+	char tag[8];
+	char host[4200];
+	char guest[64];
+	bool ro;
+	bool used;		/* mounted by this run's request (the device exists either way) */
+};
+
+#define VM_SHARES_MAX 8
+struct vm_shares {
+	struct vm_share s[VM_SHARES_MAX];
+	int n;
+};
+
+/* The fixed set of shares for spec in the run directory dir (its etc copy,
+ * io and empty directories made there). -1 with err. */
+int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
+		      struct aegis_error *err);
+/* The request's "mounts": the shares this run uses. */
+json_t *vm_shares_mounts(const struct vm_shares *sh);
+/* rm -r of dirfd/name without following links. */
+void vm_remove_tree(int dirfd, const char *name);
+
 struct vm_opts {
-	char *const *argv;
-	char *const *env;
-	const char *cwd;
-	uint64_t memory_bytes;
+	const struct aegis_spec *spec;	/* the host's spec (paths are the host's) */
+	uint64_t memory_bytes;		/* the VM's RAM */
 	unsigned vcpus;
-	uint64_t timeout_ms;	/* 0: none */
-	bool capture;		/* --json: keep stdout/stderr instead of relaying */
+	uint64_t timeout_ms;	/* the host's own deadline, past the engine's; 0: none */
+	bool capture;		/* keep stdout/stderr instead of passing them */
 	size_t capture_max;
+	int out_fd, err_fd;	/* where passed output goes */
+	struct vm_shares shares;	/* filled by vm_run once the run directory exists */
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
 
 struct vm_result {
-	enum vm_end end;
+	enum vm_end end;	/* VM_TIMEOUT: the host's deadline, no RESULT */
 	int exit_code;
 	int term_signal;
 	bool kvm;
 	char kernel[128];	/* the guest's uname -r */
 	uint64_t boot_us;	/* QEMU start to the guest's greeting */
 	uint64_t wall_us;
+	char *result;		/* the RESULT frame's JSON text (malloc'd) */
+	char *audit;		/* the engine's audit events (io/audit.jsonl), malloc'd; NULL: none */
 	char *out, *err;	/* capture: the bytes kept */
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
 };
 
-/* Boot a guest, run one command in it, tear everything down. 0 with r
- * filled (the command ran, whatever its status); -1 with err when the VM
- * failed (QEMU would not start, guest panic, hung guest, QEMU killed). */
-int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err);
+/* Boot a guest, send it the spec, relay, tear everything down. 0 with r
+ * filled (RESULT came, or the host's deadline passed); -1 with err when
+ * the VM failed (QEMU would not start, guest panic, hung guest, QEMU
+ * killed). */
+int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err);
 void vm_result_free(struct vm_result *r);
+
+/* backend.c: the REQUEST for o (the spec with the guest's paths, the
+ * shares to mount, the host's clock and a fresh seed). */
+json_t *vm_request(const struct vm_opts *o);
+/* backend.c: aegis_run() for spec.backend == AEGIS_BACKEND_VM. */
+int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err);
 
 /* qmp.c: QEMU's control socket (dir/qmp.sock). */
 struct vm_qmp {
@@ -93,8 +132,12 @@ struct vm_qemu {
 	bool kvm;
 };
 
-int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o,
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o,
 		  struct aegis_error *err);
+/* QEMU's device arguments for the channel and the shares: the one place
+ * they are built (a restored snapshot must get the same set). */
+struct qemu_args;
+void vm_qemu_devices(struct qemu_args *a, const struct vm_qemu *q, const struct vm_shares *sh);
 /* Read what the console has into the tail (call when it polls readable). */
 void vm_qemu_console(struct vm_qemu *q);
 /* Why QEMU ended: "guest panic: ...", "QEMU was killed by signal N", its

@@ -1,13 +1,17 @@
 /* guest.c — aegis-guest, PID 1 of a vm-backend sandbox (the initramfs's /init).
  *
- * It mounts the kernel filesystems, loads the few modules the Debian cloud
- * kernel keeps out of its image (virtio, virtio-mmio, virtio_console), finds
- * the virtio-serial port QEMU names "aegis" and speaks the exec stream
- * (frames.h) with the host over it: HELLO first, then one REQUEST, then the
- * command's STDOUT/STDERR and EXIT; the host's STDIN, STDIN_CLOSE and SIGNAL
- * go to the command. One command per boot: after EXIT the host ends QEMU;
- * should it not, the guest powers off by itself. Everything here runs as
- * root inside the guest: the boundary is the VM (docs/vm.md). */
+ * It mounts the kernel filesystems, loads the few modules the Debian
+ * kernel keeps out of its image (virtio, virtio-mmio, virtio_console, 9p,
+ * overlay), finds the virtio-serial port QEMU names "aegis" and speaks the
+ * exec stream (frames.h) with the host over it: HELLO first, then one
+ * REQUEST {"spec", "mounts", "clock", "seed"}; then it sets the guest up
+ * (setup.c) and runs the engine — aegis_run() on that spec, the same code
+ * as the namespace backend's — in a child, relaying its STDOUT/STDERR out
+ * and the host's STDIN, STDIN_CLOSE and SIGNAL in, and ends with RESULT
+ * (the engine's result or error). One run per boot: after RESULT the host
+ * ends QEMU; should it not, the guest powers off by itself. Inside the
+ * guest the command still gets the engine's namespaces, seccomp, landlock
+ * and limits: the VM adds a boundary, it removes none (docs/vm.md). */
 #include <dirent.h>
 #include <stdbool.h>
 #include <errno.h>
@@ -33,7 +37,9 @@
 
 #include "../../common/error.h"
 #include "../../common/frames.h"
+#include "../../common/specjson.h"
 #include "../../sandbox/sandbox.h"
+#include "guest.h"
 
 #define PORT_NAME "aegis"
 #define PORT_WAIT_MS 10000	/* the port appears once the host's control message lands */
@@ -136,7 +142,7 @@ static int guest_find_port(void)
 
 static int send_json(int port, enum frame_type type, json_t *j)
 {
-	char *text = json_dumps(j, JSON_COMPACT);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	int r = text ? frame_send(port, type, text, strlen(text)) : -1;
 
 	free(text);
@@ -144,82 +150,69 @@ static int send_json(int port, enum frame_type type, json_t *j)
 	return r;
 }
 
-static char **strv_of(json_t *arr)
+static json_t *error_json(const struct aegis_error *err)
 {
-	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-	char **v = calloc(n + 1, sizeof *v);
-
-	for (size_t i = 0; v && i < n; i++)
-		if (!(v[i] = (char *)json_string_value(json_array_get(arr, i))))
-			return free(v), NULL;
-	return v;
+	return json_pack("{s:{s:i, s:i, s:s}}", "error", "code", (int)err->code, "errno", err->sys_errno,
+			 "message", err->msg);
 }
 
-struct child {
+struct engine {
 	pid_t pid;
-	int in, out, err;	/* our ends of its pipes; -1 once closed */
+	int in, out, err;	/* our ends of its stdin, stdout, stderr; -1 once closed */
+	int res;		/* its result, as JSON text, at its exit */
 };
 
-/* In the child, last before exec, as the ns backend's spawn.c does it: no
- * core dumps, no capabilities (root in the guest cannot mount, load
- * modules or reach the devices), no_new_privs, then the seccomp allowlist.
- * Any failure stops the command: a security step never degrades. */
-static int guest_confine(struct aegis_error *err)
+/* In the engine's process: the decoded spec run by aegis_run(), exactly as
+ * `aegis run` would, its output on our pipes; the result (or the error) as
+ * JSON on res. */
+static void __attribute__((noreturn)) engine_main(struct specjson_spec *s, int res)
 {
-	struct rlimit no_core = { 0, 0 };
+	struct aegis_result r;
+	struct aegis_error err = { 0 };
+	json_t *out;
+	char *text;
 
-	if (setrlimit(RLIMIT_CORE, &no_core) < 0)
-		return error_sys(err, "RLIMIT_CORE");
-	if (caps_drop_all(err) < 0)
-		return -1;
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return error_sys(err, "no_new_privs");
-	return seccomp_apply(err);
+	sandbox_in_vm_guest();
+	s->spec.backend = AEGIS_BACKEND_NS;	/* in here the engine is the namespace backend */
+	s->spec.capture = false;		/* the host captures what STDOUT/STDERR frames bring */
+	s->spec.out_fd = s->spec.err_fd = 0;
+	if (aegis_run(&s->spec, &r, &err) < 0)
+		out = error_json(&err);
+	else
+		out = json_pack("{s:o}", "result", specjson_from_result(&r));
+	text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+	if (!text || write(res, text, strlen(text)) != (ssize_t)strlen(text))
+		_exit(1);
+	_exit(0);
 }
 
-/* Fork the command in a session of its own (SIGNAL frames go to its group). */
-static int guest_spawn(json_t *req, struct child *c)
+static int engine_start(struct specjson_spec *s, struct engine *e)
 {
-	char **argv = strv_of(json_object_get(req, "argv"));
-	char **env = strv_of(json_object_get(req, "env"));
-	const char *cwd = json_string_value(json_object_get(req, "cwd"));
-	int pin[2], pout[2], perr[2];
+	int pin[2], pout[2], perr[2], pres[2];
 
-	if (!argv || !argv[0] || !env || pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 ||
-	    pipe2(perr, O_CLOEXEC) < 0)
+	if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
+	    pipe2(pres, O_CLOEXEC) < 0)
 		return -1;
-	c->pid = fork();
-	if (c->pid == 0) {
-		struct aegis_error err = { 0 };
+	e->pid = fork();
+	if (e->pid == 0) {
 		sigset_t none;
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		setsid();
+		close(pres[0]);
 		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0)
-			_exit(127);
-		if (cwd && chdir(cwd) < 0) {
-			dprintf(2, "aegis: cwd %s: %m\n", cwd);
-			_exit(127);
-		}
-		environ = env;
-		if (guest_confine(&err) < 0) {
-			dprintf(2, "aegis: guest: %s\n", err.msg);
 			_exit(125);
-		}
-		execvp(argv[0], argv);
-		dprintf(2, "aegis: %s: %m\n", argv[0]);
-		_exit(errno == ENOENT ? 127 : 126);
+		engine_main(s, pres[1]);
 	}
 	close(pin[0]);
 	close(pout[1]);
 	close(perr[1]);
-	c->in = pin[1];
-	c->out = pout[0];
-	c->err = perr[0];
-	free(argv);
-	free(env);
-	return c->pid < 0 ? -1 : 0;
+	close(pres[1]);
+	e->in = pin[1];
+	e->out = pout[0];
+	e->err = perr[0];
+	e->res = pres[0];
+	return e->pid < 0 ? -1 : 0;
 }
 
 static void close_fd(int *fd)
@@ -229,8 +222,9 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-/* One frame from the host: stdin bytes, its end, or a signal. */
-static int guest_from_host(int port, struct child *c)
+/* One frame from the host: stdin bytes, its end, or a signal for the run
+ * (the engine forwards it to the command as `aegis run` does). */
+static int guest_from_host(int port, struct engine *e)
 {
 	static char buf[FRAME_MAX + 1];
 	enum frame_type type;
@@ -239,27 +233,27 @@ static int guest_from_host(int port, struct child *c)
 
 	if (r <= 0)
 		return -1;
-	if (type == FRAME_STDIN && c->in >= 0) {
+	if (type == FRAME_STDIN && e->in >= 0) {
 		size_t off = 0;
 
 		while (off < len) {
-			ssize_t n = write(c->in, buf + off, len - off);
+			ssize_t n = write(e->in, buf + off, len - off);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0) {
-				close_fd(&c->in);	/* the command closed its stdin */
+				close_fd(&e->in);	/* the command closed its stdin */
 				break;
 			}
 			off += (size_t)n;
 		}
 	} else if (type == FRAME_STDIN_CLOSE) {
-		close_fd(&c->in);
+		close_fd(&e->in);
 	} else if (type == FRAME_SIGNAL) {
 		json_t *j = json_loads(buf, 0, NULL);
 		int sig = (int)json_integer_value(json_object_get(j, "signal"));
 
 		if (sig > 0 && sig < 65)
-			kill(-c->pid, sig);
+			kill(e->pid, sig);
 		json_decref(j);
 	}
 	return 0;
@@ -276,24 +270,23 @@ static void guest_relay_out(int port, int *fd, enum frame_type type)
 		close_fd(fd);
 }
 
-/* Relay until the command has exited and both its outputs are drained. */
-static int guest_serve(int port, struct child *c, int sfd)
+/* Relay until the engine has exited and both outputs are drained. */
+static void guest_serve(int port, struct engine *e, int sfd)
 {
-	int status = 0;
 	bool exited = false;
 
-	while (!exited || c->out >= 0 || c->err >= 0) {
-		struct pollfd p[4] = { { port, POLLIN, 0 }, { c->out, POLLIN, 0 }, { c->err, POLLIN, 0 },
+	while (!exited || e->out >= 0 || e->err >= 0) {
+		struct pollfd p[4] = { { port, POLLIN, 0 }, { e->out, POLLIN, 0 }, { e->err, POLLIN, 0 },
 				       { sfd, POLLIN, 0 } };
 
 		if (poll(p, 4, -1) < 0 && errno != EINTR)
-			return -1;
-		if (p[0].revents && guest_from_host(port, c) < 0)
+			guest_poweroff("poll");
+		if (p[0].revents && guest_from_host(port, e) < 0)
 			guest_poweroff("the host closed the channel");
 		if (p[1].revents)
-			guest_relay_out(port, &c->out, FRAME_STDOUT);
+			guest_relay_out(port, &e->out, FRAME_STDOUT);
 		if (p[2].revents)
-			guest_relay_out(port, &c->err, FRAME_STDERR);
+			guest_relay_out(port, &e->err, FRAME_STDERR);
 		if (p[3].revents) {
 			struct signalfd_siginfo si;
 			int st;
@@ -301,26 +294,54 @@ static int guest_serve(int port, struct child *c, int sfd)
 
 			if (read(sfd, &si, sizeof si) < 0)
 				continue;
-			/* PID 1 reaps every orphan; only the command's status counts. */
+			/* PID 1 reaps every orphan; only the engine's end counts. */
 			while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-				if (pid == c->pid) {
-					status = st;
+				if (pid == e->pid)
 					exited = true;
-				}
 		}
 	}
-	return status;
+}
+
+/* The engine's JSON from its pipe, as the RESULT frame's payload. */
+static void guest_result(int port, struct engine *e)
+{
+	static char buf[FRAME_MAX + 1];
+	size_t len = 0;
+	ssize_t n;
+	struct aegis_error err = { 0 };
+
+	while (len < FRAME_MAX && (n = read(e->res, buf + len, FRAME_MAX - len)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len == 0) {
+		error_set(&err, AEGIS_E_SETUP, 0, "guest: the engine ended without a result");
+		send_json(port, FRAME_RESULT, error_json(&err));
+		return;
+	}
+	frame_send(port, FRAME_RESULT, buf, len);
+}
+
+static void __attribute__((noreturn)) guest_refuse(int port, const struct aegis_error *err)
+{
+	send_json(port, FRAME_RESULT, error_json(err));
+	guest_poweroff(NULL);
 }
 
 int main(void)
 {
 	struct utsname u;
-	struct child c = { -1, -1, -1, -1 };
+	struct engine e = { -1, -1, -1, -1, -1 };
+	struct specjson_spec spec;
+	struct aegis_error err = { 0 };
 	static char buf[FRAME_MAX + 1];
 	enum frame_type type;
 	size_t len;
 	sigset_t chld;
-	int port, sfd, status;
+	int port, sfd;
 	json_t *req;
 
 	guest_mounts();
@@ -330,25 +351,25 @@ int main(void)
 	uname(&u);
 	if (send_json(port, FRAME_HELLO, json_pack("{s:s, s:s}", "version", FRAMES_VERSION, "kernel", u.release)) < 0)
 		guest_poweroff("cannot greet the host");
+	/* Here a snapshot may be taken: no 9p share is mounted yet. */
 	if (frame_recv(port, &type, buf, &len) <= 0 || type != FRAME_REQUEST ||
 	    !(req = json_loads(buf, 0, NULL)))
 		guest_poweroff("no request from the host");
-	/* SIGCHLD through a signalfd, so poll() sees the command's exit. */
+	explicit_bzero(buf, len);	/* it held the secrets' values */
+	if (guest_setup(req, &err) < 0 || specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
+		guest_refuse(port, &err);
+	json_decref(req);
+	/* SIGCHLD through a signalfd, so poll() sees the engine's exit. */
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	sfd = signalfd(-1, &chld, SFD_CLOEXEC);
-	if (sfd < 0 || guest_spawn(req, &c) < 0) {
-		send_json(port, FRAME_EXIT, json_pack("{s:i, s:{s:s, s:s}}", "exit_code", 127, "error", "code",
-						      "spawn_failed", "message", "the guest could not start the command"));
-		guest_poweroff(NULL);
+	if (sfd < 0 || engine_start(&spec, &e) < 0) {
+		error_sys(&err, "guest: start the engine");
+		guest_refuse(port, &err);
 	}
-	json_decref(req);
-	status = guest_serve(port, &c, sfd);
-	if (WIFSIGNALED(status))
-		send_json(port, FRAME_EXIT, json_pack("{s:i, s:i}", "exit_code", 128 + WTERMSIG(status), "signal",
-						      WTERMSIG(status)));
-	else
-		send_json(port, FRAME_EXIT, json_pack("{s:i, s:n}", "exit_code", WEXITSTATUS(status), "signal"));
+	specjson_spec_free(&spec);
+	guest_serve(port, &e, sfd);
+	guest_result(port, &e);
 	guest_poweroff(NULL);
 }

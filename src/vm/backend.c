@@ -1,0 +1,247 @@
+/* backend.c — aegis_run() with spec.backend = AEGIS_BACKEND_VM.
+ *
+ * The host maps the spec's host paths to 9p shares (shares.c), sends the
+ * spec to aegis-guest, where the engine runs it exactly as the namespace
+ * backend would (its namespaces, seccomp, landlock, cgroup limits, exec
+ * watch, secrets, overlay), relays the output, and turns the guest's
+ * RESULT back into a struct aegis_result or the engine's own error. The
+ * engine's audit events come back through the io share and are appended
+ * to the host's log here, so the chain is the host's. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/audit.h"
+#include "../common/error.h"
+#include "../common/logrecord.h"
+#include "../common/specjson.h"
+#include "../common/util.h"
+#include "vm.h"
+
+/* RAM the guest kernel, PID 1, the engine and the 9p caches need beside
+ * the run's own memory limit (its cgroup in the guest): the command's OOM
+ * is the cgroup's, not the guest kernel's. */
+#define GUEST_OVERHEAD (256ULL << 20)
+/* Past the engine's own wall-clock limit (it ends the run in the guest and
+ * reports "timeout"), the host gives a hung guest this long. */
+#define HOST_GRACE_MS 30000
+
+static const char *isolation(bool kvm)
+{
+	return kvm ? "vm" : "test mode: TCG emulation is not a security boundary";
+}
+
+/* What the vm backend cannot honour (yet): refused by name, never dropped. */
+static int vm_check(const struct aegis_spec *spec, struct aegis_error *err)
+{
+	const char *net = spec->policy && spec->policy->net_mode ? spec->policy->net_mode : "none";
+
+	if (!spec->argv || !spec->argv[0] || !spec->argv[0][0])
+		return error_set(err, AEGIS_E_INVALID, 0, "no command given");
+	if (spec->image_layers)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend cannot use an image root yet (docs/vm.md)");
+	if (strcmp(net, "none"))
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend has no network mode '%s' yet (docs/vm.md)",
+				 net);
+	if (spec->control_fd > 0 || spec->freezable)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend runs no instances yet (docs/vm.md)");
+	if (spec->limits.memory_bytes < (4u << 20))
+		return error_set(err, AEGIS_E_INVALID, 0, "memory limit below 4 MiB");
+	return 0;
+}
+
+json_t *vm_request(const struct vm_opts *o)
+{
+	struct aegis_spec g = *o->spec;
+	unsigned char seed[32];
+	char b64[48];
+	struct timespec now;
+	json_t *req;
+
+	/* The engine in the guest sees the shares where they are mounted. */
+	g.backend = AEGIS_BACKEND_NS;
+	g.workspace = o->spec->workspace ? VM_GUEST_WORKSPACE : NULL;
+	g.workspace_fd = 0;
+	g.artifacts_dir = o->spec->artifacts_dir ? VM_GUEST_ARTIFACTS : NULL;
+	g.audit_path = o->spec->audit_path ? VM_GUEST_AUDIT : NULL;
+	g.cgroup_parent = NULL;	/* the guest's cgroup tree is its own */
+	if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+		return NULL;
+	b64[logrecord_b64_encode(seed, sizeof seed, b64)] = '\0';
+	explicit_bzero(seed, sizeof seed);
+	clock_gettime(CLOCK_REALTIME, &now);
+	req = json_pack("{s:o, s:o, s:{s:I, s:I}, s:s}", "spec", specjson_from_spec(&g), "mounts",
+			vm_shares_mounts(&o->shares), "clock", "sec", (json_int_t)now.tv_sec, "nsec",
+			(json_int_t)now.tv_nsec, "seed", b64);
+	explicit_bzero(b64, sizeof b64);
+	return req;
+}
+
+/* The guest's audit events, appended to the host's log: its chain, its
+ * sequence and its clock; run.start says how the guest ran, and names the
+ * host's workspace, not the guest's mount point. A run that failed before
+ * the engine said anything still gets its start and end on record. */
+static void audit_relay(struct audit_log *log, const struct aegis_spec *spec, const struct vm_result *r,
+			const struct aegis_error *failure)
+{
+	static const char *const reserved[] = { "v", "seq", "ts", "type", "prev", NULL };
+	struct aegis_error ignored;
+	bool started = false, ended = false;
+	char *save = NULL;
+
+	for (char *line = r->audit ? strtok_r(r->audit, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		json_t *ev = json_loads(line, 0, NULL);
+		const char *t = json_string_value(json_object_get(ev, "type"));
+		char type[64];
+
+		if (!t || !json_is_object(ev) || strlen(t) >= sizeof type) {
+			json_decref(ev);
+			continue;
+		}
+		snprintf(type, sizeof type, "%s", t);
+		for (const char *const *k = reserved; *k; k++)
+			json_object_del(ev, *k);
+		if (!strcmp(type, "run.start")) {
+			started = true;
+			json_object_set_new(ev, "backend", json_string("vm"));
+			json_object_set_new(ev, "accel", json_string(r->kvm ? "kvm" : "tcg"));
+			json_object_set_new(ev, "isolation", json_string(isolation(r->kvm)));
+			json_object_set_new(ev, "guest_kernel", json_string(r->kernel));
+			json_object_set_new(ev, "workspace", spec->workspace ? json_string(spec->workspace) : json_null());
+			json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
+		} else if (!strcmp(type, "run.end")) {
+			ended = true;
+			json_object_set_new(ev, "boot_ms", json_real((double)r->boot_us / 1000.0));
+		}
+		audit_append(log, type, ev, &ignored);
+	}
+	if (!started)
+		audit_append(log, "run.start", json_pack("{s:o, s:s, s:s, s:s, s:s}", "argv", json_array(),
+						   "backend", "vm", "accel", r->kvm ? "kvm" : "tcg",
+						   "isolation", isolation(r->kvm), "guest_kernel", r->kernel), &ignored);
+	if (!ended)
+		audit_append(log, "run.end", failure ? json_pack("{s:s, s:s}", "end", "error", "error", failure->msg)
+						      : json_pack("{s:s, s:i}", "end", "timeout", "exit_code", 124),
+			     &ignored);
+}
+
+/* The guest's RESULT: the engine's result, or its error as it was. */
+static int take_result(struct vm_result *r, struct aegis_result *res, struct aegis_error *err)
+{
+	static __thread char unenforced[256];
+	struct specjson_result d;
+	json_t *j = r->result ? json_loads(r->result, 0, NULL) : NULL, *e;
+	int rc = -1;
+
+	if (!j)
+		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest's result is not JSON");
+	if ((e = json_object_get(j, "error"))) {
+		const char *msg = json_string_value(json_object_get(e, "message"));
+		json_int_t code = json_integer_value(json_object_get(e, "code"));
+
+		if (code < AEGIS_E_INVALID || code > AEGIS_E_NOEXEC)
+			code = AEGIS_E_SETUP;
+		error_set(err, (enum aegis_errc)code, (int)json_integer_value(json_object_get(e, "errno")), "%s",
+			  msg ? msg : "the guest's engine failed");
+	} else if (specjson_to_result(json_object_get(j, "result"), &d, err) == 0) {
+		*res = d.result;
+		if (d.result.unenforced) {
+			snprintf(unenforced, sizeof unenforced, "%s", d.unenforced_buf);
+			res->unenforced = unenforced;
+		}
+		rc = 0;
+	} else {
+		error_prefix(err, "vm: the guest's result");
+	}
+	json_decref(j);
+	return rc;
+}
+
+/* result.json in the artifacts says how the guest ran, as --json does. */
+static void artifacts_note(const struct aegis_spec *spec, const struct aegis_result *res)
+{
+	char path[4200];
+	json_t *doc;
+
+	if (!spec->artifacts_dir)
+		return;
+	snprintf(path, sizeof path, "%s/result.json", spec->artifacts_dir);
+	if (!(doc = json_load_file(path, JSON_DISABLE_EOF_CHECK, NULL)) || !json_is_object(doc)) {
+		json_decref(doc);
+		return;
+	}
+	json_object_set_new(doc, "backend", json_string("vm"));
+	json_object_set_new(doc, "accel", json_string(res->vm_kvm ? "kvm" : "tcg"));
+	json_object_set_new(doc, "isolation", json_string(isolation(res->vm_kvm)));
+	json_object_set_new(doc, "guest_kernel", json_string(res->vm_kernel));
+	json_object_set_new(doc, "boot_ms", json_real((double)res->vm_boot_us / 1000.0));
+	json_dump_file(doc, path, JSON_INDENT(2));
+	json_decref(doc);
+}
+
+int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err)
+{
+	struct vm_opts *o;
+	struct vm_result r;
+	struct audit_log *log = NULL;
+	int rc;
+
+	memset(res, 0, sizeof *res);
+	if (vm_check(spec, err) < 0)
+		return -1;
+	/* Nothing runs unless its start can go on record. */
+	if (spec->audit_path && audit_open(spec->audit_path, &log, err) < 0)
+		return -1;
+	/* The artifacts directory must exist to be shared; the engine in the
+	 * guest checks it is empty, as on the host. */
+	if (spec->artifacts_dir && mkdir(spec->artifacts_dir, 0700) < 0 && errno != EEXIST) {
+		if (log)
+			audit_close(log);
+		return error_sys(err, "artifacts %s", spec->artifacts_dir);
+	}
+	if (!(o = calloc(1, sizeof *o))) {	/* the shares' paths are large */
+		if (log)
+			audit_close(log);
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: options");
+	}
+	o->spec = spec;
+	o->memory_bytes = spec->limits.memory_bytes + GUEST_OVERHEAD;
+	o->vcpus = spec->limits.cpus_milli ? (spec->limits.cpus_milli + 999) / 1000 : 1;
+	o->timeout_ms = spec->limits.wall_ms ? spec->limits.wall_ms + 2 * HOST_GRACE_MS : 0;
+	o->capture = spec->capture;
+	o->capture_max = spec->capture_max;
+	o->out_fd = spec->out_fd ? spec->out_fd : 1;
+	o->err_fd = spec->err_fd ? spec->err_fd : 2;
+	rc = vm_run(o, &r, err);
+	free(o);
+	if (log) {
+		audit_relay(log, spec, &r, rc < 0 ? err : NULL);
+		audit_close(log);
+	}
+	if (rc == 0 && r.end == VM_TIMEOUT) {	/* the host's deadline: the guest never answered */
+		res->end = AEGIS_END_TIMEOUT;
+		res->exit_code = 124;
+		res->limit = "timeout";
+	} else if (rc == 0) {
+		rc = take_result(&r, res, err);
+	}
+	if (rc == 0) {
+		res->vm_kvm = r.kvm;
+		res->vm_boot_us = r.boot_us;
+		snprintf(res->vm_kernel, sizeof res->vm_kernel, "%s", r.kernel);
+		if (spec->capture) {
+			res->out = (struct aegis_stream){ r.out, r.out_len, res->out.truncated || r.out_truncated };
+			res->err = (struct aegis_stream){ r.err, r.err_len, res->err.truncated || r.err_truncated };
+			r.out = r.err = NULL;
+		}
+		artifacts_note(spec, res);
+	}
+	vm_result_free(&r);
+	return rc;
+}

@@ -1,0 +1,190 @@
+/* shares.c — the host directories a vm-backend guest sees, as 9p shares.
+ *
+ * Exactly what the namespace backend's host image takes (rootfs.c): /usr
+ * read-only (the /bin, /lib, ... links are in the initramfs) and the /etc
+ * allowlist, copied into the run directory because 9p exports directories,
+ * not single files. Then the run's own: the workspace, the artifacts
+ * directory and "io" (the engine's audit events). Never /, /root, /home,
+ * /tmp or /var.
+ *
+ * The device set is the same on every boot — an unused share points at an
+ * empty private directory — so a snapshot taken before the request still
+ * matches the machine any request restores it into. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/cleanup.h"
+#include "../common/error.h"
+#include "../sandbox/sandbox.h"
+#include "vm.h"
+
+#define COPY_DEPTH 8
+
+static int copy_tree(int src_dir, const char *name, int dst_dir, int depth, struct aegis_error *err);
+
+static int copy_file(int src_dir, const char *name, int dst_dir, const struct stat *st, struct aegis_error *err)
+{
+	_cleanup_close_ int in = openat(src_dir, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_close_ int out = -1;
+	off_t left = st->st_size;
+
+	if (in < 0)
+		return errno == EACCES ? 0 : error_sys(err, "vm: read /etc/.../%s", name);
+	out = openat(dst_dir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st->st_mode & 0755);
+	if (out < 0)
+		return error_sys(err, "vm: copy %s", name);
+	while (left > 0) {
+		ssize_t n = sendfile(out, in, NULL, (size_t)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return error_sys(err, "vm: copy %s", name);
+		left -= n;
+	}
+	return 0;
+}
+
+static int copy_dir(int src_dir, const char *name, int dst_dir, int depth, struct aegis_error *err)
+{
+	_cleanup_close_ int in = -1, out = -1;
+	DIR *d;
+	struct dirent *e;
+	int r = 0;
+
+	if (depth > COPY_DEPTH)
+		return 0;
+	if ((in = openat(src_dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return errno == EACCES ? 0 : error_sys(err, "vm: open %s", name);
+	if (mkdirat(dst_dir, name, 0755) < 0 ||
+	    (out = openat(dst_dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return error_sys(err, "vm: mkdir %s", name);
+	if (!(d = fdopendir(in)))
+		return error_sys(err, "vm: list %s", name);
+	in = -1;	/* the DIR owns it */
+	while (r == 0 && (e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			r = copy_tree(dirfd(d), e->d_name, out, depth + 1, err);
+	closedir(d);
+	return r;
+}
+
+/* Symlinks as symlinks, files copied, directories recursively; sockets,
+ * fifos and devices never. */
+static int copy_tree(int src_dir, const char *name, int dst_dir, int depth, struct aegis_error *err)
+{
+	struct stat st;
+	char target[PATH_MAX];
+	ssize_t n;
+
+	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : error_sys(err, "vm: stat %s", name);
+	if (S_ISLNK(st.st_mode)) {
+		if ((n = readlinkat(src_dir, name, target, sizeof target - 1)) < 0)
+			return error_sys(err, "vm: readlink %s", name);
+		target[n] = '\0';
+		return symlinkat(target, dst_dir, name) < 0 ? error_sys(err, "vm: symlink %s", name) : 0;
+	}
+	if (S_ISREG(st.st_mode))
+		return copy_file(src_dir, name, dst_dir, &st, err);
+	if (S_ISDIR(st.st_mode))
+		return copy_dir(src_dir, name, dst_dir, depth, err);
+	return 0;
+}
+
+/* dir/etc: the host's /etc allowlist, as the engine in the guest reads it. */
+static int shares_etc(const char *dir, struct aegis_error *err)
+{
+	char path[128];
+	_cleanup_close_ int etc = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int out = -1;
+
+	snprintf(path, sizeof path, "%s/etc", dir);
+	if (etc < 0)
+		return error_sys(err, "vm: open /etc");
+	if (mkdir(path, 0755) < 0 || (out = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return error_sys(err, "vm: mkdir %s", path);
+	for (int i = 0; rootfs_etc_allow[i]; i++)
+		if (copy_tree(etc, rootfs_etc_allow[i], out, 0, err) < 0)
+			return -1;
+	return 0;
+}
+
+static void share(struct vm_share *s, const char *tag, const char *host, const char *guest, bool ro, bool used)
+{
+	snprintf(s->tag, sizeof s->tag, "%s", tag);
+	snprintf(s->host, sizeof s->host, "%s", host);
+	snprintf(s->guest, sizeof s->guest, "%s", guest);
+	s->ro = ro;
+	s->used = used;
+}
+
+int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec, struct aegis_error *err)
+{
+	char empty[128], io[128], etc[128], ws[4200];
+	bool ws_ro = spec->workspace_ro || spec->workspace_overlay;
+
+	snprintf(empty, sizeof empty, "%s/empty", dir);
+	snprintf(io, sizeof io, "%s/io", dir);
+	snprintf(etc, sizeof etc, "%s/etc", dir);
+	if (mkdir(empty, 0555) < 0 || mkdir(io, 0700) < 0)
+		return error_sys(err, "vm: run directory %s", dir);
+	if (shares_etc(dir, err) < 0)
+		return -1;
+	/* A named workspace: exactly the directory the caller opened and
+	 * checked, through our descriptor (QEMU resolves it once, at start). */
+	if (spec->workspace && spec->workspace_fd > 0)
+		snprintf(ws, sizeof ws, "/proc/%d/fd/%d", (int)getpid(), spec->workspace_fd);
+	else
+		snprintf(ws, sizeof ws, "%s", spec->workspace ? spec->workspace : empty);
+	share(&sh->s[0], "usr", "/usr", "/usr", true, true);
+	share(&sh->s[1], "etc", etc, "/etc", true, true);
+	share(&sh->s[2], "ws", ws, VM_GUEST_WORKSPACE, spec->workspace ? ws_ro : true, spec->workspace != NULL);
+	share(&sh->s[3], "art", spec->artifacts_dir ? spec->artifacts_dir : empty, VM_GUEST_ARTIFACTS,
+	      !spec->artifacts_dir, spec->artifacts_dir != NULL);
+	share(&sh->s[4], "io", io, VM_GUEST_IO, false, true);
+	share(&sh->s[5], "img", empty, "/aegis/img", true, false);	/* images: not yet */
+	sh->n = 6;
+	return 0;
+}
+
+json_t *vm_shares_mounts(const struct vm_shares *sh)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; i < sh->n; i++)
+		if (sh->s[i].used)
+			json_array_append_new(a, json_pack("{s:s, s:s, s:b}", "tag", sh->s[i].tag, "path",
+							   sh->s[i].guest, "ro", sh->s[i].ro));
+	return a;
+}
+
+/* Everything under dir/name, then it: the run directory's copies and the
+ * guest's io files (no symlink is followed: unlinkat removes links). */
+void vm_remove_tree(int dirfd_, const char *name)
+{
+	int fd = openat(dirfd_, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	DIR *d;
+	struct dirent *e;
+
+	if (fd < 0) {
+		unlinkat(dirfd_, name, 0);
+		return;
+	}
+	if (!(d = fdopendir(fd))) {
+		close(fd);
+		return;
+	}
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			vm_remove_tree(dirfd(d), e->d_name);
+	closedir(d);
+	unlinkat(dirfd_, name, AT_REMOVEDIR);
+}
