@@ -66,9 +66,9 @@ json_t *vm_request(const struct vm_opts *o)
 
 	/* The engine in the guest sees the shares where they are mounted. */
 	g.backend = AEGIS_BACKEND_NS;
-	g.workspace = o->spec->workspace ? VM_GUEST_WORKSPACE : NULL;
+	g.workspace = o->spec->workspace ? o->paths.workspace : NULL;
 	g.workspace_fd = 0;
-	g.artifacts_dir = o->spec->artifacts_dir ? VM_GUEST_ARTIFACTS : NULL;
+	g.artifacts_dir = o->spec->artifacts_dir ? o->paths.artifacts : NULL;
 	g.audit_path = o->spec->audit_path ? VM_GUEST_AUDIT : NULL;
 	g.cgroup_parent = NULL;	/* the guest's cgroup tree is its own */
 	if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed)
@@ -84,10 +84,9 @@ json_t *vm_request(const struct vm_opts *o)
 }
 
 /* The guest's audit events, appended to the host's log: its chain, its
- * sequence and its clock; run.start says how the guest ran, and names the
- * host's workspace, not the guest's mount point. A run that failed before
+ * sequence and its clock; run.start says how the guest ran. A run that failed before
  * the engine said anything still gets its start and end on record. */
-static void audit_relay(struct audit_log *log, const struct aegis_spec *spec, const struct vm_result *r,
+static void audit_relay(struct audit_log *log, const struct vm_result *r,
 			const struct aegis_error *failure)
 {
 	static const char *const reserved[] = { "v", "seq", "ts", "type", "prev", NULL };
@@ -113,7 +112,6 @@ static void audit_relay(struct audit_log *log, const struct aegis_spec *spec, co
 			json_object_set_new(ev, "accel", json_string(r->kvm ? "kvm" : "tcg"));
 			json_object_set_new(ev, "isolation", json_string(isolation(r->kvm)));
 			json_object_set_new(ev, "guest_kernel", json_string(r->kernel));
-			json_object_set_new(ev, "workspace", spec->workspace ? json_string(spec->workspace) : json_null());
 			json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
 		} else if (!strcmp(type, "run.end")) {
 			ended = true;
@@ -211,6 +209,12 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: options");
 	}
 	o->spec = spec;
+	if (vm_paths_of(&o->paths, spec, err) < 0) {
+		free(o);
+		if (log)
+			audit_close(log);
+		return -1;
+	}
 	o->memory_bytes = spec->limits.memory_bytes + GUEST_OVERHEAD;
 	o->vcpus = spec->limits.cpus_milli ? (spec->limits.cpus_milli + 999) / 1000 : 1;
 	o->timeout_ms = spec->limits.wall_ms ? spec->limits.wall_ms + 2 * HOST_GRACE_MS : 0;
@@ -221,7 +225,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	rc = vm_run(o, &r, err);
 	free(o);
 	if (log) {
-		audit_relay(log, spec, &r, rc < 0 ? err : NULL);
+		audit_relay(log, &r, rc < 0 ? err : NULL);
 		audit_close(log);
 	}
 	if (rc == 0 && r.end == VM_TIMEOUT) {	/* the host's deadline: the guest never answered */

@@ -316,7 +316,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 		q->dir[0] = '\0';
 		return error_sys(err, "vm: run directory in /tmp");
 	}
-	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, err) < 0)
+	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, &o->paths, err) < 0)
 		return -1;
 	memset(&a, 0, sizeof a);
 	qemu_argv(&a, qemu, q, g, o);

@@ -126,7 +126,40 @@ static void share(struct vm_share *s, const char *tag, const char *host, const c
 	s->used = used;
 }
 
-int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec, struct aegis_error *err)
+/* A host directory's path in the guest: absolute, and not over anything
+ * the guest itself needs. */
+static int guest_path(const char *host, const char *what, char *out, size_t cap, struct aegis_error *err)
+{
+	static const char *const taken[] = { "/usr", "/etc", "/proc", "/sys", "/dev", "/aegis", "/bin", "/sbin",
+					     "/lib", "/lib64", NULL };
+	char real[PATH_MAX];
+
+	out[0] = '\0';
+	if (!host)
+		return 0;
+	if (!realpath(host, real))
+		return error_sys(err, "%s %s", what, host);
+	if (!strcmp(real, "/"))
+		return error_set(err, AEGIS_E_INVALID, 0, "the vm backend cannot share / as the %s", what);
+	for (const char *const *t = taken; *t; t++) {
+		size_t n = strlen(*t);
+		if (!strncmp(real, *t, n) && (real[n] == '/' || !real[n]))
+			return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend cannot share %s as the %s "
+					 "(the guest has its own %s)", real, what, *t);
+	}
+	snprintf(out, cap, "%s", real);
+	return 0;
+}
+
+int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err)
+{
+	if (guest_path(spec->workspace, "workspace", paths->workspace, sizeof paths->workspace, err) < 0)
+		return -1;
+	return guest_path(spec->artifacts_dir, "artifacts directory", paths->artifacts, sizeof paths->artifacts, err);
+}
+
+int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
+		      const struct vm_paths *paths, struct aegis_error *err)
 {
 	char empty[128], io[128], etc[128], ws[4200];
 	bool ws_ro = spec->workspace_ro || spec->workspace_overlay;
@@ -146,8 +179,8 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 		snprintf(ws, sizeof ws, "%s", spec->workspace ? spec->workspace : empty);
 	share(&sh->s[0], "usr", "/usr", "/usr", true, true);
 	share(&sh->s[1], "etc", etc, "/etc", true, true);
-	share(&sh->s[2], "ws", ws, VM_GUEST_WORKSPACE, spec->workspace ? ws_ro : true, spec->workspace != NULL);
-	share(&sh->s[3], "art", spec->artifacts_dir ? spec->artifacts_dir : empty, VM_GUEST_ARTIFACTS,
+	share(&sh->s[2], "ws", ws, paths->workspace, spec->workspace ? ws_ro : true, spec->workspace != NULL);
+	share(&sh->s[3], "art", spec->artifacts_dir ? spec->artifacts_dir : empty, paths->artifacts,
 	      !spec->artifacts_dir, spec->artifacts_dir != NULL);
 	share(&sh->s[4], "io", io, VM_GUEST_IO, false, true);
 	share(&sh->s[5], "img", empty, "/aegis/img", true, false);	/* images: not yet */

@@ -32,9 +32,10 @@ int vm_accel(bool *kvm, char *why, size_t cap);
 /* The QEMU binary on PATH, or NULL. */
 const char *vm_qemu_path(void);
 
-/* Where the run's shares are in the guest. */
-#define VM_GUEST_WORKSPACE "/aegis/ws"
-#define VM_GUEST_ARTIFACTS "/aegis/art"
+/* Where the run's shares are in the guest. The workspace and the
+ * artifacts directory are mounted at their host paths (made absolute), so
+ * what the engine records (audit, result.json, changes.json) names the
+ * host's directories and `aegis apply` works on a vm run's artifacts. */
 #define VM_GUEST_IO "/aegis/io"
 #define VM_GUEST_AUDIT VM_GUEST_IO "/audit.jsonl"
 
@@ -47,6 +48,12 @@ struct vm_share {
 	bool used;		/* mounted by this run's request (the device exists either way) */
 };
 
+/* The guest paths of the workspace and artifacts (absolute host paths). */
+struct vm_paths {
+	char workspace[4096];
+	char artifacts[4096];
+};
+
 #define VM_SHARES_MAX 8
 struct vm_shares {
 	struct vm_share s[VM_SHARES_MAX];
@@ -56,7 +63,10 @@ struct vm_shares {
 /* The fixed set of shares for spec in the run directory dir (its etc copy,
  * io and empty directories made there). -1 with err. */
 int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
-		      struct aegis_error *err);
+		      const struct vm_paths *paths, struct aegis_error *err);
+/* The guest paths of spec's workspace and artifacts directory (after the
+ * artifacts directory exists). -1 with err for one the guest cannot take. */
+int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err);
 /* The request's "mounts": the shares this run uses. */
 json_t *vm_shares_mounts(const struct vm_shares *sh);
 /* rm -r of dirfd/name without following links. */
@@ -71,6 +81,7 @@ struct vm_opts {
 	size_t capture_max;
 	int out_fd, err_fd;	/* where passed output goes */
 	struct vm_shares shares;	/* filled by vm_run once the run directory exists */
+	struct vm_paths paths;
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
