@@ -156,6 +156,9 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 		      const struct vm_opts *o)
 {
 	unsigned long khz = host_tsc_khz();
+	/* Kernel arguments added for debugging (and the tests of the guest
+	 * panic path, e.g. rdinit=/nonexistent). */
+	const char *extra = getenv("AEGIS_VM_KERNEL_ARGS");
 	char tsc[48] = "";
 
 	if (khz && !q->kvm)
@@ -174,7 +177,8 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	arg(a, "-kernel"), arg(a, g->vmlinux);
 	arg(a, "-initrd"), arg(a, g->initramfs);
 	arg(a, "-append");
-	argf(a, "console=ttyS0 quiet cryptomgr.notests panic=-1 oops=panic%s", tsc);
+	argf(a, "console=ttyS0 quiet cryptomgr.notests panic=-1 oops=panic%s%s%s", tsc,
+	     extra && *extra ? " " : "", extra && *extra ? extra : "");
 	/* The console goes to aegis, not to a file a guest could grow without
 	 * bound: aegis keeps its tail. wait=on here too, so a panic during the
 	 * boot is never printed to no one. */

@@ -34,6 +34,20 @@ def run_dirs():
     return set(glob.glob("/tmp/aegis-vm-*"))
 
 
+def parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def dirs_of(parent, before):
+    """The run directories made since `before` whose QEMU is parent's child:
+    ours, whatever else runs VMs on this machine."""
+    return {d for d in run_dirs() - before if any(parent_of(q) == parent for q in qemus_of({d}))}
+
+
 def qemus_of(dirs):
     """QEMU processes whose command line names one of these run directories."""
     found = []
@@ -50,11 +64,22 @@ def qemus_of(dirs):
     return found
 
 
+def left_behind(before):
+    """Run directories made since `before` that outlived their run: no
+    QEMU names them and they are still there a moment later (another
+    user's live run on a shared machine has its QEMU, or is gone by then)."""
+    new = run_dirs() - before
+    if not new:
+        return set()
+    time.sleep(0.5)
+    return {d for d in new if os.path.isdir(d) and not qemus_of({d})}
+
+
 def vm(*argv, opts=(), env=VM_ENV, **kw):
     """`aegis run --backend vm OPTS -- ARGV`, then check nothing is left."""
     before = run_dirs()
-    r = aegis("run", "--backend", "vm", *opts, "--", *argv, env=env, **kw)
-    left = run_dirs() - before
+    r = aegis("run", "--backend", "vm", *opts, "--", *argv, env=env, timeout=kw.pop("timeout", 180), **kw)
+    left = left_behind(before)
     assert not left, f"run directories left behind: {left}"
     return r
 
@@ -115,7 +140,7 @@ def test_signal_to_aegis_is_forwarded_to_the_command():
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 128 + signal.SIGINT, err
-    assert not run_dirs() - before
+    assert not left_behind(before)
 
 
 def test_timeout_kills_the_vm():
@@ -138,13 +163,13 @@ def test_killed_qemu_is_reported_and_cleaned_up():
     p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "sh", "-c", "echo up; exec sleep 60"],
                          env=VM_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline() == "up\n"
-    pids = qemus_of(run_dirs() - before)
+    pids = qemus_of(dirs_of(p.pid, before))
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 125
     assert err.strip().splitlines() == [err.strip()] and "killed by signal 9" in err, err
-    assert not run_dirs() - before
+    assert not left_behind(before)
 
 
 def test_hung_guest_is_killed_and_reported():
@@ -171,7 +196,7 @@ def test_unsupported_flags_are_refused(flags, named):
     assert r.returncode == 125
     line = r.stderr.strip()
     assert "\n" not in line and "not supported yet" in line and named in line, r.stderr
-    assert not run_dirs() - before
+    assert not left_behind(before)
 
 
 def test_doctor_reports_the_vm_backend(guest_files):
@@ -224,7 +249,7 @@ def test_aegis_killed_outright_takes_qemu_along():
     p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "sh", "-c", "echo up; exec sleep 60"],
                          env=VM_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline() == "up\n"
-    dirs = run_dirs() - before
+    dirs = dirs_of(p.pid, before)
     pids = qemus_of(dirs)
     assert len(pids) == 1
     p.kill()
@@ -286,7 +311,7 @@ def test_sigtstp_pauses_the_vm_and_sigcont_resumes_it():
                          text=True)
     try:
         assert p.stdout.readline() == "up\n"
-        (run_dir,) = run_dirs() - before
+        (run_dir,) = dirs_of(p.pid, before)
         assert qmp_status(run_dir) == "running"
         p.send_signal(signal.SIGTSTP)
         deadline = time.monotonic() + 5
@@ -309,4 +334,4 @@ def test_sigtstp_pauses_the_vm_and_sigcont_resumes_it():
             p.wait()
     assert p.returncode == 0, err
     assert out == "got-x\n"
-    assert not run_dirs() - before
+    assert not left_behind(before)

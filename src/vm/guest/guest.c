@@ -199,10 +199,12 @@ static int engine_start(struct specjson_spec *s, struct engine *e)
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		close(pres[0]);
-		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0)
+		/* 0, 1, 2 and the result pipe (3): nothing else of PID 1's, or
+		 * the command would never see its stdin end (our write end). */
+		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0 || dup2(pres[1], 3) < 0 ||
+		    syscall(SYS_close_range, 4, ~0U, 0) < 0)
 			_exit(125);
-		engine_main(s, pres[1]);
+		engine_main(s, 3);
 	}
 	close(pin[0]);
 	close(pout[1]);
