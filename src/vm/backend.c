@@ -145,8 +145,10 @@ static int take_result(struct vm_result *r, struct aegis_result *res, struct aeg
 
 		if (code < AEGIS_E_INVALID || code > AEGIS_E_NOEXEC)
 			code = AEGIS_E_SETUP;
-		error_set(err, (enum aegis_errc)code, (int)json_integer_value(json_object_get(e, "errno")), "%s",
-			  msg ? msg : "the guest's engine failed");
+		/* as the engine wrote it: the message already names the errno */
+		err->code = (enum aegis_errc)code;
+		err->sys_errno = (int)json_integer_value(json_object_get(e, "errno"));
+		snprintf(err->msg, sizeof err->msg, "%s", msg ? msg : "the guest's engine failed");
 	} else if (specjson_to_result(json_object_get(j, "result"), &d, err) == 0) {
 		*res = d.result;
 		if (d.result.unenforced) {

@@ -43,7 +43,7 @@ const char *vm_qemu_path(void);
 struct vm_share {
 	char tag[8];
 	char host[4200];
-	char guest[64];
+	char guest[4096];
 	bool ro;
 	bool used;		/* mounted by this run's request (the device exists either way) */
 };

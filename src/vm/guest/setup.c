@@ -64,7 +64,7 @@ static int setup_seed(const char *b64, struct aegis_error *err)
 
 static int mkdirs(const char *path, struct aegis_error *err)
 {
-	char buf[256];
+	char buf[4096];
 
 	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
 		return error_set(err, AEGIS_E_INVALID, ENAMETOOLONG, "mount point %s", path);
