@@ -285,6 +285,17 @@ static int workspace_owner_ids(struct sandbox_ctx *ctx, struct aegis_error *err)
 	return 0;
 }
 
+static int layers_owner_ids(struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	struct stat st;
+
+	if (stat(ctx->spec->image_layers[0], &st) < 0)
+		return error_sys(err, "image layer %s", ctx->spec->image_layers[0]);
+	ctx->host_uid = st.st_uid;
+	ctx->host_gid = st.st_gid;
+	return 0;
+}
+
 static pid_t clone_sandbox(struct cgroup *cg, int *pidfd)
 {
 	struct clone_args args = {
@@ -362,7 +373,14 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	} else if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0) {
 		goto out;
 	}
-	if (spec->image_layers && geteuid() == 0) {
+	/* In a guest the layers are a 9p share (no idmapped mounts either):
+	 * the child clones them as a rootless run does, and without a
+	 * workspace sandbox root is their owner, as the idmapped mount shows
+	 * it on the host. */
+	if (spec->image_layers && geteuid() == 0 && in_vm_guest) {
+		if (!spec->workspace && layers_owner_ids(&ctx, err) < 0)
+			goto out;
+	} else if (spec->image_layers && geteuid() == 0) {
 		if (!(ctx.layer_fds = calloc(imageroot_count(spec), sizeof *ctx.layer_fds))) {
 			error_set(err, AEGIS_E_SETUP, ENOMEM, "image layers");
 			goto out;

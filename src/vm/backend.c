@@ -44,8 +44,6 @@ static int vm_check(const struct aegis_spec *spec, struct aegis_error *err)
 
 	if (!spec->argv || !spec->argv[0] || !spec->argv[0][0])
 		return error_set(err, AEGIS_E_INVALID, 0, "no command given");
-	if (spec->image_layers)
-		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend cannot use an image root yet (docs/vm.md)");
 	if (strcmp(net, "none"))
 		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend has no network mode '%s' yet (docs/vm.md)",
 				 net);

@@ -151,9 +151,38 @@ static int guest_path(const char *host, const char *what, char *out, size_t cap,
 	return 0;
 }
 
+/* An image root's layers are the store's unpacked layers, STORE/layers/ID:
+ * the guest gets that one directory read-only (every layer, nothing
+ * else of the store), at the same path. Layers given elsewhere, or by a
+ * path that is not canonical, are refused. */
+static int layers_dir(const struct aegis_spec *spec, char *out, size_t cap, struct aegis_error *err)
+{
+	char parent[PATH_MAX], real[PATH_MAX], *slash;
+
+	out[0] = '\0';
+	if (!spec->image_layers || !spec->image_layers[0])
+		return 0;
+	snprintf(parent, sizeof parent, "%s", spec->image_layers[0]);
+	if (!(slash = strrchr(parent, '/')) || slash == parent)
+		return error_set(err, AEGIS_E_INVALID, 0, "image layer %s: not in an image store", parent);
+	*slash = '\0';
+	if (strcmp(slash - 7 > parent ? slash - 7 : parent, "/layers"))
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend takes image layers from the image "
+				 "store only, not %s", spec->image_layers[0]);
+	for (char *const *l = spec->image_layers; *l; l++) {
+		size_t n = strlen(parent);
+		if (strncmp(*l, parent, n) || (*l)[n] != '/' || strchr(*l + n + 1, '/') || !realpath(*l, real) ||
+		    strcmp(real, *l))
+			return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend takes image layers from one "
+					 "image store's layers directory only, not %s", *l);
+	}
+	return guest_path(parent, "image layers directory", out, cap, err);
+}
+
 int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err)
 {
-	if (guest_path(spec->workspace, "workspace", paths->workspace, sizeof paths->workspace, err) < 0)
+	if (guest_path(spec->workspace, "workspace", paths->workspace, sizeof paths->workspace, err) < 0 ||
+	    layers_dir(spec, paths->layers, sizeof paths->layers, err) < 0)
 		return -1;
 	return guest_path(spec->artifacts_dir, "artifacts directory", paths->artifacts, sizeof paths->artifacts, err);
 }
@@ -183,7 +212,8 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 	share(&sh->s[3], "art", spec->artifacts_dir ? spec->artifacts_dir : empty, paths->artifacts,
 	      !spec->artifacts_dir, spec->artifacts_dir != NULL);
 	share(&sh->s[4], "io", io, VM_GUEST_IO, false, true);
-	share(&sh->s[5], "img", empty, "/aegis/img", true, false);	/* images: not yet */
+	share(&sh->s[5], "img", paths->layers[0] ? paths->layers : empty, paths->layers[0] ? paths->layers : "/aegis/img",
+	      true, paths->layers[0] != '\0');
 	sh->n = 6;
 	return 0;
 }
