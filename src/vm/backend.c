@@ -161,26 +161,35 @@ static int take_result(struct vm_result *r, struct aegis_result *res, struct aeg
 	return rc;
 }
 
-/* result.json in the artifacts says how the guest ran, as --json does. */
+/* result.json in the artifacts says how the guest ran, as --json does.
+ * The guest wrote that directory: the file is opened without following a
+ * link (one aimed at a host file must not be rewritten) and must be a
+ * regular file. */
 static void artifacts_note(const struct aegis_spec *spec, const struct aegis_result *res)
 {
 	char path[4200];
-	json_t *doc;
+	struct stat st;
+	json_t *doc = NULL;
+	int fd;
 
 	if (!spec->artifacts_dir)
 		return;
 	snprintf(path, sizeof path, "%s/result.json", spec->artifacts_dir);
-	if (!(doc = json_load_file(path, JSON_DISABLE_EOF_CHECK, NULL)) || !json_is_object(doc)) {
-		json_decref(doc);
+	if ((fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
 		return;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < (1 << 20))
+		doc = json_loadfd(fd, JSON_DISABLE_EOF_CHECK, NULL);
+	if (json_is_object(doc)) {
+		json_object_set_new(doc, "backend", json_string("vm"));
+		json_object_set_new(doc, "accel", json_string(res->vm_kvm ? "kvm" : "tcg"));
+		json_object_set_new(doc, "isolation", json_string(isolation(res->vm_kvm)));
+		json_object_set_new(doc, "guest_kernel", json_string(res->vm_kernel));
+		json_object_set_new(doc, "boot_ms", json_real((double)res->vm_boot_us / 1000.0));
+		if (ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
+			json_dumpfd(doc, fd, JSON_INDENT(2));
 	}
-	json_object_set_new(doc, "backend", json_string("vm"));
-	json_object_set_new(doc, "accel", json_string(res->vm_kvm ? "kvm" : "tcg"));
-	json_object_set_new(doc, "isolation", json_string(isolation(res->vm_kvm)));
-	json_object_set_new(doc, "guest_kernel", json_string(res->vm_kernel));
-	json_object_set_new(doc, "boot_ms", json_real((double)res->vm_boot_us / 1000.0));
-	json_dump_file(doc, path, JSON_INDENT(2));
 	json_decref(doc);
+	close(fd);
 }
 
 int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err)

@@ -162,6 +162,20 @@ static int setup_cgroup(struct aegis_error *err)
 	return 0;
 }
 
+/* The guest's RAM is the run's memory limit plus a little: the kernel's
+ * heuristic overcommit would refuse one allocation larger than that with
+ * ENOMEM, where the host (with its RAM) grants it and the run's cgroup
+ * ends the command with an OOM kill. Always overcommit, so the limit acts
+ * in the guest as it does on the host: through the cgroup. */
+static int setup_overcommit(struct aegis_error *err)
+{
+	_cleanup_close_ int fd = open("/proc/sys/vm/overcommit_memory", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		return error_sys(err, "vm.overcommit_memory");
+	return 0;
+}
+
 static int setup_loopback(struct aegis_error *err)
 {
 	struct ifreq ifr = { 0 };
@@ -181,7 +195,7 @@ int guest_setup(json_t *req, struct aegis_error *err)
 	if (setup_clock(json_object_get(req, "clock"), err) < 0 ||
 	    setup_seed(json_string_value(json_object_get(req, "seed")), err) < 0 ||
 	    setup_root(err) < 0 || setup_mounts(json_object_get(req, "mounts"), err) < 0 || setup_cgroup(err) < 0 ||
-	    setup_loopback(err) < 0)
+	    setup_overcommit(err) < 0 || setup_loopback(err) < 0)
 		return error_prefix(err, "guest");
 	return 0;
 }
