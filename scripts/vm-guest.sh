@@ -19,6 +19,7 @@
 set -euo pipefail
 
 build=${1:?usage: vm-guest.sh BUILD_DIR}
+build=$(cd "$build" && pwd)	# absolute: the download runs in another directory
 guest=$build/aegis-guest
 [ -x "$guest" ] || { echo "vm-guest.sh: $guest not built (run make build)" >&2; exit 1; }
 

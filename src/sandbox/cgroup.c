@@ -308,6 +308,29 @@ bool cgroup_oom_killed(struct cgroup *cg)
 	return read_key(path, "oom_kill") > 0;
 }
 
+/* v2: memory.pressure's "full" stall total (µs): the time every task of
+ * the run waited on memory at once. v1 has no per-cgroup pressure: 0. */
+uint64_t cgroup_memory_full_stall_us(struct cgroup *cg)
+{
+	char path[512], buf[512], *p;
+
+	if (cg->version != 2)
+		return 0;
+	snprintf(path, sizeof path, CGROUP_ROOT "%s/memory.pressure", cg->rel);
+	if (read_file_at(AT_FDCWD, path, buf, sizeof buf) <= 0 || !(p = strstr(buf, "full ")) ||
+	    !(p = strstr(p, "total=")))
+		return 0;
+	return strtoull(p + 6, NULL, 10);
+}
+
+uint64_t cgroup_memory_current(struct cgroup *cg)
+{
+	char path[512];
+
+	knob_path(cg, "memory", "memory.current", "memory.usage_in_bytes", path, sizeof path);
+	return read_u64(path);
+}
+
 bool cgroup_pids_hit(struct cgroup *cg)
 {
 	char path[512];

@@ -84,6 +84,8 @@ int cgroup_enter(struct cgroup *cg, pid_t pid, struct aegis_error *err);
 uint64_t cgroup_peak_memory(struct cgroup *cg);
 bool cgroup_oom_killed(struct cgroup *cg);
 bool cgroup_pids_hit(struct cgroup *cg);
+uint64_t cgroup_memory_full_stall_us(struct cgroup *cg);
+uint64_t cgroup_memory_current(struct cgroup *cg);
 uint64_t cgroup_cpu_usage_us(struct cgroup *cg);
 void cgroup_destroy(struct cgroup *cg);
 bool cgroup_can_create(const char *parent, char *controllers, size_t len);

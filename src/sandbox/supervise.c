@@ -35,6 +35,13 @@ struct stream {
 	struct redactor red;	/* injected secrets cut out (red.n: how many) */
 };
 
+#define THRASH_SECONDS 3
+
+struct thrash {
+	uint64_t window_start, stall_start;	/* µs: now and the stall total, a window ago */
+	unsigned windows;			/* windows in a row spent thrashing */
+};
+
 struct run_state {
 	const struct aegis_spec *spec;
 	struct artifacts *arts;
@@ -47,6 +54,7 @@ struct run_state {
 	int pidfd;
 	const char *limit;	/* first limit hit */
 	bool stopped;		/* we killed the sandbox */
+	struct thrash thrash;
 };
 
 static int send_signal(int pidfd, int sig)
@@ -136,12 +144,39 @@ static void pump(struct run_state *st, struct stream *s)
 	}
 }
 
+/* A run at its memory limit can live on without ever being OOM-killed:
+ * reclaim keeps evicting its program's pages, which it reads back at once
+ * (slow media, an emulated guest), so the kernel sees progress while the
+ * run does nothing else. Like systemd-oomd, count that as out of memory:
+ * every task stalled on memory at least half of the time for
+ * THRASH_SECONDS windows of a second in a row, while within 10% of the
+ * limit (so pressure on the whole host does not count). v2 only. */
+static bool thrashing(struct run_state *st, uint64_t now)
+{
+	struct thrash *t = &st->thrash;
+	uint64_t stall = cgroup_memory_full_stall_us(st->cg), limit = st->spec->limits.memory_bytes;
+
+	if (!t->window_start) {
+		t->window_start = now, t->stall_start = stall;
+		return false;
+	}
+	if (now - t->window_start < 1000000)
+		return false;
+	if (limit && (stall - t->stall_start) * 2 >= now - t->window_start &&
+	    cgroup_memory_current(st->cg) >= limit - limit / 10)
+		t->windows++;
+	else
+		t->windows = 0;
+	t->window_start = now, t->stall_start = stall;
+	return t->windows >= THRASH_SECONDS;
+}
+
 /* Limits enforced by watching: pids exhaustion, total CPU time, OOM kills. */
 static void tick(struct run_state *st)
 {
 	const struct aegis_limits *l = &st->spec->limits;
 
-	if (cgroup_oom_killed(st->cg))
+	if (cgroup_oom_killed(st->cg) || thrashing(st, now_us()))
 		stop_for(st, "oom");
 	else if (cgroup_pids_hit(st->cg))
 		stop_for(st, "pids");
