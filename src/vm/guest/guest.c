@@ -64,6 +64,11 @@ static void guest_mounts(void)
 		fprintf(stderr, "aegis-guest: mount /sys: %m\n");
 	if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0)
 		fprintf(stderr, "aegis-guest: mount /dev: %m\n");
+	/* What udev makes on a host and devtmpfs does not: the engine's diff
+	 * of changes reads "/dev/fd/3", and scripts use /dev/stdin. */
+	if (symlink("/proc/self/fd", "/dev/fd") < 0 || symlink("/proc/self/fd/0", "/dev/stdin") < 0 ||
+	    symlink("/proc/self/fd/1", "/dev/stdout") < 0 || symlink("/proc/self/fd/2", "/dev/stderr") < 0)
+		fprintf(stderr, "aegis-guest: /dev links: %m\n");
 	if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
 		fprintf(stderr, "aegis-guest: mount /tmp: %m\n");
 }
