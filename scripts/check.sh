@@ -23,4 +23,15 @@ for b in "$build" "$asan"; do
 	AEGIS_BIN="$b/aegis" AEGIS_PROBE="$build/tests/probe/aegis-probe" \
 		/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1
 done
+# The suites of `aegis run` once more with --backend vm (TCG here: a test
+# mode; conftest's sandboxed() adds the flag and skips what a guest cannot
+# mean). The guest is built from the normal build's static programs.
+echo "== integration tests, vm backend ($build)"
+scripts/vm-guest.sh "$build" || status=1
+AEGIS_BIN="$build/aegis" AEGIS_PROBE="$build/tests/probe/aegis-probe" AEGIS_TEST_BACKEND=vm \
+	AEGIS_VM_ACCEL="${AEGIS_VM_ACCEL:-tcg}" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+	tests/integration/test_run.py tests/integration/test_hostile.py tests/integration/test_policy.py \
+	tests/integration/test_policy_enforce.py tests/integration/test_limits.py \
+	tests/integration/test_artifacts.py tests/integration/test_audit.py \
+	tests/integration/test_secrets.py tests/integration/test_network.py || status=1
 exit $status
