@@ -73,7 +73,23 @@ def left_behind(before):
     if not new:
         return set()
     time.sleep(0.5)
-    return {d for d in new if os.path.isdir(d) and not qemus_of({d})}
+    return {d for d in new if os.path.isdir(d) and not qemus_of({d}) and not lock_held(d)}
+
+
+def lock_held(d):
+    """A run holds its directory's lock for its whole life (before QEMU
+    starts too): a held lock is a live run, maybe another user's."""
+    try:
+        fd = os.open(os.path.join(d, "lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def vm(*argv, opts=(), env=VM_ENV, **kw):
