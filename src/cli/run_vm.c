@@ -57,6 +57,20 @@ static json_t *json_out(const char *data, size_t len)
 	return j ? j : json_string("(output is not UTF-8)");
 }
 
+/* How the guest came up: "restore" (from a snapshot; restore_ms: QEMU
+ * start to the guest running) or "cold" (start_reason: why, when
+ * snapshots are on); build_ms when this run built the snapshot first. */
+static void vm_start_fields(json_t *o, const struct vm_result *r)
+{
+	json_object_set_new(o, "start", json_string(r->start == VM_RESTORE ? "restore" : "cold"));
+	json_object_set_new(o, "restore_ms",
+			    r->start == VM_RESTORE ? json_real((double)r->restore_us / 1000.0) : json_null());
+	if (r->build_us)
+		json_object_set_new(o, "snapshot_build_ms", json_real((double)r->build_us / 1000.0));
+	if (r->start_why[0])
+		json_object_set_new(o, "start_reason", json_string(r->start_why));
+}
+
 static void print_vm_json(const struct vm_result *r)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout" };
@@ -70,6 +84,7 @@ static void print_vm_json(const struct vm_result *r)
 			      "isolation", r->kvm ? "vm" : "test mode: TCG emulation is not a security boundary",
 			      "guest_kernel", r->kernel);
 
+	vm_start_fields(o, r);
 	json_dumpf(o, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(o);
@@ -87,6 +102,7 @@ static void print_vm_error(const struct aegis_error *err)
 
 struct vm_audit {
 	struct audit_log *log;	/* NULL: no --audit */
+	json_t *start;		/* run.start until written: once the guest is up */
 	char id[17];
 };
 
@@ -99,7 +115,8 @@ static json_t *names_of(char *const *env)
 	return a;
 }
 
-/* run.start, before QEMU starts: a log that cannot be written stops the run. */
+/* run.start: made before QEMU starts (a log that cannot be opened stops the
+ * run), written once the guest is up with how it started (vm_audit_up). */
 static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_opts *o,
 			  struct aegis_error *err)
 {
@@ -132,12 +149,27 @@ static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_
 		       "guest_kernel", g.release, "network", "none", "limits", "memory_bytes",
 		       (json_int_t)o->memory_bytes, "vcpus", (int)o->vcpus, "wall_ms", (json_int_t)o->timeout_ms,
 		       "host_uid", (json_int_t)getuid());
-	if (audit_append(a->log, "run.start", ev, err) < 0) {
-		audit_close(a->log);
-		a->log = NULL;
-		return -1;
-	}
+	a->start = ev;
 	return 0;
+}
+
+static int vm_audit_write_start(struct vm_audit *a, struct aegis_error *err)
+{
+	json_t *ev = a->start;
+
+	a->start = NULL;
+	return ev ? audit_append(a->log, "run.start", ev, err) : 0;
+}
+
+/* The guest is up, the command not sent yet: it never runs unaudited. */
+static int vm_audit_up(void *ctx, const struct vm_result *r, struct aegis_error *err)
+{
+	struct vm_audit *a = ctx;
+
+	if (!a->start)
+		return 0;
+	vm_start_fields(a->start, r);
+	return vm_audit_write_start(a, err);
 }
 
 static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const struct aegis_error *failure)
@@ -148,6 +180,8 @@ static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const st
 
 	if (!a->log)
 		return;
+	if (a->start)	/* the VM failed before it was up: the start still goes first */
+		vm_audit_write_start(a, &ignored);
 	if (failure)
 		ev = json_pack("{s:s, s:s, s:s}", "id", a->id, "end", "error", "error", failure->msg);
 	else
@@ -156,6 +190,8 @@ static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const st
 			       "signal", r->term_signal ? json_integer(r->term_signal) : json_null(),
 			       "wall_ms", r->wall_us / 1000.0, "boot_ms", r->boot_us / 1000.0,
 			       "guest_kernel", r->kernel);
+	if (!failure)
+		vm_start_fields(ev, r);
 	audit_append(a->log, "run.end", ev, &ignored);
 	audit_close(a->log);
 	a->log = NULL;
@@ -209,6 +245,7 @@ int run_vm(struct run_flags *f)
 		goto fail;
 	}
 	o.env = env;
+	o.up = vm_audit_up, o.up_ctx = &audit;
 	if (vm_audit_start(&audit, f->spec.audit_path, &o, &err) < 0) {
 		free(env);
 		goto fail;

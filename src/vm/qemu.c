@@ -102,16 +102,19 @@ static unsigned long host_tsc_khz(void)
 	return (unsigned long)(mhz * 1000);
 }
 
+#define QEMU_ARGS_MAX 64
+#define QEMU_FORMATTED_MAX 12
+
 struct qemu_args {
-	char *v[48];
+	char *v[QEMU_ARGS_MAX];
 	int n;
-	char store[8][4200];
+	char store[QEMU_FORMATTED_MAX][4200];
 	int ns;
 };
 
 static void arg(struct qemu_args *a, const char *s)
 {
-	if (a->n < 47)
+	if (a->n < QEMU_ARGS_MAX - 1)
 		a->v[a->n++] = (char *)s;
 }
 
@@ -120,7 +123,7 @@ static void argf(struct qemu_args *a, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (a->ns >= 8)
+	if (a->ns >= QEMU_FORMATTED_MAX)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(a->store[a->ns], sizeof a->store[0], fmt, ap);
@@ -128,24 +131,38 @@ static void argf(struct qemu_args *a, const char *fmt, ...)
 	arg(a, a->store[a->ns++]);
 }
 
-static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qemu *q, const struct vm_guest *g,
-		      const struct vm_opts *o)
+/* The one command line of a guest, cold boot and restore alike (so a
+ * restore has exactly the devices its snapshot was saved with): dir is the
+ * run directory, boot how RAM is backed and whether the state comes in by
+ * migration (NULL: anonymous RAM, cold boot). */
+static void qemu_argv(struct qemu_args *a, const char *qemu, const char *dir, bool kvm, const struct vm_guest *g,
+		      const struct vm_opts *o, const struct vm_boot *boot)
 {
 	unsigned long khz = host_tsc_khz();
+	unsigned long long mib = (unsigned long long)(o->memory_bytes >> 20);
+	bool file_ram = boot && boot->ram_file;
 	char tsc[48] = "";
 
-	if (khz && !q->kvm)
+	if (khz && !kvm)
 		snprintf(tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
 	arg(a, qemu);
 	/* No firmware ROMs, PIT or PIC: less to emulate and boot. The RTC stays
 	 * (without it the kernel waits 1 s twice probing for it). The
 	 * ISA serial stays: it is the kernel console, where a panic is told. */
-	arg(a, "-M"), arg(a, "microvm,x-option-roms=off,pit=off,pic=off");
+	arg(a, "-M");
+	argf(a, "microvm,x-option-roms=off,pit=off,pic=off%s", file_ram ? ",memory-backend=ram" : "");
 	arg(a, "-nodefaults"), arg(a, "-no-user-config"), arg(a, "-nographic");
 	arg(a, "-no-reboot");	/* panic=-1 reboots: with this QEMU exits instead */
-	arg(a, "-accel"), arg(a, q->kvm ? "kvm" : "tcg");
-	arg(a, "-cpu"), arg(a, q->kvm ? "host" : "max");
-	arg(a, "-m"), argf(a, "%lluM", (unsigned long long)(o->memory_bytes >> 20));
+	arg(a, "-accel"), arg(a, kvm ? "kvm" : "tcg");
+	arg(a, "-cpu"), arg(a, kvm ? "host" : "max");
+	arg(a, "-m"), argf(a, "%lluM", mib);
+	/* Snapshots (snapshot.c): the template's RAM is written through to the
+	 * file (share=on) so migration can skip it (x-ignore-shared); a clone
+	 * maps the same file privately (share=off): its writes are
+	 * copy-on-write pages of its own and the template never changes. */
+	if (file_ram)
+		arg(a, "-object"), argf(a, "memory-backend-file,id=ram,size=%lluM,mem-path=%s,share=%s", mib,
+					boot->ram_file, boot->ram_shared ? "on" : "off");
 	arg(a, "-smp"), argf(a, "%u", o->vcpus ? o->vcpus : 1);
 	arg(a, "-kernel"), arg(a, g->vmlinux);
 	arg(a, "-initrd"), arg(a, g->initramfs);
@@ -154,16 +171,38 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	/* The console goes to aegis, not to a file a guest could grow without
 	 * bound: aegis keeps its tail. wait=on here too, so a panic during the
 	 * boot is never printed to no one. */
-	arg(a, "-chardev"), argf(a, "socket,id=con,path=%s/console.sock,server=on,wait=on", q->dir);
+	arg(a, "-chardev"), argf(a, "socket,id=con,path=%s/console.sock,server=on,wait=on", dir);
 	arg(a, "-serial"), arg(a, "chardev:con");
-	/* QMP: control (query-status now; stop/cont for pause later). */
-	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", q->dir);
+	/* QMP: control (query-status; stop/cont for pause; snapshots). */
+	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", dir);
 	arg(a, "-device"), arg(a, "virtio-serial-device");
 	/* wait=on: the guest starts only once we are connected, so nothing
 	 * it says is written to an absent reader. */
-	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", q->dir);
+	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", dir);
 	arg(a, "-device"), arg(a, "virtserialport,chardev=aegis,name=aegis");
+	/* The device state comes later, by migrate-incoming from a descriptor. */
+	if (boot && boot->incoming)
+		arg(a, "-incoming"), arg(a, "defer");
 	a->v[a->n] = NULL;
+}
+
+int vm_qemu_cmdline(char *out, size_t cap, const struct vm_guest *g, const struct vm_opts *o, bool kvm)
+{
+	const char *qemu = vm_qemu_path();
+	struct vm_boot boot = { .ram_file = "@RAM", .ram_shared = true };
+	struct qemu_args a = { 0 };
+	size_t used = 0;
+
+	if (!qemu)
+		return -1;
+	/* The template's own line, with placeholders for what differs per run. */
+	qemu_argv(&a, qemu, "@RUNDIR", kvm, g, o, &boot);
+	for (int i = 0; i < a.n; i++) {
+		used += (size_t)snprintf(out + used, used < cap ? cap - used : 0, "%s%s", i ? " " : "", a.v[i]);
+		if (used >= cap)
+			return -1;
+	}
+	return 0;
 }
 
 static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
@@ -271,7 +310,8 @@ static int qemu_connect(struct vm_qemu *q, const char *name, int *out, struct ae
 			 CONNECT_MS);
 }
 
-int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o, struct aegis_error *err)
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_opts *o, const struct vm_boot *boot,
+		  struct aegis_error *err)
 {
 	const char *qemu = vm_qemu_path();
 	struct qemu_args a = { 0 };
@@ -292,7 +332,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	}
 	if (qemu_lock(q, err) < 0)
 		return -1;
-	qemu_argv(&a, qemu, q, g, o);
+	qemu_argv(&a, qemu, q->dir, q->kvm, g, o, boot);
 	parent = getpid();
 	if ((q->pid = fork()) < 0)
 		return error_sys(err, "vm: fork");
@@ -363,10 +403,12 @@ void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap)
 	while (q->console >= 0)	/* to its EOF: QEMU is ending */
 		vm_qemu_console(q);
 
-	if (q->pid > 0 && waitpid(q->pid, &st, 0) == q->pid)
+	if (q->pid > 0 && waitpid(q->pid, &st, 0) == q->pid) {
 		q->pid = -1;
-	else
-		st = 0;
+		q->status = st, q->status_known = true;
+	} else {
+		st = q->status_known ? q->status : 0;
+	}
 	while (q->console >= 0)	/* QEMU is gone: the rest, then EOF */
 		vm_qemu_console(q);
 	/* The kernel says why it panicked on its console, even when quiet. */
