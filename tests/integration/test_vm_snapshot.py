@@ -188,6 +188,22 @@ def test_concurrent_restores_from_one_snapshot(shared_state):
         assert res["start"] == "restore" and res["stdout"] == f"clone-{i}\nin-{i}\n", res
 
 
+def test_killed_build_leaves_nothing_used(tmp_path):
+    state = str(tmp_path / "state")
+    root = os.path.join(state, "vm-snapshots")
+    p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "true"], env=env_for(state),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not glob.glob(os.path.join(root, ".build-*", "ram")):
+        time.sleep(0.01)
+    p.kill()  # mid-build: QEMU dies with it (PDEATHSIG), the lock is released
+    p.wait()
+    assert glob.glob(os.path.join(root, ".build-*")) and not snapshots(state)
+    r, res = vm_json(state, "echo", "ok")
+    assert res["start"] == "restore" and res["snapshot_build_ms"] > 0 and res["stdout"] == "ok\n"
+    assert [n for n in os.listdir(root) if n.startswith(".")] == []
+
+
 def test_truncated_state_is_rebuilt_not_used(tmp_path):
     state = str(tmp_path / "state")
     snap = ready(state)
