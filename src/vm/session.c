@@ -404,10 +404,12 @@ static int session_build(struct session *s, struct vm_snapshot *snap, const stru
 }
 
 /* A snapshot for this run, built if there is none: 1 ready, 0 none to use
- * (why said), -1 err, 2 the run's timeout ran out while building. */
+ * (why said: the run boots cold), 2 the run's timeout ran out while
+ * building. */
 static int session_snapshot(struct session *s, struct vm_snapshot *snap, const struct vm_guest *g, bool kvm,
-			    uint64_t deadline, struct aegis_error *err)
+			    uint64_t deadline)
 {
+	struct aegis_error lerr = { 0 };
 	char why[256];
 	int v, built = 0;
 
@@ -416,8 +418,8 @@ static int session_snapshot(struct session *s, struct vm_snapshot *snap, const s
 	if ((v = vm_snapshot_valid(snap, why, sizeof why)) != 0)
 		return v > 0 ? 1 : (cold_because(s, "%s", why), 0);
 	/* Two first runs at once: the second waits here and finds it built. */
-	if (vm_snapshot_lock(snap, err) < 0)
-		return -1;
+	if (vm_snapshot_lock(snap, &lerr) < 0)
+		return cold_because(s, "snapshots unusable: %s", lerr.msg), 0;
 	if ((v = vm_snapshot_valid(snap, why, sizeof why)) == 0) {
 		struct aegis_error berr = { 0 };
 
@@ -456,7 +458,7 @@ static int session_restore(struct session *s, struct vm_snapshot *snap, const st
 {
 	char ram[4300], why[256];
 	struct vm_boot boot = { .ram_file = ram, .incoming = true };
-	struct aegis_error lerr = { 0 };
+	struct aegis_error lerr = { 0 }, kerr = { 0 };
 	uint64_t t0 = now_us();
 
 	vm_snapshot_ram(snap, ram, sizeof ram);
@@ -473,8 +475,8 @@ static int session_restore(struct session *s, struct vm_snapshot *snap, const st
 	vm_qemu_stop(&s->q);
 	qemu_reset(&s->q);
 	s->r->start = VM_COLD;
-	if (vm_snapshot_lock(snap, err) < 0)
-		return -1;
+	if (vm_snapshot_lock(snap, &kerr) < 0)	/* drop only under the lock: a build may be live */
+		return cold_because(s, "restore failed (snapshot kept: %s): %s", kerr.msg, lerr.msg), 1;
 	vm_snapshot_drop(snap);
 	vm_snapshot_unlock(snap);
 	cold_because(s, "snapshot dropped: restore failed: %s", lerr.msg);
@@ -495,9 +497,7 @@ static int session_start(struct session *s, const struct vm_guest *g, uint64_t d
 		return cold_because(s, "AEGIS_VM_SNAPSHOT=0"), session_cold(s, g, deadline, err);
 	if (vm_accel(&kvm, why, sizeof why) < 0)	/* the cold boot says it as an error */
 		return session_cold(s, g, deadline, err);
-	if ((r = session_snapshot(s, &snap, g, kvm, deadline, err)) < 0)
-		return -1;
-	if (r == 2) {
+	if ((r = session_snapshot(s, &snap, g, kvm, deadline)) == 2) {
 		s->r->end = VM_TIMEOUT;
 		s->r->exit_code = 124;
 		return 1;
