@@ -327,7 +327,7 @@ def test_snapshots_off_boots_cold(shared_state):
     assert res["start_reason"] == "AEGIS_VM_SNAPSHOT=0"
 
 
-def test_snapshot_dir_open_to_others_is_refused(tmp_path):
+def test_snapshot_dir_open_to_others_or_not_ours_is_refused(tmp_path):
     state = str(tmp_path / "state")
     snap = ready(state)
     os.chmod(snap, 0o777)
@@ -337,12 +337,19 @@ def test_snapshot_dir_open_to_others_is_refused(tmp_path):
         assert res["start"] == "cold" and "refused" in res["start_reason"], res
         assert os.path.isdir(snap)  # refused, not touched
         os.chmod(snap, 0o700)
+        if os.geteuid() == 0:  # someone else's (only root can give it away)
+            os.chown(snap, 65534, -1)
+            r, res = vm_json(state, "echo", "ok")
+            assert res["start"] == "cold" and "refused" in res["start_reason"], res
+            assert os.stat(snap).st_uid == 65534
+            os.chown(snap, 0, -1)
         os.chmod(os.path.dirname(snap), 0o755)
         r, res = vm_json(state, "echo", "ok")
         assert res["start"] == "cold" and "open to others" in res["start_reason"], res
     finally:
         os.chmod(os.path.dirname(snap), 0o700)
         os.chmod(snap, 0o700)
+        os.chown(snap, os.geteuid(), -1)
 
 
 def test_audit_says_how_the_guest_started(shared_state, tmp_path):
