@@ -127,9 +127,9 @@ static int vm_failed(struct session *s, const char *when, struct aegis_error *er
 	return error_set(err, AEGIS_E_SETUP, 0, "vm: %s: %s", when, why);
 }
 
-/* No greeting in time: ask QEMU (QMP) what state the machine is in, so the
- * line tells a guest stuck running from a QEMU that stopped it. */
-static int session_hung(struct session *s, uint64_t limit, struct aegis_error *err)
+/* No greeting or answer in time: ask QEMU (QMP) what state the machine is
+ * in, so the line tells a guest stuck running from a QEMU that stopped it. */
+static int session_hung(struct session *s, const char *missing, uint64_t limit, struct aegis_error *err)
 {
 	struct vm_qmp m = { .fd = -1 };
 	struct aegis_error qerr = { 0 };
@@ -140,7 +140,7 @@ static int session_hung(struct session *s, uint64_t limit, struct aegis_error *e
 		snprintf(status, sizeof status, "unknown: %s", qerr.msg);
 	vm_qmp_close(&m);
 	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT,
-			 "vm: guest hung: no greeting from aegis-guest within %llu ms (QEMU status %s; killed)",
+			 "vm: guest hung: no %s from aegis-guest within %llu ms (QEMU status %s; killed)", missing,
 			 (unsigned long long)limit, status);
 }
 
@@ -159,7 +159,7 @@ static int session_greet(struct session *s, uint64_t deadline, struct aegis_erro
 		return 1;
 	}
 	if (r == 0)
-		return session_hung(s, limit, err);
+		return session_hung(s, "greeting", limit, err);
 	if (r < 0)
 		return vm_failed(s, "the guest ended during boot", err);
 	if (type != FRAME_HELLO || !(j = json_loads(s->buf, 0, NULL)))
@@ -185,6 +185,36 @@ static int session_request(struct session *s, struct aegis_error *err)
 	r = frame_send(s->q.chan, FRAME_REQUEST, text, strlen(text));
 	specjson_wipe(text);	/* it holds the secrets' values */
 	return r < 0 ? error_sys(err, "vm: send the request to the guest") : 0;
+}
+
+static int result_frame(struct session *s, size_t len);
+
+/* The guest's first answer to the request, bounded like the greeting (a
+ * restored guest greeted before its snapshot was taken, so this is where a
+ * clone that hangs after the restore is caught): STARTED once it is set up
+ * and the engine runs, or RESULT when it refused the request. 0 on, 1 the
+ * run's timeout ran out first, -1 err. */
+static int session_started(struct session *s, uint64_t deadline, struct aegis_error *err)
+{
+	uint64_t limit = hello_ms(), hung = now_us() + limit * 1000;
+	enum frame_type type;
+	size_t len;
+	int r = recv_until(s, &type, &len, deadline && deadline < hung ? deadline : hung);
+
+	if (r == 0 && deadline && deadline < hung) {
+		s->r->end = VM_TIMEOUT;
+		s->r->exit_code = 124;
+		return 1;
+	}
+	if (r == 0)
+		return session_hung(s, "answer to the request", limit, err);
+	if (r < 0)
+		return vm_failed(s, "the guest ended before the command started", err);
+	if (type == FRAME_RESULT)
+		return result_frame(s, len) < 0 ? error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result") : 0;
+	if (type != FRAME_STARTED)
+		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest broke the exec stream protocol (killed)");
+	return 0;
 }
 
 static void keep(char **buf, size_t *len, bool *trunc, size_t max, const char *data, size_t n)
@@ -554,9 +584,9 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 		rc = 0;
 		goto out;
 	}
-	if (session_request(&s, err) < 0)
+	if (session_request(&s, err) < 0 || (up = session_started(&s, deadline, err)) < 0)
 		goto out;
-	rc = session_relay(&s, deadline, err);
+	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
 	if (s.q.dir[0])
 		r->audit = read_guest_audit(&s.q);
