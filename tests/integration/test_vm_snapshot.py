@@ -90,9 +90,14 @@ def snapshots(state):
     return sorted(glob.glob(os.path.join(state, "vm-snapshots", "*-*m-*cpu-*")))
 
 
+# The guest's RAM is the run's memory limit (default 1g) + 256 MiB for the
+# guest itself (src/vm/backend.c), and a snapshot is per RAM size.
+DEFAULT_SIZE = "-1280m-1cpu-"
+
+
 def ready(state):
     """The state's snapshot for the default size, built if there is none yet."""
-    default = lambda: [s for s in snapshots(state) if "-1024m-1cpu-" in s]
+    default = lambda: [s for s in snapshots(state) if DEFAULT_SIZE in s]
     if not default():
         r, res = vm_json(state, "true")
         assert r.returncode == 0 and res["start"] == "restore", (r.stdout, r.stderr)
@@ -116,7 +121,9 @@ def test_first_run_builds_later_runs_restore(tmp_path):
     r, second = vm_json(state, "sh", "-c", "echo two")
     assert r.returncode == 0 and second["stdout"] == "two\n", r.stderr
     assert second["start"] == "restore" and "snapshot_build_ms" not in second
-    assert 0 < second["restore_ms"] < second["wall_ms"]
+    # boot_ms is QEMU start to a guest ready for its request, here the restore;
+    # wall_ms is the command's own, as the engine in the guest measured it.
+    assert 0 < second["restore_ms"] == second["boot_ms"]
     # Private: 0700 directories, 0600 files, ours.
     (snap,) = snapshots(state)
     for d in (os.path.dirname(snap), snap):
@@ -310,9 +317,9 @@ def test_other_sizes_have_their_own_snapshot(shared_state):
     r, res = vm_json(shared_state, "sh", "-c", "grep MemTotal /proc/meminfo", opts=("--memory", "512m"))
     assert r.returncode == 0 and res["start"] == "restore" and res["snapshot_build_ms"] > 0, res
     kib = int(res["stdout"].split()[1])
-    assert 300 * 1024 < kib <= 512 * 1024
-    assert any("-512m-1cpu-" in s for s in snapshots(shared_state))
-    assert any("-1024m-1cpu-" in s for s in snapshots(shared_state))
+    assert 512 * 1024 < kib <= 768 * 1024  # 512m + the guest's own 256 MiB
+    assert any("-768m-1cpu-" in s for s in snapshots(shared_state))
+    assert any(DEFAULT_SIZE in s for s in snapshots(shared_state))
 
 
 def test_snapshots_off_boots_cold(shared_state):
@@ -351,9 +358,10 @@ def test_audit_says_how_the_guest_started(shared_state, tmp_path):
     log = str(tmp_path / "audit.jsonl")
     assert vm(shared_state, "true", opts=("--audit", log)).returncode == 0
     with open(log) as f:
-        start, end = [json.loads(line) for line in f]
+        events = [json.loads(line) for line in f]  # the engine's, exec events between
+    start, end = events[0], events[-1]
     assert start["type"] == "run.start" and start["start"] == "restore" and start["restore_ms"] > 0
-    assert end["start"] == "restore"
+    assert end["type"] == "run.end" and end["start"] == "restore"
 
 
 def test_clones_differ_in_rng(shared_state):
