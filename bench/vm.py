@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
-"""bench/vm.py: the vm backend's cold boot, to first output and to exit.
+"""bench/vm.py: the vm backend's start, cold boot and snapshot restore.
 
-For each accelerator it can use here — TCG always, KVM where /dev/kvm
-exists — it runs `aegis run --backend vm -- echo hi` BENCH_RUNS times
-(default 5: each is a full boot) and prints the median, min and max of:
+For each accelerator — TCG always, KVM where /dev/kvm exists — and each
+way a guest starts — "cold" (AEGIS_VM_SNAPSHOT=0: a full boot) and
+"restore" (a clone of a snapshot, built once beforehand in a scratch state
+directory and not timed) — it runs `aegis run --backend vm -- echo hi`
+BENCH_RUNS times (default 5) and prints the median, min and max of:
   - first output: spawn of `aegis` to the first byte of "hi" on its stdout
-    (QEMU start, kernel boot, aegis-guest up, request, echo, relay);
+    (QEMU start, boot or restore, request, echo, relay);
   - exit: spawn to reap (the above plus tearing QEMU down);
-  - boot_ms: QEMU start to the guest's greeting, as `--json` reports it.
-A KVM attempt that fails (a /dev/kvm that answers but cannot run a guest)
-is printed as such, with aegis's one-line error. Snapshot-restore is not
-measured: it does not exist yet (docs/vm.md).
+  - boot_ms (cold: QEMU start to the guest's greeting) or restore_ms
+    (QEMU start to the restored guest running), as `--json` reports it.
+An accelerator that cannot run a guest (a /dev/kvm that answers but where
+QEMU aborts) is printed as unusable, with aegis's one-line error.
 
 Run: python3 bench/vm.py (after make build; it runs scripts/vm-guest.sh).
 Env: AEGIS_BIN (default build/aegis), BENCH_RUNS (5)."""
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +30,12 @@ AEGIS = os.path.abspath(os.environ.get("AEGIS_BIN", os.path.join(ROOT, "build/ae
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 
 
-def once(accel):
-    env = dict(os.environ, AEGIS_VM_ACCEL=accel)
+def env_for(accel, start, state):
+    return dict(os.environ, AEGIS_VM_ACCEL=accel, AEGIS_STATE_DIR=state,
+                AEGIS_VM_SNAPSHOT="1" if start == "restore" else "0")
+
+
+def once(env):
     t0 = time.monotonic()
     p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "echo", "hi"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
@@ -40,30 +48,42 @@ def once(accel):
     return (t1 - t0) * 1000, (t2 - t0) * 1000
 
 
-def boot_ms(accel):
-    env = dict(os.environ, AEGIS_VM_ACCEL=accel)
+def reported(env, start):
+    """boot_ms or restore_ms of one --json run; RuntimeError when it did not start as asked."""
     r = subprocess.run([AEGIS, "run", "--backend", "vm", "--json", "--", "true"], env=env,
                        capture_output=True, text=True)
-    return json.loads(r.stdout)["boot_ms"] if r.returncode == 0 else None
+    try:
+        res = json.loads(r.stdout)
+    except ValueError:
+        raise RuntimeError(r.stderr.strip() or f"exit {r.returncode}")
+    if r.returncode != 0 or res.get("start") != start:
+        raise RuntimeError(res.get("error", {}).get("message") or res.get("start_reason") or r.stderr.strip())
+    return res["restore_ms" if start == "restore" else "boot_ms"]
 
 
 def row(name, xs):
     return f"| {name} | {statistics.median(xs):.0f} | {min(xs):.0f} | {max(xs):.0f} |"
 
 
-def bench(accel):
+def bench(accel, start):
+    state = tempfile.mkdtemp(prefix="aegis-bench-vm-")
+    env = env_for(accel, start, state)
     try:
-        runs = [once(accel) for _ in range(RUNS)]
+        if start == "restore":
+            reported(env, start)  # builds the snapshot: not timed
+        runs = [once(env) for _ in range(RUNS)]
+        inner = [reported(env, start) for _ in range(RUNS)]
     except RuntimeError as e:
-        print(f"\n{accel}: cannot run: {e}")
+        print(f"\n{accel} {start}: unusable here: {e}")
         return
-    boots = [b for b in (boot_ms(accel) for _ in range(RUNS)) if b is not None]
-    print(f"\n{accel} ({RUNS} boots each), ms:\n")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    print(f"\n{accel}, {start} ({RUNS} runs each), ms:\n")
     print("| measure | median | min | max |\n|---|---|---|---|")
     print(row("spawn to first output", [r[0] for r in runs]))
     print(row("spawn to exit", [r[1] for r in runs]))
-    if boots:
-        print(row("QEMU start to guest greeting (boot_ms)", boots))
+    print(row("QEMU start to guest running (restore_ms)" if start == "restore"
+              else "QEMU start to guest greeting (boot_ms)", inner))
 
 
 def main():
@@ -72,11 +92,13 @@ def main():
         sys.exit(1)
     with open(os.path.join(os.path.dirname(AEGIS), "vm/release")) as f:
         print(f"guest kernel {f.read().strip()}, host {os.uname().release}, {os.cpu_count()} CPUs")
-    bench("tcg")
+    for start in ("cold", "restore"):
+        bench("tcg", start)
     if os.path.exists("/dev/kvm"):
-        bench("kvm")
+        for start in ("cold", "restore"):
+            bench("kvm", start)
     else:
-        print("\nkvm: no /dev/kvm on this host")
+        print("\nkvm: unusable here: no /dev/kvm on this host")
 
 
 if __name__ == "__main__":

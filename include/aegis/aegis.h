@@ -158,6 +158,10 @@ struct aegis_result {
 	bool vm_kvm;			/* KVM; false: TCG, a test mode */
 	uint64_t vm_boot_us;		/* QEMU start to the guest's greeting */
 	char vm_kernel[64];		/* the guest kernel's release */
+	bool vm_restored;		/* started from a snapshot; false: booted cold */
+	uint64_t vm_restore_us;		/* restored: QEMU start to the guest running */
+	uint64_t vm_snapshot_build_us;	/* this run built the snapshot first (0: it did not) */
+	char vm_start_why[256];		/* cold although snapshots are on: why */
 };
 
 /* spec.backend AEGIS_BACKEND_VM runs the same spec in a guest (docs/vm.md). */

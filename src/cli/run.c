@@ -14,6 +14,7 @@
 #include "../common/secretinject.h"
 #include "../common/workspaces.h"
 #include "image_use.h"
+#include "../vm/vm.h"
 
 static const char run_usage[] =
 	"usage: aegis run [options] [--] CMD [ARGS...]\n"
@@ -118,6 +119,7 @@ static void print_json_result(const struct aegis_result *r)
 				    "test mode: TCG emulation is not a security boundary"));
 		json_object_set_new(o, "guest_kernel", json_string(r->vm_kernel));
 		json_object_set_new(o, "boot_ms", json_real((double)r->vm_boot_us / 1000.0));
+		vm_start_json(o, r->vm_restored, r->vm_restore_us, r->vm_snapshot_build_us, r->vm_start_why);
 	}
 	json_dumpf(o, stdout, JSON_COMPACT);
 	fputc('\n', stdout);

@@ -81,6 +81,16 @@ json_t *vm_request(const struct vm_opts *o)
 	return req;
 }
 
+void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build_us, const char *why)
+{
+	json_object_set_new(o, "start", json_string(restored ? "restore" : "cold"));
+	json_object_set_new(o, "restore_ms", restored ? json_real((double)restore_us / 1000.0) : json_null());
+	if (build_us)
+		json_object_set_new(o, "snapshot_build_ms", json_real((double)build_us / 1000.0));
+	if (why && *why)
+		json_object_set_new(o, "start_reason", json_string(why));
+}
+
 /* The guest's audit events, appended to the host's log: its chain, its
  * sequence and its clock; run.start says how the guest ran. A run that failed before
  * the engine said anything still gets its start and end on record. */
@@ -111,9 +121,11 @@ static void audit_relay(struct audit_log *log, const struct vm_result *r,
 			json_object_set_new(ev, "isolation", json_string(isolation(r->kvm)));
 			json_object_set_new(ev, "guest_kernel", json_string(r->kernel));
 			json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
+			vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
 		} else if (!strcmp(type, "run.end")) {
 			ended = true;
 			json_object_set_new(ev, "boot_ms", json_real((double)r->boot_us / 1000.0));
+			vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
 		}
 		audit_append(log, type, ev, &ignored);
 	}
@@ -185,6 +197,7 @@ static void artifacts_note(const struct aegis_spec *spec, const struct aegis_res
 		json_object_set_new(doc, "isolation", json_string(isolation(res->vm_kvm)));
 		json_object_set_new(doc, "guest_kernel", json_string(res->vm_kernel));
 		json_object_set_new(doc, "boot_ms", json_real((double)res->vm_boot_us / 1000.0));
+		vm_start_json(doc, res->vm_restored, res->vm_restore_us, res->vm_snapshot_build_us, res->vm_start_why);
 		if (ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
 			json_dumpfd(doc, fd, JSON_INDENT(2));
 	}
@@ -248,6 +261,10 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		res->vm_kvm = r.kvm;
 		res->vm_boot_us = r.boot_us;
 		snprintf(res->vm_kernel, sizeof res->vm_kernel, "%s", r.kernel);
+		res->vm_restored = r.start == VM_RESTORE;
+		res->vm_restore_us = r.restore_us;
+		res->vm_snapshot_build_us = r.build_us;
+		snprintf(res->vm_start_why, sizeof res->vm_start_why, "%s", r.start_why);
 		if (spec->capture) {
 			res->out = (struct aegis_stream){ r.out, r.out_len, res->out.truncated || r.out_truncated };
 			res->err = (struct aegis_stream){ r.err, r.err_len, res->err.truncated || r.err_truncated };

@@ -152,10 +152,16 @@ void vm_qemu_devices(struct qemu_args *a, const struct vm_qemu *q, const struct 
 	}
 }
 
+/* The one command line of a guest, cold boot and restore alike (so a
+ * restore has exactly the devices its snapshot was saved with): boot says
+ * how RAM is backed and whether the state comes in by migration (NULL:
+ * anonymous RAM, cold boot). */
 static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qemu *q, const struct vm_guest *g,
-		      const struct vm_opts *o)
+		      const struct vm_opts *o, const struct vm_shares *sh, const struct vm_boot *boot)
 {
 	unsigned long khz = host_tsc_khz();
+	unsigned long long mib = (unsigned long long)(o->memory_bytes >> 20);
+	bool file_ram = boot && boot->ram_file;
 	/* Kernel arguments added for debugging (and the tests of the guest
 	 * panic path, e.g. rdinit=/nonexistent). */
 	const char *extra = getenv("AEGIS_VM_KERNEL_ARGS");
@@ -167,12 +173,20 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	/* No firmware ROMs, PIT or PIC: less to emulate and boot. The RTC stays
 	 * (without it the kernel waits 1 s twice probing for it). The
 	 * ISA serial stays: it is the kernel console, where a panic is told. */
-	arg(a, "-M"), arg(a, "microvm,x-option-roms=off,pit=off,pic=off");
+	arg(a, "-M");
+	argf(a, "microvm,x-option-roms=off,pit=off,pic=off%s", file_ram ? ",memory-backend=ram" : "");
 	arg(a, "-nodefaults"), arg(a, "-no-user-config"), arg(a, "-nographic");
 	arg(a, "-no-reboot");	/* panic=-1 reboots: with this QEMU exits instead */
 	arg(a, "-accel"), arg(a, q->kvm ? "kvm" : "tcg");
 	arg(a, "-cpu"), arg(a, q->kvm ? "host" : "max");
-	arg(a, "-m"), argf(a, "%lluM", (unsigned long long)(o->memory_bytes >> 20));
+	arg(a, "-m"), argf(a, "%lluM", mib);
+	/* Snapshots (snapshot.c): the template's RAM is written through to the
+	 * file (share=on) so migration can skip it (x-ignore-shared); a clone
+	 * maps the same file privately (share=off): its writes are
+	 * copy-on-write pages of its own and the template never changes. */
+	if (file_ram)
+		arg(a, "-object"), argf(a, "memory-backend-file,id=ram,size=%lluM,mem-path=%s,share=%s", mib,
+					boot->ram_file, boot->ram_shared ? "on" : "off");
 	arg(a, "-smp"), argf(a, "%u", o->vcpus ? o->vcpus : 1);
 	arg(a, "-kernel"), arg(a, g->vmlinux);
 	arg(a, "-initrd"), arg(a, g->initramfs);
@@ -184,13 +198,41 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	 * boot is never printed to no one. */
 	arg(a, "-chardev"), argf(a, "socket,id=con,path=%s/console.sock,server=on,wait=on", q->dir);
 	arg(a, "-serial"), arg(a, "chardev:con");
-	/* QMP: control (query-status now; stop/cont for pause later). */
+	/* QMP: control (query-status; stop/cont for pause; snapshots). */
 	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", q->dir);
 	/* QEMU's own seccomp filter: no obsolete syscalls, no setuid, no
 	 * exec, no priority or affinity games, should the guest break QEMU. */
 	arg(a, "-sandbox"), arg(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
-	vm_qemu_devices(a, q, &o->shares);
+	vm_qemu_devices(a, q, sh);
+	/* The device state comes later, by migrate-incoming from a descriptor. */
+	if (boot && boot->incoming)
+		arg(a, "-incoming"), arg(a, "defer");
 	a->v[a->n] = NULL;
+}
+
+int vm_qemu_cmdline(char *out, size_t cap, const struct vm_guest *g, const struct vm_opts *o, bool kvm)
+{
+	const char *qemu = vm_qemu_path();
+	static struct qemu_args a;	/* large: not on the stack */
+	static struct vm_shares sh;
+	struct vm_qemu q = { .dir = "@RUNDIR", .kvm = kvm };
+	struct vm_boot boot = { .ram_file = "@RAM", .ram_shared = true };
+	size_t used = 0;
+
+	if (!qemu)
+		return -1;
+	/* The template's own line, with placeholders for what differs per
+	 * run: the run directory, the RAM file and the shares' host
+	 * directories (vm_shares_placeholders). */
+	memset(&a, 0, sizeof a);
+	vm_shares_placeholders(&sh);
+	qemu_argv(&a, qemu, &q, g, o, &sh, &boot);
+	for (int i = 0; i < a.n; i++) {
+		used += (size_t)snprintf(out + used, used < cap ? cap - used : 0, "%s%s", i ? " " : "", a.v[i]);
+		if (used >= cap)
+			return -1;
+	}
+	return 0;
 }
 
 static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
@@ -301,7 +343,8 @@ static int qemu_connect(struct vm_qemu *q, const char *name, int *out, struct ae
 			 CONNECT_MS);
 }
 
-int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o, struct aegis_error *err)
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o, const struct vm_boot *boot,
+		  struct aegis_error *err)
 {
 	const char *qemu = vm_qemu_path();
 	static struct qemu_args a;	/* large: not on the stack */
@@ -309,6 +352,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	pid_t parent;
 
 	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
+	q->status_known = false;
 	if (!qemu)
 		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
 				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
@@ -323,7 +367,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, &o->paths, err) < 0)
 		return -1;
 	memset(&a, 0, sizeof a);
-	qemu_argv(&a, qemu, q, g, o);
+	qemu_argv(&a, qemu, q, g, o, &o->shares, boot);
 	parent = getpid();
 	if ((q->pid = fork()) < 0)
 		return error_sys(err, "vm: fork");
@@ -394,10 +438,12 @@ void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap)
 	while (q->console >= 0)	/* to its EOF: QEMU is ending */
 		vm_qemu_console(q);
 
-	if (q->pid > 0 && waitpid(q->pid, &st, 0) == q->pid)
+	if (q->pid > 0 && waitpid(q->pid, &st, 0) == q->pid) {
 		q->pid = -1;
-	else
-		st = 0;
+		q->status = st, q->status_known = true;
+	} else {
+		st = q->status_known ? q->status : 0;
+	}
 	while (q->console >= 0)	/* QEMU is gone: the rest, then EOF */
 		vm_qemu_console(q);
 	/* The kernel says why it panicked on its console, even when quiet. */

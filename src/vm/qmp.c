@@ -8,6 +8,7 @@
  * device code, so it is not trusted to be well-formed. */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -57,12 +58,51 @@ static json_t *qmp_read(struct vm_qmp *m, struct aegis_error *err)
 	}
 }
 
-int vm_qmp_execute(struct vm_qmp *m, const char *command, json_t **ret, struct aegis_error *err)
+/* Send one command line, with fd riding along (SCM_RIGHTS) when >= 0. */
+static int qmp_send(struct vm_qmp *m, const char *line, size_t len, int fd)
 {
-	char line[256];
-	int n = snprintf(line, sizeof line, "{\"execute\":\"%s\"}\n", command);
+	char control[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { (void *)line, len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *c;
+	ssize_t n;
 
-	if (write_all(m->fd, line, (size_t)n) < 0)
+	if (fd < 0)
+		return write_all(m->fd, line, len);
+	msg.msg_control = control;
+	msg.msg_controllen = sizeof control;
+	c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	do
+		n = sendmsg(m->fd, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	/* The descriptor went with the first byte; the rest is plain text. */
+	return (size_t)n == len ? 0 : write_all(m->fd, line + n, len - (size_t)n);
+}
+
+static int qmp_call(struct vm_qmp *m, const char *command, json_t *args, int fd, json_t **ret,
+		    struct aegis_error *err)
+{
+	json_t *req = args ? json_pack("{s:s, s:O}", "execute", command, "arguments", args)
+			   : json_pack("{s:s}", "execute", command);
+	char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	size_t n = line ? strlen(line) : 0;
+	int sent;
+
+	json_decref(req);
+	if (!line || !(line = realloc(line, n + 2))) {
+		free(line);
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: QMP: %s", command);
+	}
+	line[n++] = '\n';
+	sent = qmp_send(m, line, n, fd);
+	free(line);
+	if (sent < 0)
 		return error_sys(err, "vm: QMP: send %s", command);
 	for (;;) {
 		json_t *j = qmp_read(m, err), *r;
@@ -83,6 +123,25 @@ int vm_qmp_execute(struct vm_qmp *m, const char *command, json_t **ret, struct a
 		}
 		json_decref(j);	/* an event: not our reply */
 	}
+}
+
+int vm_qmp_execute(struct vm_qmp *m, const char *command, json_t **ret, struct aegis_error *err)
+{
+	return qmp_call(m, command, NULL, -1, ret, err);
+}
+
+int vm_qmp_call(struct vm_qmp *m, const char *command, json_t *args, json_t **ret, struct aegis_error *err)
+{
+	return qmp_call(m, command, args, -1, ret, err);
+}
+
+int vm_qmp_getfd(struct vm_qmp *m, const char *name, int fd, struct aegis_error *err)
+{
+	json_t *args = json_pack("{s:s}", "fdname", name);
+	int r = qmp_call(m, "getfd", args, fd, NULL, err);
+
+	json_decref(args);
+	return r;
 }
 
 int vm_qmp_open(struct vm_qmp *m, const char *path, struct aegis_error *err)

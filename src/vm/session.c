@@ -12,11 +12,13 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../common/error.h"
@@ -71,7 +73,7 @@ static uint64_t hello_ms(void)
 
 struct session {
 	struct vm_qemu q;
-	const struct vm_opts *o;
+	struct vm_opts *o;	/* its shares are prepared anew for each QEMU started */
 	struct vm_result *r;
 	int sig;		/* signalfd: SIGINT, SIGTERM, SIGHUP, SIGQUIT go to the command;
 				 * SIGTSTP pauses the VM */
@@ -125,9 +127,9 @@ static int vm_failed(struct session *s, const char *when, struct aegis_error *er
 	return error_set(err, AEGIS_E_SETUP, 0, "vm: %s: %s", when, why);
 }
 
-/* No greeting in time: ask QEMU (QMP) what state the machine is in, so the
- * line tells a guest stuck running from a QEMU that stopped it. */
-static int session_hung(struct session *s, uint64_t limit, struct aegis_error *err)
+/* No greeting or answer in time: ask QEMU (QMP) what state the machine is
+ * in, so the line tells a guest stuck running from a QEMU that stopped it. */
+static int session_hung(struct session *s, const char *missing, uint64_t limit, struct aegis_error *err)
 {
 	struct vm_qmp m = { .fd = -1 };
 	struct aegis_error qerr = { 0 };
@@ -138,7 +140,7 @@ static int session_hung(struct session *s, uint64_t limit, struct aegis_error *e
 		snprintf(status, sizeof status, "unknown: %s", qerr.msg);
 	vm_qmp_close(&m);
 	return error_set(err, AEGIS_E_SETUP, ETIMEDOUT,
-			 "vm: guest hung: no greeting from aegis-guest within %llu ms (QEMU status %s; killed)",
+			 "vm: guest hung: no %s from aegis-guest within %llu ms (QEMU status %s; killed)", missing,
 			 (unsigned long long)limit, status);
 }
 
@@ -157,7 +159,7 @@ static int session_greet(struct session *s, uint64_t deadline, struct aegis_erro
 		return 1;
 	}
 	if (r == 0)
-		return session_hung(s, limit, err);
+		return session_hung(s, "greeting", limit, err);
 	if (r < 0)
 		return vm_failed(s, "the guest ended during boot", err);
 	if (type != FRAME_HELLO || !(j = json_loads(s->buf, 0, NULL)))
@@ -183,6 +185,36 @@ static int session_request(struct session *s, struct aegis_error *err)
 	r = frame_send(s->q.chan, FRAME_REQUEST, text, strlen(text));
 	specjson_wipe(text);	/* it holds the secrets' values */
 	return r < 0 ? error_sys(err, "vm: send the request to the guest") : 0;
+}
+
+static int result_frame(struct session *s, size_t len);
+
+/* The guest's first answer to the request, bounded like the greeting (a
+ * restored guest greeted before its snapshot was taken, so this is where a
+ * clone that hangs after the restore is caught): STARTED once it is set up
+ * and the engine runs, or RESULT when it refused the request. 0 on, 1 the
+ * run's timeout ran out first, -1 err. */
+static int session_started(struct session *s, uint64_t deadline, struct aegis_error *err)
+{
+	uint64_t limit = hello_ms(), hung = now_us() + limit * 1000;
+	enum frame_type type;
+	size_t len;
+	int r = recv_until(s, &type, &len, deadline && deadline < hung ? deadline : hung);
+
+	if (r == 0 && deadline && deadline < hung) {
+		s->r->end = VM_TIMEOUT;
+		s->r->exit_code = 124;
+		return 1;
+	}
+	if (r == 0)
+		return session_hung(s, "answer to the request", limit, err);
+	if (r < 0)
+		return vm_failed(s, "the guest ended before the command started", err);
+	if (type == FRAME_RESULT)
+		return result_frame(s, len) < 0 ? error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result") : 0;
+	if (type != FRAME_STARTED)
+		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest broke the exec stream protocol (killed)");
+	return 0;
 }
 
 static void keep(char **buf, size_t *len, bool *trunc, size_t max, const char *data, size_t n)
@@ -318,6 +350,176 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 	return 0;
 }
 
+static bool debug_on(void)
+{
+	const char *v = getenv("AEGIS_DEBUG");
+
+	return v && *v && strcmp(v, "0");
+}
+
+/* Why this run boots cold although snapshots are on: in the result, and
+ * on stderr with AEGIS_DEBUG. */
+static void cold_because(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cold_because(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->r->start_why, sizeof s->r->start_why, fmt, ap);
+	va_end(ap);
+	if (debug_on())
+		fprintf(stderr, "aegis: debug: vm: cold boot: %s\n", s->r->start_why);
+}
+
+/* After vm_qemu_stop: a struct vm_qemu to start again. */
+static void qemu_reset(struct vm_qemu *q)
+{
+	memset(q, 0, sizeof *q);
+	q->pid = q->pidfd = q->chan = q->console = q->lock = -1;
+}
+
+/* Boot from nothing: QEMU with anonymous RAM, then the greeting. 0 up, 1
+ * the run's timeout ran out during the boot, -1 err. */
+static int session_cold(struct session *s, const struct vm_guest *g, uint64_t deadline, struct aegis_error *err)
+{
+	uint64_t t0 = now_us();
+	int r;
+
+	s->r->start = VM_COLD;
+	if (vm_qemu_start(&s->q, g, s->o, NULL, err) < 0 || (r = session_greet(s, deadline, err)) < 0)
+		return -1;
+	s->r->boot_us = now_us() - t0;
+	return r;
+}
+
+/* Under the lock: boot a template with its RAM in the build's file, wait
+ * for the greeting, save it, seal it. 0 built, 1 the run's timeout ran out
+ * meanwhile, -1 err. Nothing of a failed build stays. */
+static int session_build(struct session *s, struct vm_snapshot *snap, const struct vm_guest *g, uint64_t deadline,
+			 struct aegis_error *err)
+{
+	char build[4200], ram[4300];
+	struct vm_boot boot = { .ram_file = ram, .ram_shared = true };
+	uint64_t t0 = now_us();
+	int r;
+
+	vm_snapshot_drop(snap);
+	if ((r = vm_snapshot_begin(snap, build, sizeof build, ram, sizeof ram, err)) == 0 &&
+	    (r = vm_qemu_start(&s->q, g, s->o, &boot, err)) == 0 && (r = session_greet(s, deadline, err)) == 0 &&
+	    (r = vm_snapshot_save(&s->q, build, err)) == 0)
+		r = vm_snapshot_commit(snap, build, s->r->kernel, err);
+	vm_qemu_stop(&s->q);
+	qemu_reset(&s->q);
+	if (r != 0)
+		vm_snapshot_abort(build);
+	s->r->build_us = now_us() - t0;
+	return r;
+}
+
+/* A snapshot for this run, built if there is none: 1 ready, 0 none to use
+ * (why said: the run boots cold), 2 the run's timeout ran out while
+ * building. */
+static int session_snapshot(struct session *s, struct vm_snapshot *snap, const struct vm_guest *g, bool kvm,
+			    uint64_t deadline)
+{
+	struct aegis_error lerr = { 0 };
+	char why[256];
+	int v, built = 0;
+
+	if (vm_snapshot_init(snap, g, s->o, kvm, why, sizeof why) < 0)
+		return cold_because(s, "snapshots unusable: %s", why), 0;
+	if ((v = vm_snapshot_valid(snap, why, sizeof why)) != 0)
+		return v > 0 ? 1 : (cold_because(s, "%s", why), 0);
+	/* Two first runs at once: the second waits here and finds it built. */
+	if (vm_snapshot_lock(snap, &lerr) < 0)
+		return cold_because(s, "snapshots unusable: %s", lerr.msg), 0;
+	if ((v = vm_snapshot_valid(snap, why, sizeof why)) == 0) {
+		struct aegis_error berr = { 0 };
+
+		if (debug_on())
+			fprintf(stderr, "aegis: debug: vm: building a snapshot: %s\n", why);
+		built = session_build(s, snap, g, deadline, &berr);
+		if (built == 0)	/* as any run would find it: checked, its RAM file's inode noted */
+			v = vm_snapshot_valid(snap, why, sizeof why);
+		else if (built < 0)
+			snprintf(why, sizeof why, "snapshot build failed: %s", berr.msg);
+	}
+	vm_snapshot_unlock(snap);
+	if (built > 0)
+		return 2;
+	if (v <= 0)
+		cold_because(s, "%s", why);
+	return v > 0;
+}
+
+/* Why QEMU ended, or false when it still runs (it gets a moment to end:
+ * a QEMU killed outright closes its sockets a little before it is a
+ * zombie whose pidfd polls readable). */
+static bool qemu_ended(struct vm_qemu *q, char *why, size_t cap)
+{
+	if (q->pid > 0 && poll(&(struct pollfd){ q->pidfd, POLLIN, 0 }, 1, 1000) <= 0)
+		return false;
+	vm_qemu_diagnose(q, why, cap);
+	return true;
+}
+
+/* A clone: QEMU with the snapshot's RAM mapped privately, its state
+ * loaded, running. 0 up; 1 the snapshot failed us (dropped: boot cold);
+ * -1 err (QEMU was killed: not the snapshot's fault, nothing retried). */
+static int session_restore(struct session *s, struct vm_snapshot *snap, const struct vm_guest *g,
+			   struct aegis_error *err)
+{
+	char ram[4300], why[256];
+	struct vm_boot boot = { .ram_file = ram, .incoming = true };
+	struct aegis_error lerr = { 0 }, kerr = { 0 };
+	uint64_t t0 = now_us();
+
+	vm_snapshot_ram(snap, ram, sizeof ram);
+	s->r->start = VM_RESTORE;
+	if (vm_qemu_start(&s->q, g, s->o, &boot, &lerr) == 0 && vm_snapshot_load(&s->q, snap, &lerr) == 0) {
+		s->r->restore_us = s->r->boot_us = now_us() - t0;
+		snprintf(s->r->kernel, sizeof s->r->kernel, "%s", snap->kernel);
+		return 0;
+	}
+	if (s->q.status_known && WIFSIGNALED(s->q.status))
+		return error_set(err, AEGIS_E_SETUP, 0, "vm: restore from the snapshot: %s", lerr.msg);
+	if (!s->q.status_known && qemu_ended(&s->q, why, sizeof why) && WIFSIGNALED(s->q.status))
+		return error_set(err, AEGIS_E_SETUP, 0, "vm: restore from the snapshot: %s", why);
+	vm_qemu_stop(&s->q);
+	qemu_reset(&s->q);
+	s->r->start = VM_COLD;
+	if (vm_snapshot_lock(snap, &kerr) < 0)	/* drop only under the lock: a build may be live */
+		return cold_because(s, "restore failed (snapshot kept: %s): %s", kerr.msg, lerr.msg), 1;
+	vm_snapshot_drop(snap);
+	vm_snapshot_unlock(snap);
+	cold_because(s, "snapshot dropped: restore failed: %s", lerr.msg);
+	return 1;
+}
+
+/* Up to the point where the guest waits for its request: restored from a
+ * snapshot when there is one (built on first need), else booted cold. 0
+ * up, 1 the run's timeout ran out first, -1 err. */
+static int session_start(struct session *s, const struct vm_guest *g, uint64_t deadline, struct aegis_error *err)
+{
+	struct vm_snapshot snap;
+	char why[256];
+	bool kvm;
+	int r;
+
+	if (!vm_snapshot_enabled())
+		return cold_because(s, "AEGIS_VM_SNAPSHOT=0"), session_cold(s, g, deadline, err);
+	if (vm_accel(&kvm, why, sizeof why) < 0)	/* the cold boot says it as an error */
+		return session_cold(s, g, deadline, err);
+	if ((r = session_snapshot(s, &snap, g, kvm, deadline)) == 2) {
+		s->r->end = VM_TIMEOUT;
+		s->r->exit_code = 124;
+		return 1;
+	}
+	if (r == 1 && (r = session_restore(s, &snap, g, err)) <= 0)
+		return r;
+	return session_cold(s, g, deadline, err);
+}
+
 /* The engine's audit events, from the io share: a regular file only (the
  * guest made it; a link to a host file must not be read), bounded. */
 #define AUDIT_MAX (16u << 20)
@@ -361,10 +563,10 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	sigset_t fwd, old;
 	uint64_t t0 = now_us();
 	uint64_t deadline = o->timeout_ms ? t0 + o->timeout_ms * 1000 : 0;
-	int rc = -1, greeted;
+	int rc = -1, up;
 
 	memset(r, 0, sizeof *r);
-	s.q.pid = s.q.pidfd = s.q.chan = s.q.console = s.q.lock = -1;
+	qemu_reset(&s.q);
 	if (vm_guest_find(&g, err) < 0)
 		return -1;
 	sigemptyset(&fwd);
@@ -375,17 +577,16 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 		error_sys(err, "vm: signalfd");
 		goto out;
 	}
-	if (vm_qemu_start(&s.q, &g, o, err) < 0 || (greeted = session_greet(&s, deadline, err)) < 0)
+	if ((up = session_start(&s, &g, deadline, err)) < 0)
 		goto out;
 	r->kvm = s.q.kvm;
-	r->boot_us = now_us() - t0;
-	if (greeted > 0) {	/* --timeout ran out during the boot */
+	if (up > 0) {	/* --timeout ran out during the boot */
 		rc = 0;
 		goto out;
 	}
-	if (session_request(&s, err) < 0)
+	if (session_request(&s, err) < 0 || (up = session_started(&s, deadline, err)) < 0)
 		goto out;
-	rc = session_relay(&s, deadline, err);
+	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
 	if (s.q.dir[0])
 		r->audit = read_guest_audit(&s.q);

@@ -117,9 +117,20 @@ static int shares_etc(const char *dir, struct aegis_error *err)
 	return 0;
 }
 
-static void share(struct vm_share *s, const char *tag, const char *host, const char *guest, bool ro, bool used)
+/* The fixed device set, in device order: its tags are all a guest (and a
+ * snapshot) knows of the shares until it mounts them. */
+enum { SHARE_USR, SHARE_ETC, SHARE_WS, SHARE_ART, SHARE_IO, SHARE_IMG, SHARE_COUNT };
+static const char *const share_tags[SHARE_COUNT] = { "usr", "etc", "ws", "art", "io", "img" };
+
+static void shares_tag(struct vm_shares *sh)
 {
-	snprintf(s->tag, sizeof s->tag, "%s", tag);
+	for (int i = 0; i < SHARE_COUNT; i++)
+		snprintf(sh->s[i].tag, sizeof sh->s[i].tag, "%s", share_tags[i]);
+	sh->n = SHARE_COUNT;
+}
+
+static void share(struct vm_share *s, const char *host, const char *guest, bool ro, bool used)
+{
 	snprintf(s->host, sizeof s->host, "%s", host);
 	snprintf(s->guest, sizeof s->guest, "%s", guest);
 	s->ro = ro;
@@ -206,16 +217,28 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 		snprintf(ws, sizeof ws, "/proc/%d/fd/%d", (int)getpid(), spec->workspace_fd);
 	else
 		snprintf(ws, sizeof ws, "%s", spec->workspace ? spec->workspace : empty);
-	share(&sh->s[0], "usr", "/usr", "/usr", true, true);
-	share(&sh->s[1], "etc", etc, "/etc", true, true);
-	share(&sh->s[2], "ws", ws, paths->workspace, spec->workspace ? ws_ro : true, spec->workspace != NULL);
-	share(&sh->s[3], "art", spec->artifacts_dir ? spec->artifacts_dir : empty, paths->artifacts,
+	share(&sh->s[SHARE_USR], "/usr", "/usr", true, true);
+	share(&sh->s[SHARE_ETC], etc, "/etc", true, true);
+	share(&sh->s[SHARE_WS], ws, paths->workspace, spec->workspace ? ws_ro : true, spec->workspace != NULL);
+	share(&sh->s[SHARE_ART], spec->artifacts_dir ? spec->artifacts_dir : empty, paths->artifacts,
 	      !spec->artifacts_dir, spec->artifacts_dir != NULL);
-	share(&sh->s[4], "io", io, VM_GUEST_IO, false, true);
-	share(&sh->s[5], "img", paths->layers[0] ? paths->layers : empty, paths->layers[0] ? paths->layers : "/aegis/img",
-	      true, paths->layers[0] != '\0');
-	sh->n = 6;
+	share(&sh->s[SHARE_IO], io, VM_GUEST_IO, false, true);
+	share(&sh->s[SHARE_IMG], paths->layers[0] ? paths->layers : empty,
+	      paths->layers[0] ? paths->layers : "/aegis/img", true, paths->layers[0] != '\0');
+	shares_tag(sh);
 	return 0;
+}
+
+void vm_shares_placeholders(struct vm_shares *sh)
+{
+	char host[16];
+
+	memset(sh, 0, sizeof *sh);
+	for (int i = 0; i < SHARE_COUNT; i++) {
+		snprintf(host, sizeof host, "@%s", share_tags[i]);
+		share(&sh->s[i], host, "", false, false);
+	}
+	shares_tag(sh);
 }
 
 json_t *vm_shares_mounts(const struct vm_shares *sh)

@@ -69,6 +69,9 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 /* The guest paths of spec's workspace and artifacts directory (after the
  * artifacts directory exists). -1 with err for one the guest cannot take. */
 int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err);
+/* The fixed device set with placeholders for every host directory: the
+ * shares as a snapshot's key sees them (they differ per run). */
+void vm_shares_placeholders(struct vm_shares *sh);
 /* The request's "mounts": the shares this run uses. */
 json_t *vm_shares_mounts(const struct vm_shares *sh);
 /* rm -r of dirfd/name without following links. */
@@ -87,6 +90,7 @@ struct vm_opts {
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
+enum vm_start { VM_COLD, VM_RESTORE };
 
 struct vm_result {
 	enum vm_end end;	/* VM_TIMEOUT: the host's deadline, no RESULT */
@@ -94,7 +98,11 @@ struct vm_result {
 	int term_signal;
 	bool kvm;
 	char kernel[128];	/* the guest's uname -r */
-	uint64_t boot_us;	/* QEMU start to the guest's greeting */
+	uint64_t boot_us;	/* QEMU start to the guest's greeting (cold) or running again (restore) */
+	enum vm_start start;
+	uint64_t restore_us;	/* restore: QEMU start to the guest running (0: cold) */
+	uint64_t build_us;	/* this run built the snapshot first: how long it took (0: it did not) */
+	char start_why[256];	/* cold although snapshots are on: why ("" otherwise) */
 	uint64_t wall_us;
 	char *result;		/* the RESULT frame's JSON text (malloc'd) */
 	char *audit;		/* the engine's audit events (io/audit.jsonl), malloc'd; NULL: none */
@@ -113,6 +121,11 @@ void vm_result_free(struct vm_result *r);
 /* backend.c: the REQUEST for o (the spec with the guest's paths, the
  * shares to mount, the host's clock and a fresh seed). */
 json_t *vm_request(const struct vm_opts *o);
+/* backend.c: how the guest came up, into o: "start" ("restore" from a
+ * snapshot or "cold"), "restore_ms" (null when cold), "snapshot_build_ms"
+ * when this run built the snapshot, "start_reason" when it booted cold
+ * although snapshots are on. For --json, result.json and the audit. */
+void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build_us, const char *why);
 /* backend.c: aegis_run() for spec.backend == AEGIS_BACKEND_VM. */
 int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err);
 
@@ -128,9 +141,24 @@ int vm_qmp_open(struct vm_qmp *m, const char *path, struct aegis_error *err);
 /* Run a command without arguments ("stop", "cont", "quit", "query-status");
  * *ret (if given) gets its "return" value. -1 with err (QEMU's desc). */
 int vm_qmp_execute(struct vm_qmp *m, const char *command, json_t **ret, struct aegis_error *err);
+/* The same with arguments (args is borrowed). */
+int vm_qmp_call(struct vm_qmp *m, const char *command, json_t *args, json_t **ret, struct aegis_error *err);
+/* Hand QEMU a descriptor under name (getfd: it arrives by SCM_RIGHTS with
+ * the command), for "fd:NAME" URIs: QEMU opens nothing itself, so this
+ * works under -sandbox spawn=deny and inside a mount namespace alike. */
+int vm_qmp_getfd(struct vm_qmp *m, const char *name, int fd, struct aegis_error *err);
 /* query-status: "running", "paused", "internal-error", ... into out. */
 int vm_qmp_status(struct vm_qmp *m, char *out, size_t cap, struct aegis_error *err);
 void vm_qmp_close(struct vm_qmp *m);
+
+/* How a guest's RAM is backed and how it starts (NULL or zeroed:
+ * anonymous RAM, cold boot). */
+struct vm_boot {
+	const char *ram_file;	/* RAM is this file's mapping */
+	bool ram_shared;	/* share=on: writes reach the file (a template being built);
+				 * off: private copy-on-write pages (a clone) */
+	bool incoming;		/* -incoming defer: the state comes by migrate-incoming */
+};
 
 /* qemu.c: one QEMU process and its private run directory. */
 struct vm_qemu {
@@ -143,10 +171,18 @@ struct vm_qemu {
 	char dir[64];		/* 0700 run directory: sockets and logs */
 	int lock;		/* dir/lock, flocked while the run lives */
 	bool kvm;
+	bool status_known;	/* vm_qemu_diagnose reaped it: */
+	int status;		/* its wait status */
 };
 
-int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o,
+/* Prepare o's shares in a fresh run directory and start QEMU (boot: NULL
+ * for a cold boot). -1 with err. */
+int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o, const struct vm_boot *boot,
 		  struct aegis_error *err);
+/* The template's QEMU command line for these options, with placeholders
+ * for what differs per run (run directory, RAM file, the shares' host
+ * directories): what a snapshot's key covers. -1 if no QEMU. */
+int vm_qemu_cmdline(char *out, size_t cap, const struct vm_guest *g, const struct vm_opts *o, bool kvm);
 /* QEMU's device arguments for the channel and the shares: the one place
  * they are built (a restored snapshot must get the same set). */
 struct qemu_args;
@@ -158,5 +194,51 @@ void vm_qemu_console(struct vm_qemu *q);
 void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap);
 /* Kill the process group, reap, remove the run directory. Idempotent. */
 void vm_qemu_stop(struct vm_qemu *q);
+
+/* snapshot.c: templates of a greeted guest, restored copy-on-write. */
+struct vm_snapshot {
+	char root[4096];	/* <state>/vm-snapshots: 0700, ours */
+	char prefix[64];	/* <accel>-<MiB>m-<vcpus>cpu- */
+	char dir[4200];		/* root/<prefix><key's first 16>: meta, state, ram */
+	char key[65];		/* sha256 of what the snapshot depends on */
+	char kernel[128];	/* the guest's uname -r, from its greeting at build time */
+	uint64_t memory_bytes;
+	dev_t ram_dev;		/* the RAM file validated */
+	ino_t ram_ino;
+	int lock;		/* root/lock while building */
+};
+
+/* Snapshots unless AEGIS_VM_SNAPSHOT=0. */
+bool vm_snapshot_enabled(void);
+/* Work out s's key and place. -1 with why when snapshots cannot be used at
+ * all here (the cache directory is not ours or open to others, ...). */
+int vm_snapshot_init(struct vm_snapshot *s, const struct vm_guest *g, const struct vm_opts *o, bool kvm, char *why,
+		     size_t cap);
+/* 1: the snapshot there is whole and its key matches. 0: none, or one not
+ * to use (why: "key mismatch", "state file damaged", ...): rebuild it. -1:
+ * refused (not ours, open to others): neither used nor touched. */
+int vm_snapshot_valid(struct vm_snapshot *s, char *why, size_t cap);
+/* Take the build lock (blocks while another run builds). -1 with err. */
+int vm_snapshot_lock(struct vm_snapshot *s, struct aegis_error *err);
+void vm_snapshot_unlock(struct vm_snapshot *s);
+/* Under the lock: remove s's snapshot (stale or broken) and dead builds. */
+void vm_snapshot_drop(struct vm_snapshot *s);
+/* Under the lock: a fresh build directory with an empty RAM file of the
+ * right size; ram gets its path. -1 with err. */
+int vm_snapshot_begin(struct vm_snapshot *s, char *build, size_t cap, char *ram, size_t ramcap,
+		      struct aegis_error *err);
+/* q has greeted and waits for its request: stop it and save its device
+ * state (RAM stays in the shared file) into build. -1 with err. */
+int vm_snapshot_save(struct vm_qemu *q, const char *build, struct aegis_error *err);
+/* Seal build (key file last, fsync) and rename it into place. -1 with err. */
+int vm_snapshot_commit(struct vm_snapshot *s, const char *build, const char *kernel, struct aegis_error *err);
+/* Remove a build directory that will not be committed. */
+void vm_snapshot_abort(const char *build);
+/* The RAM file of s, for vm_boot. */
+void vm_snapshot_ram(const struct vm_snapshot *s, char *out, size_t cap);
+/* q was started with s's RAM privately and -incoming defer: load the state
+ * and run the guest. -1 with err. */
+int vm_snapshot_load(struct vm_qemu *q, const struct vm_snapshot *s, struct aegis_error *err);
+
 
 #endif

@@ -8,7 +8,7 @@
  * (setup.c) and runs the engine — aegis_run() on that spec, the same code
  * as the namespace backend's — in a child, relaying its STDOUT/STDERR out
  * and the host's STDIN, STDIN_CLOSE and SIGNAL in, and ends with RESULT
- * (the engine's result or error). One run per boot: after RESULT the host
+ * (the engine's result or error), STARTED first once it is set up. One run per boot: after RESULT the host
  * ends QEMU; should it not, the guest powers off by itself. Inside the
  * guest the command still gets the engine's namespaces, seccomp, landlock
  * and limits: the VM adds a boundary, it removes none (docs/vm.md). */
@@ -376,6 +376,10 @@ int main(void)
 		guest_refuse(port, &err);
 	}
 	specjson_spec_free(&spec);
+	/* The host bounds the wait for this: a guest restored from a snapshot
+	 * greeted long ago, so here is where a hung clone shows. */
+	if (frame_send(port, FRAME_STARTED, NULL, 0) < 0)
+		guest_poweroff("cannot answer the request");
 	guest_serve(port, &e, sfd);
 	guest_result(port, &e);
 	guest_poweroff(NULL);

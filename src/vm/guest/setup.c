@@ -41,8 +41,11 @@ static int setup_clock(json_t *clock, struct aegis_error *err)
 	return 0;
 }
 
-/* 32 bytes from the host's getrandom into the pool, credited: guests
- * restored from one snapshot would otherwise share their random state. */
+/* 32 bytes from the host's getrandom into the pool, credited, then a
+ * reseed of the CRNG at once: guests restored from one snapshot would
+ * otherwise share their random state until the kernel's next scheduled
+ * reseed, and the little interrupt timing a clone has by then is no
+ * secret's worth of entropy. */
 static int setup_seed(const char *b64, struct aegis_error *err)
 {
 	struct {
@@ -56,9 +59,14 @@ static int setup_seed(const char *b64, struct aegis_error *err)
 		return error_set(err, AEGIS_E_INVALID, EINVAL, "request.seed: base64 of 32 bytes expected");
 	pool.info.entropy_count = 256;
 	pool.info.buf_size = 32;
-	if ((fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC)) < 0 || ioctl(fd, RNDADDENTROPY, &pool.info) < 0)
+	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &pool.info) < 0) {
+		explicit_bzero(&pool, sizeof pool);
 		return error_sys(err, "add the host's seed to the entropy pool");
+	}
 	explicit_bzero(&pool, sizeof pool);
+	if (ioctl(fd, RNDRESEEDCRNG) < 0)
+		return error_sys(err, "reseed the CRNG from the host's seed");
 	return 0;
 }
 
