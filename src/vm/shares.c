@@ -2,8 +2,8 @@
  *
  * Exactly what the namespace backend's host image takes (rootfs.c): /usr
  * read-only (the /bin, /lib, ... links are in the initramfs) and the /etc
- * allowlist, copied into the run directory because 9p exports directories,
- * not single files. Then the run's own: the workspace, the artifacts
+ * allowlist, copied (once per content, into the state dir) because 9p
+ * exports directories, not single files. Then the run's own: the workspace, the artifacts
  * directory and "io" (the engine's audit events). Never /, /root, /home,
  * /tmp or /var.
  *
@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,8 @@
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
+#include "../common/hash.h"
+#include "../common/paths.h"
 #include "../sandbox/sandbox.h"
 #include "vm.h"
 
@@ -99,21 +102,127 @@ static int copy_tree(int src_dir, const char *name, int dst_dir, int depth, stru
 	return 0;
 }
 
-/* dir/etc: the host's /etc allowlist, as the engine in the guest reads it. */
-static int shares_etc(const char *dir, struct aegis_error *err)
-{
-	char path[128];
-	_cleanup_close_ int etc = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	_cleanup_close_ int out = -1;
+/* What the copy of the /etc allowlist depends on: every entry's path,
+ * type, mode, size, times, inode and link target, one line each, walked
+ * as copy_tree walks (lstat only: ~1,600 entries cost a few ms, while
+ * copying them cost ~0.4 s per run — most of a restore). */
+struct etc_sum {
+	char *buf;
+	size_t len, cap;
+};
 
-	snprintf(path, sizeof path, "%s/etc", dir);
+static void sum_line(struct etc_sum *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sum_line(struct etc_sum *m, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!m->buf)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(m->buf + m->len, m->cap - m->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			free(m->buf), m->buf = NULL;
+			return;
+		}
+		if ((size_t)n < m->cap - m->len) {
+			m->len += (size_t)n;
+			return;
+		}
+		char *b = realloc(m->buf, m->cap * 2 + (size_t)n);
+		if (!b) {
+			free(m->buf), m->buf = NULL;
+			return;
+		}
+		m->buf = b, m->cap = m->cap * 2 + (size_t)n;
+	}
+}
+
+static void sum_tree(struct etc_sum *m, int dir, const char *rel, const char *name, int depth)
+{
+	char path[PATH_MAX], target[PATH_MAX] = "";
+	struct stat st;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "%s/%s", rel, name);
+	if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		sum_line(m, "%s -%d\n", path, errno);
+		return;
+	}
+	if (S_ISLNK(st.st_mode) && (n = readlinkat(dir, name, target, sizeof target - 1)) >= 0)
+		target[n] = '\0';
+	sum_line(m, "%s %o %lld %lld.%ld %lld.%ld %llu %s\n", path, st.st_mode, (long long)st.st_size,
+		 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec,
+		 (unsigned long long)st.st_ino, target);
+	if (S_ISDIR(st.st_mode) && depth <= COPY_DEPTH) {
+		int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		DIR *d = fd < 0 ? NULL : fdopendir(fd);
+		struct dirent *e;
+
+		if (!d) {
+			if (fd >= 0)
+				close(fd);
+			sum_line(m, "%s unreadable\n", path);
+			return;
+		}
+		while ((e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				sum_tree(m, dirfd(d), path, e->d_name, depth + 1);
+		closedir(d);
+	}
+}
+
+/* The copy of the host's /etc allowlist the guest's /etc share shows: made
+ * once per content and kept in <state dir>/vm-etc/<sum> (0700, ours), so
+ * a run only walks /etc to see whether it changed. A copy is built beside
+ * and renamed into place: a killed build is never used, and two runs
+ * building at once both end up with one. Old copies stay (a running guest
+ * may still export one). */
+static int shares_etc(char *out, size_t cap, struct aegis_error *err)
+{
+	char state[4096], root[4200], build[4300], sum[HASH_HEX_LEN + 1];
+	struct etc_sum m = { .buf = malloc(1 << 16), .cap = 1 << 16 };
+	_cleanup_close_ int etc = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int dst = -1;
+	struct stat st;
+
 	if (etc < 0)
-		return error_sys(err, "vm: open /etc");
-	if (mkdir(path, 0755) < 0 || (out = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return error_sys(err, "vm: mkdir %s", path);
+		return free(m.buf), error_sys(err, "vm: open /etc");
 	for (int i = 0; rootfs_etc_allow[i]; i++)
-		if (copy_tree(etc, rootfs_etc_allow[i], out, 0, err) < 0)
+		sum_tree(&m, etc, "", rootfs_etc_allow[i], 0);
+	if (!m.buf)
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: /etc: out of memory");
+	hash_sha256_hex(m.buf, m.len, sum);
+	free(m.buf);
+	if (paths_state(state, sizeof state, err) < 0 || paths_private_dir(state, err) < 0)
+		return -1;
+	snprintf(root, sizeof root, "%s/vm-etc", state);
+	if (paths_private_dir(root, err) < 0)
+		return -1;
+	snprintf(out, cap, "%s/%.32s", root, sum);
+	if (lstat(out, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid())
+		return 0;
+	snprintf(build, sizeof build, "%s/.build-%.32s-%d", root, sum, (int)getpid());
+	_cleanup_close_ int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (rootfd < 0)
+		return error_sys(err, "vm: open %s", root);
+	vm_remove_tree(rootfd, strrchr(build, '/') + 1);
+	if (mkdir(build, 0755) < 0 || (dst = open(build, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return error_sys(err, "vm: mkdir %s", build);
+	for (int i = 0; rootfs_etc_allow[i]; i++)
+		if (copy_tree(etc, rootfs_etc_allow[i], dst, 0, err) < 0) {
+			vm_remove_tree(rootfd, strrchr(build, '/') + 1);
 			return -1;
+		}
+	if (rename(build, out) < 0) {
+		int e = errno;
+
+		vm_remove_tree(rootfd, strrchr(build, '/') + 1);
+		if (e != EEXIST && e != ENOTEMPTY)	/* another run built the same one first */
+			return errno = e, error_sys(err, "vm: rename %s", build);
+	}
 	return 0;
 }
 
@@ -201,15 +310,14 @@ int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct ae
 int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
 		      const struct vm_paths *paths, struct aegis_error *err)
 {
-	char empty[128], io[128], etc[128], ws[4200];
+	char empty[128], io[128], etc[4200], ws[4200];
 	bool ws_ro = spec->workspace_ro || spec->workspace_overlay;
 
 	snprintf(empty, sizeof empty, "%s/empty", dir);
 	snprintf(io, sizeof io, "%s/io", dir);
-	snprintf(etc, sizeof etc, "%s/etc", dir);
 	if (mkdir(empty, 0555) < 0 || mkdir(io, 0700) < 0)
 		return error_sys(err, "vm: run directory %s", dir);
-	if (shares_etc(dir, err) < 0)
+	if (shares_etc(etc, sizeof etc, err) < 0)
 		return -1;
 	/* A named workspace: exactly the directory the caller opened and
 	 * checked, through our descriptor (QEMU resolves it once, at start). */

@@ -486,6 +486,8 @@ def test_secrets_env_and_file_reach_the_command_and_no_record(tmp_path):
     assert [e["names"] for e in events if e["type"] == "secret.use"] == [["TOKEN", "KEYFILE"]]
     for root, _, files in os.walk(tmp_path):
         for f in files:
+            if os.path.islink(os.path.join(root, f)):
+                continue  # links of the /etc copy point into the host's /usr
             with open(os.path.join(root, f), "rb") as fh:
                 assert canary.encode() not in fh.read(), os.path.join(root, f)
 
@@ -546,3 +548,26 @@ def test_an_image_root_in_the_guest_as_on_the_host(tmp_path):
     assert all("w\n" != open(os.path.join(root, f), "rb").read().decode(errors="replace")
                for root, _, files in os.walk(layers) for f in files
                if f == "base.txt" and not os.path.islink(os.path.join(root, f)))
+
+
+def test_etc_copy_follows_the_host(tmp_path):
+    """The guest's /etc allowlist is a copy kept between runs: a change on
+    the host (a file added, changed, removed in /etc/ssl) shows at the next
+    run, never the stale copy."""
+    env = dict(VM_ENV, AEGIS_STATE_DIR=str(tmp_path / "state"))
+    probe = f"/etc/ssl/aegis-test-{os.getpid()}"
+    try:
+        with open(probe, "w") as f:
+            f.write("one\n")
+        r = vm("cat", probe, env=env)
+        assert r.returncode == 0 and r.stdout == "one\n", r
+        with open(probe, "w") as f:  # the same inode, changed in place
+            f.write("two\n")
+        r = vm("cat", probe, env=env)
+        assert r.returncode == 0 and r.stdout == "two\n", r
+    finally:
+        os.unlink(probe)
+    r = vm("cat", probe, env=env)
+    assert r.returncode == 1 and "No such file" in r.stderr, r
+    copies = os.listdir(tmp_path / "state" / "vm-etc")
+    assert len([c for c in copies if not c.startswith(".")]) == 3 and not [c for c in copies if c.startswith(".")]
