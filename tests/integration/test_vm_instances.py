@@ -227,3 +227,30 @@ def test_exec_expose_and_network_are_refused_in_one_line(env, tmp_path):
     assert info(env, "box")["state"] == "running"  # the refusal left it alone
     assert aegis(env, "instance", "delete", "box").returncode == 0
     gone(i["shim_pid"], qemu, run_dir)
+
+
+def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "idler", "--idle-pause", "1s",
+              "--idle-stop", "3s", "--", "sh", "-c", COUNTER)
+    assert p.returncode == 0, p
+    i = wait_state(env, "idler", "running", "paused")
+    qemu, run_dir = wait_for("QEMU under the shim", lambda: qemu_of(i["shim_pid"]), timeout=30)
+    wait_state(env, "idler", "paused")  # the daemon's idle sweep froze it
+    stopped = wait_state(env, "idler", "stopped")
+    assert stopped["activity"]["paused_s"] >= 2, stopped
+    gone(i["shim_pid"], qemu, run_dir)
+    assert aegis(env, "instance", "start", "--name", "idler").returncode == 0
+    again = wait_state(env, "idler", "running", "paused")
+    assert again["shim_pid"] != i["shim_pid"] and again["backend"] == "vm"
+    # the daemon's events and the guest's relayed engine events: one chain
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "idler", "audit.jsonl")
+    wait_for("the second boot's run.start on record",
+             lambda: sum(json.loads(line)["type"] == "run.start" for line in open(log)) >= 1)
+    events = [json.loads(line) for line in open(log)]
+    types = [e["type"] for e in events]
+    for t in ("instance.pause", "instance.stop", "run.start", "run.end"):
+        assert t in types, types
+    assert all(e.get("backend") == "vm" for e in events if e["type"] == "run.start"), events
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "delete", "idler").returncode == 0
+    assert not [d for d in glob.glob("/tmp/aegis-vm-*") if d == run_dir]
