@@ -14,7 +14,7 @@
 #include "image_use.h"
 
 static const char instance_usage[] =
-	"usage: aegis instance start --name NAME [--workspace DIR|WS | --workspace-ro DIR|WS] [--env K=V]...\n"
+	"usage: aegis instance start --name NAME [--backend ns|vm] [--workspace DIR|WS | --workspace-ro DIR|WS] [--env K=V]...\n"
 	"                            [--secret NAME[:env|:file]]... [--image REF] [--cwd DIR] [--policy NAME|FILE] [--expose [ADDR:]HOST:GUEST]...\n"
 	"                            [--idle-pause DURATION] [--idle-stop DURATION] -- CMD [ARGS...]\n"
 	"       aegis instance list [--json]\n"
@@ -100,7 +100,7 @@ static int start(int argc, char **argv)
 		{ "cwd", required_argument, NULL, 'c' }, { "policy", required_argument, NULL, 'p' },
 		{ "expose", required_argument, NULL, 'x' }, { "idle-pause", required_argument, NULL, 'I' },
 		{ "idle-stop", required_argument, NULL, 'S' }, { "secret", required_argument, NULL, 's' },
-		{ "image", required_argument, NULL, 'i' },
+		{ "image", required_argument, NULL, 'i' }, { "backend", required_argument, NULL, 'b' },
 		{ NULL, 0, NULL, 0 },
 	};
 	json_t *req = json_object(), *env = json_array(), *args = json_array(), *out = NULL,
@@ -135,6 +135,13 @@ static int start(int argc, char **argv)
 		case 'x': json_array_append_new(expose, json_string(optarg)); break;
 		case 's': json_array_append_new(secrets, json_string(optarg)); break;	/* names; the daemon checks them */
 		case 'i': json_object_set_new(req, "image", json_string(optarg)); break;	/* pulled below if missing */
+		case 'b':
+			if (strcmp(optarg, "ns") && strcmp(optarg, "vm")) {
+				json_decref(req), json_decref(env), json_decref(args), json_decref(expose), json_decref(secrets);
+				return cli_usage_error("instance start: --backend must be ns or vm, not '%.64s'", optarg);
+			}
+			json_object_set_new(req, "backend", json_string(optarg));
+			break;
 		case 'I':
 		case 'S':
 			/* a duration (30s, 15m, 0 = never), whole seconds on the wire */
@@ -216,11 +223,12 @@ static int list(bool as_json)
 		json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		fputc('\n', stdout);
 	} else {
-		printf("%-24s %-10s %s\n", "NAME", "STATE", "COMMAND");
+		printf("%-24s %-10s %-7s %s\n", "NAME", "STATE", "BACKEND", "COMMAND");
 		json_array_foreach(json_object_get(out, "instances"), i, one) {
 			char *cmd = json_dumps(json_object_get(one, "argv"), JSON_COMPACT);
-			printf("%-24s %-10s %s\n", json_string_value(json_object_get(one, "name")),
-			       json_string_value(json_object_get(one, "state")), cmd ? cmd : "");
+			printf("%-24s %-10s %-7s %s\n", json_string_value(json_object_get(one, "name")),
+			       json_string_value(json_object_get(one, "state")),
+			       json_string_value(json_object_get(one, "backend")) ?: "ns", cmd ? cmd : "");
 			free(cmd);
 		}
 	}

@@ -30,14 +30,22 @@ static json_t *strv(char *const *v)
 	return a;
 }
 
+/* JSON integers are signed: a limit of UINT64_MAX ("none", as an
+ * instance's output_bytes) travels as INT64_MAX, as unbounded in practice,
+ * not as a negative number the decoder refuses. */
+static json_int_t u64j(uint64_t v)
+{
+	return v > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)v;
+}
+
 static json_t *limits_to(const struct aegis_limits *l)
 {
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-			 "wall_ms", (json_int_t)l->wall_ms, "cpu_ms", (json_int_t)l->cpu_ms,
-			 "cpus_milli", (json_int_t)l->cpus_milli, "memory_bytes", (json_int_t)l->memory_bytes,
-			 "pids", (json_int_t)l->pids, "disk_bytes", (json_int_t)l->disk_bytes,
-			 "output_bytes", (json_int_t)l->output_bytes, "nofile", (json_int_t)l->nofile,
-			 "execs", (json_int_t)l->execs);
+			 "wall_ms", u64j(l->wall_ms), "cpu_ms", u64j(l->cpu_ms),
+			 "cpus_milli", u64j(l->cpus_milli), "memory_bytes", u64j(l->memory_bytes),
+			 "pids", u64j(l->pids), "disk_bytes", u64j(l->disk_bytes),
+			 "output_bytes", u64j(l->output_bytes), "nofile", u64j(l->nofile),
+			 "execs", u64j(l->execs));
 }
 
 static json_t *policy_to(const struct aegis_policy *p)

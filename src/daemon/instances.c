@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/audit.h"
 #include "../common/error.h"
 #include "../common/policy.h"
 #include "../common/util.h"
@@ -38,6 +39,7 @@
 #include "control.h"
 #include "shim.h"
 #include "statefile.h"
+#include "../vm/vm.h"
 
 #define STOP_GRACE_MS 5000
 #define IDLE_PAUSE_DEFAULT_S 60
@@ -93,6 +95,7 @@ static void activity_end(const char *dir, const char *what, bool wake);
 static uint64_t wall_ms(void);
 static void event_later(const char *dir, const char *type, json_t *fields, int wait_ms);
 static void mark(const char *dir, const char *name);
+static bool dir_is_vm(const char *dir);
 
 /* True when the request's policy puts the instance on the host's network. */
 static bool expose_needs_own_net(json_t *req)
@@ -172,7 +175,8 @@ static const char *pin_image(json_t *req, json_t *v)
 static json_t *check_request(const char *text, const char **bad, const char **why)
 {
 	static const char *const known[] = { "name", "argv", "env", "cwd", "workspace", "workspace_ro",
-					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", "image", NULL };
+					     "policy", "expose", "idle_pause_s", "idle_stop_s", "secrets", "image",
+					     "backend", NULL };
 	json_t *req = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL), *v, *item;
 	const char *key, *name;
 	struct aegis_policy pol;
@@ -210,6 +214,9 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 			    json_string_value(item)[0] == '=')
 				return *bad = "env", *why = "must be an array of NAME=VALUE", json_decref(req), NULL;
 	}
+	if ((v = json_object_get(req, "backend")) &&
+	    (!json_is_string(v) || (strcmp(json_string_value(v), "ns") && strcmp(json_string_value(v), "vm"))))
+		return *bad = "backend", *why = "must be \"ns\" or \"vm\"", json_decref(req), NULL;
 	if ((v = json_object_get(req, "cwd")) && (!json_is_string(v) || json_string_value(v)[0] != '/'))
 		return *bad = "cwd", *why = "must be an absolute path", json_decref(req), NULL;
 	if ((v = json_object_get(req, "workspace"))) {
@@ -254,6 +261,36 @@ static json_t *check_request(const char *text, const char **bad, const char **wh
 			       json_decref(req), NULL;
 	}
 	return req;
+}
+
+static bool config_is_vm(json_t *config)
+{
+	const char *b = json_string_value(json_object_get(config, "backend"));
+
+	return b && !strcmp(b, "vm");
+}
+
+/* What a vm instance cannot have yet (docs/vm.md): the guest has no
+ * network, so nothing to expose and no policy network mode. Refused by
+ * name, never dropped. NULL when fine, else why, with *bad the field. */
+static const char *vm_unsupported(json_t *req, const char **bad)
+{
+	static __thread char why[200];
+	struct aegis_policy pol;
+	struct aegis_error perr;
+
+	if (!config_is_vm(req))
+		return NULL;
+	if (json_array_size(json_object_get(req, "expose")))
+		return *bad = "expose", "--expose with --backend vm is not supported yet (the guest has no network)";
+	if (policy_load(json_string_value(json_object_get(req, "policy")) ?: "default", &pol, &perr) < 0)
+		return NULL;	/* check_request took it: it cannot fail here */
+	why[0] = '\0';
+	if (pol.net_mode && strcmp(pol.net_mode, "none"))
+		snprintf(why, sizeof why, "the policy's network mode '%s' is not supported with --backend vm yet "
+			 "(the guest has no network)", pol.net_mode);
+	policy_free(&pol);
+	return why[0] ? (*bad = "policy", why) : NULL;
 }
 
 /* Start the instance's shim and wait until it has taken the instance
@@ -302,6 +339,10 @@ unsigned instances_create(const char *request, json_t **body)
 	if (!req) {
 		*body = err_body("invalid", why, bad);
 		return 400;
+	}
+	if ((why = vm_unsupported(req, &bad))) {
+		json_decref(req);
+		return *body = err_body("unsupported", why, bad), 501;
 	}
 	/* what the policy was when it was checked: info shows it */
 	{
@@ -496,6 +537,7 @@ static json_t *describe(const char *name)
 			json_string_value(json_object_get(config, "policy")) ?: "default");
 	if (json_object_get(config, "policy_digest"))
 		json_object_set(out, "policy_digest", json_object_get(config, "policy_digest"));
+	json_object_set_new(out, "backend", json_string(config_is_vm(config) ? "vm" : "ns"));
 	json_object_set_new(out, "image", json_string(json_string_value(json_object_get(config, "image")) ?: "host"));
 	if (json_object_get(config, "image_digest"))
 		json_object_set(out, "image_digest", json_object_get(config, "image_digest"));
@@ -649,8 +691,11 @@ static void stop_instance(const char *dir)
 	}
 	/* a shim that was killed (by us or anyone) leaves its run cgroup */
 	exitj = load(dir, "exit.json");
-	if (shim && !exitj && (pid = (pid_t)json_integer_value(json_object_get(shim, "pid"))) > 0)
+	if (shim && !exitj && (pid = (pid_t)json_integer_value(json_object_get(shim, "pid"))) > 0) {
 		aegis_cleanup_killed_run((int)pid, parent_of(dir, parent, sizeof parent));
+		if (dir_is_vm(dir))	/* and a vm instance's QEMU its run directory */
+			vm_qemu_sweep();
+	}
 	json_decref(exitj);
 	json_decref(shim);
 }
@@ -802,6 +847,22 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	return 200;
 }
 
+static bool dir_is_vm(const char *dir)
+{
+	json_t *config = load(dir, "config.json");
+	bool vm = config_is_vm(config);
+
+	json_decref(config);
+	return vm;
+}
+
+bool instances_is_vm(const char *name)
+{
+	char dir[4400];
+
+	return existing_dir(name, dir, sizeof dir) && dir_is_vm(dir);
+}
+
 /* For an exec: the directory (O_DIRECTORY fd) of a running, unpaused
  * instance; 0, or an HTTP status with *body. */
 unsigned instances_running_dir(const char *name, int *dirfd, json_t **body)
@@ -834,6 +895,10 @@ static void reap(const char *dir, json_t *shim)
 	int dfd;
 
 	aegis_cleanup_killed_run((int)pid, parent_of(dir, parent, sizeof parent));
+	/* a vm instance's QEMU died with the shim (parent-death signal, or
+	 * killed with the cgroup just now); its run directory is left */
+	if (dir_is_vm(dir))
+		vm_qemu_sweep();
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return;
 	{
@@ -1056,11 +1121,38 @@ static json_t *activity_of(const char *name, const char *dir, json_t *config)
 
 /* The daemon's word on the instance's audit chain, through its shim
  * (retried while a fresh shim is not yet answering, up to wait_ms). */
+/* A vm instance's shim has no control socket (its engine runs in the
+ * guest): the event goes onto the instance's chain from here, under the
+ * log's lock (audit.c: appends from several processes stay one chain). */
+static void vm_instance_event(const char *dir, const char *type, json_t *fields)
+{
+	struct audit_log *log = NULL;
+	struct aegis_error err = { 0 };
+	char path[4500];
+
+	snprintf(path, sizeof path, "%s/audit.jsonl", dir);
+	if (audit_open(path, &log, &err) < 0) {
+		json_decref(fields);
+		daemon_log("warn", "instance event not recorded", "error", err.msg);
+		return;
+	}
+	if (audit_append(log, type, fields, &err) < 0)	/* takes fields either way */
+		daemon_log("warn", "instance event not recorded", "error", err.msg);
+	audit_close(log);
+}
+
 static void instance_event(const char *dir, const char *type, json_t *fields, int wait_ms)
 {
 	uint64_t deadline = now_us() + (uint64_t)wait_ms * 1000;
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	json_t *req = json_pack("{s:s, s:o}", "event", type, "fields", fields), *reply = NULL;
+	int dfd;
+	json_t *req, *reply = NULL;
+
+	if (dir_is_vm(dir)) {
+		vm_instance_event(dir, type, fields);
+		return;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	req = json_pack("{s:s, s:o}", "event", type, "fields", fields);
 
 	while (dfd >= 0 && !reply && now_us() < deadline) {
 		reply = control_call(dfd, req, NULL, (int)((deadline - now_us()) / 1000) + 1);

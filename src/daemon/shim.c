@@ -131,6 +131,7 @@ void shim_main(const char *dir, int ready_fd)
 	struct aegis_policy policy = { 0 };
 	struct logwriter *lw;
 	json_t *config, *v, *end;
+	const char *backend;
 	char **secret_env = NULL, **secret_files = NULL;
 	struct image_root img = { .lock_fd = -1 };
 	uint64_t log_max, log_lost;
@@ -152,10 +153,15 @@ void shim_main(const char *dir, int ready_fd)
 	 * it lives (aegisd tests it to tell a live shim from a dead one) */
 	if (shim_lock(dirfd) < 0)
 		_exit(0);
+	backend = json_string_value(json_object_get(config, "backend"));
+	if (backend && !strcmp(backend, "vm"))
+		spec.backend = AEGIS_BACKEND_VM;
 	/* execs, connections and events come in here (aegisd passes them on);
 	 * listening before we say we are ready, so the daemon's first call
-	 * finds it (and waits in its backlog until the sandbox is up) */
-	if ((spec.control_fd = control_listen(dirfd)) < 0)
+	 * finds it (and waits in its backlog until the sandbox is up). A vm
+	 * instance has no such channel into its guest yet (aegisd refuses
+	 * execs into it): no socket, rather than one nothing ever answers. */
+	if (spec.backend != AEGIS_BACKEND_VM && (spec.control_fd = control_listen(dirfd)) < 0)
 		_exit(125);
 	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
 						  (json_int_t)time(NULL)));

@@ -22,6 +22,7 @@
 #include "../common/logrecord.h"
 #include "../common/specjson.h"
 #include "../common/util.h"
+#include "../sandbox/sandbox.h"
 #include "vm.h"
 
 /* RAM the guest kernel, PID 1, the engine and the 9p caches need beside
@@ -47,8 +48,10 @@ static int vm_check(const struct aegis_spec *spec, struct aegis_error *err)
 	if (strcmp(net, "none"))
 		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend has no network mode '%s' yet (docs/vm.md)",
 				 net);
-	if (spec->control_fd > 0 || spec->freezable)
-		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend runs no instances yet (docs/vm.md)");
+	/* An instance's exec channel: the guest has none yet (aegisd refuses
+	 * the exec first; this keeps any other front end honest). */
+	if (spec->control_fd > 0)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "exec into a vm instance is not supported yet (docs/vm.md)");
 	if (spec->limits.memory_bytes < (4u << 20))
 		return error_set(err, AEGIS_E_INVALID, 0, "memory limit below 4 MiB");
 	return 0;
@@ -210,6 +213,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	struct vm_opts *o;
 	struct vm_result r;
 	struct audit_log *log = NULL;
+	struct cgroup cg;
 	int rc;
 
 	memset(res, 0, sizeof *res);
@@ -244,7 +248,16 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	o->capture_max = spec->capture_max;
 	o->out_fd = spec->out_fd ? spec->out_fd : 1;
 	o->err_fd = spec->err_fd ? spec->err_fd : 2;
+	/* An instance is paused by freezing its run cgroup: QEMU goes there. */
+	if (spec->freezable && vm_hostcg_create(&cg, o, err) < 0) {
+		free(o);
+		if (log)
+			audit_close(log);
+		return -1;
+	}
 	rc = vm_run(o, &r, err);
+	if (spec->freezable)
+		vm_hostcg_destroy(&cg, o);
 	free(o);
 	if (log) {
 		audit_relay(log, &r, rc < 0 ? err : NULL);

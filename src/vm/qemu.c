@@ -258,7 +258,7 @@ static int qemu_lock(struct vm_qemu *q, struct aegis_error *err)
 /* Remove the run directories of dead runs: ours (same uid, 0700, real
  * directories, not symlinks: /tmp is everyone's), with a lock file no one
  * holds. A directory without its lock is being born: left alone. */
-static void qemu_sweep(void)
+void vm_qemu_sweep(void)
 {
 	DIR *tmp = opendir("/tmp");
 	struct dirent *e;
@@ -290,7 +290,7 @@ static void qemu_sweep(void)
 }
 
 /* In the child: own process group, stdio to /dev/null and the log, exec. */
-static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir, pid_t parent)
+static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir, pid_t parent, const struct vm_opts *o)
 {
 	char log[128];
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -303,6 +303,11 @@ static void __attribute__((noreturn)) qemu_exec(char **argv, const char *dir, pi
 	snprintf(log, sizeof log, "%s/qemu.err", dir);
 	errfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	setpgid(0, 0);
+	/* An instance's QEMU is its sandbox: into the run's host cgroup
+	 * (hostcg.c) before anything of it runs, or not at all. */
+	for (int i = 0; i < o->ncgroup_join; i++)
+		if (write(o->cgroup_join[i], "0", 1) != 1)
+			_exit(126);
 	/* An aegis killed outright takes its guest along, even a hung one (a
 	 * live aegis-guest also powers off when the channel closes). */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
@@ -359,7 +364,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	if (vm_accel(&q->kvm, why, sizeof why) < 0)
 		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "vm: %s", why);
 	snprintf(q->dir, sizeof q->dir, "/tmp/aegis-vm-XXXXXX");
-	qemu_sweep();
+	vm_qemu_sweep();
 	if (!mkdtemp(q->dir)) {	/* 0700: the sockets are reachable by us alone */
 		q->dir[0] = '\0';
 		return error_sys(err, "vm: run directory in /tmp");
@@ -372,7 +377,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	if ((q->pid = fork()) < 0)
 		return error_sys(err, "vm: fork");
 	if (q->pid == 0)
-		qemu_exec(a.v, q->dir, parent);
+		qemu_exec(a.v, q->dir, parent, o);
 	setpgid(q->pid, q->pid);	/* both sides: no window where a kill(-pid) misses */
 	if ((q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0)) < 0)
 		return error_sys(err, "vm: pidfd_open");

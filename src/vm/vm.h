@@ -77,6 +77,7 @@ json_t *vm_shares_mounts(const struct vm_shares *sh);
 /* rm -r of dirfd/name without following links. */
 void vm_remove_tree(int dirfd, const char *name);
 
+#define VM_CGROUP_JOIN_MAX 5	/* v1: memory, pids, cpu, freezer, cpuacct */
 struct vm_opts {
 	const struct aegis_spec *spec;	/* the host's spec (paths are the host's) */
 	uint64_t memory_bytes;		/* the VM's RAM */
@@ -87,6 +88,10 @@ struct vm_opts {
 	int out_fd, err_fd;	/* where passed output goes */
 	struct vm_shares shares;	/* filled by vm_run once the run directory exists */
 	struct vm_paths paths;
+	/* An instance's run (spec.freezable): the cgroup.procs files QEMU
+	 * joins before it execs (hostcg.c); none for a one-shot run. */
+	int cgroup_join[VM_CGROUP_JOIN_MAX];
+	int ncgroup_join;
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
@@ -128,6 +133,13 @@ json_t *vm_request(const struct vm_opts *o);
 void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build_us, const char *why);
 /* backend.c: aegis_run() for spec.backend == AEGIS_BACKEND_VM. */
 int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err);
+
+/* hostcg.c: the host's run cgroup (run-<our pid>, where aegisd's pause,
+ * usage and cleanup look) for QEMU, bounding it as a whole; fills
+ * o->cgroup_join. -1 with err. Destroy after QEMU is reaped. */
+struct cgroup;
+int vm_hostcg_create(struct cgroup *cg, struct vm_opts *o, struct aegis_error *err);
+void vm_hostcg_destroy(struct cgroup *cg, struct vm_opts *o);
 
 /* qmp.c: QEMU's control socket (dir/qmp.sock). */
 struct vm_qmp {
@@ -192,6 +204,9 @@ void vm_qemu_console(struct vm_qemu *q);
 /* Why QEMU ended: "guest panic: ...", "QEMU was killed by signal N", its
  * stderr's first line, ... into why. Waits for QEMU (it must be ending). */
 void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap);
+/* Remove the run directories that dead runs left (ours, lock free): every
+ * vm_qemu_start does; aegisd too once it finds a vm instance's shim killed. */
+void vm_qemu_sweep(void);
 /* Kill the process group, reap, remove the run directory. Idempotent. */
 void vm_qemu_stop(struct vm_qemu *q);
 

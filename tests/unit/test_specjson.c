@@ -1,5 +1,6 @@
 /* test_specjson.c — the vm backend's spec and result codec: round trips of
  * every field, and malformed input refused with the field named. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,9 +195,31 @@ static void result_round_trip(void)
 	   strstr(e, "result.wall_us"), "missing wall_us: %s", e);
 }
 
+/* An instance's output_bytes is UINT64_MAX (no cut: the log rotates):
+ * it must travel to the guest, as a limit no run reaches. */
+static void spec_unbounded_limit(void)
+{
+	char *argv[] = { "true", NULL };
+	struct aegis_spec s = AEGIS_SPEC_DEFAULT;
+	struct specjson_spec d;
+	struct aegis_error err = { 0 };
+	json_t *j;
+
+	s.argv = argv;
+	s.limits.output_bytes = UINT64_MAX;
+	j = specjson_from_spec(&s);
+	ok(specjson_to_spec(j, &d, &err) == 0, "UINT64_MAX output_bytes decodes: %s", err.msg);
+	json_decref(j);
+	if (!err.msg[0]) {
+		ok(d.spec.limits.output_bytes == (uint64_t)INT64_MAX, "as INT64_MAX");
+		specjson_spec_free(&d);
+	}
+}
+
 int main(void)
 {
 	spec_round_trip();
+	spec_unbounded_limit();
 	spec_malformed();
 	result_round_trip();
 	return tap_done();

@@ -1,0 +1,256 @@
+"""Instances on the vm backend (issue 10, first piece; docs/vm.md "Instances").
+
+`aegis instance start --backend vm` runs the instance's command in a QEMU
+microvm guest under its shim: start, logs, stop and start again, delete, a
+daemon killed meanwhile (the shim and QEMU live on and are adopted), a shim
+killed (QEMU goes with it, nothing is left), and pause/resume by the same
+host freezer as the ns backend (QEMU is in the run's host cgroup). exec and
+--expose are refused for now, in one line.
+
+Each test boots guests under TCG (the test mode; AEGIS_TEST_VM_ACCEL
+overrides), so timeouts are generous and boots few. Every test checks that
+no QEMU, run directory or host cgroup of its instances outlives them.
+"""
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import AEGIS, ROOT, api, run, instance_info as info, wait_instance
+
+BUILD = os.path.dirname(AEGIS)
+BOOT_S = 120  # a TCG boot on a loaded 2-CPU machine, with room to spare
+COUNTER = "i=0; while :; do echo n=$i; i=$((i+1)); sleep 0.2; done"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def guest_files():
+    """vmlinux and the initramfs beside the aegis under test (vm/)."""
+    r = subprocess.run([os.path.join(ROOT, "scripts/vm-guest.sh"), BUILD], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(BUILD, "vm/release")) as f:
+        return f.read().strip()
+
+
+@pytest.fixture
+def env(daemon_env):
+    """A private aegisd whose shims boot guests under TCG; daemon_env deletes
+    the instances and stops the daemon after the test."""
+    daemon_env["AEGIS_VM_ACCEL"] = os.environ.get("AEGIS_TEST_VM_ACCEL", "tcg")
+    return daemon_env
+
+
+def aegis(env, *args, timeout=120):
+    return run([AEGIS, *args], env=env, timeout=timeout)
+
+
+def wait_state(env, name, *want):
+    return wait_instance(env, name, *want, timeout=BOOT_S)
+
+
+def wait_for(what, check, timeout=BOOT_S):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
+def stdout_of(env, name):
+    return aegis(env, "logs", name).stdout
+
+
+def counter(env, name):
+    """The last n=N the instance's counter logged (-1: none yet)."""
+    found = re.findall(r"^n=(\d+)$", stdout_of(env, name), re.M)
+    return int(found[-1]) if found else -1
+
+
+def qemu_of(shim_pid):
+    """The shim's QEMU: (pid, its run directory), or None."""
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if ppid == shim_pid and "qemu-system" in cmd:
+            m = re.search(r"(/tmp/aegis-vm-[A-Za-z0-9]+)/", cmd)
+            return int(p), m.group(1) if m else None
+    return None
+
+
+def host_cgroups(shim_pid):
+    """The run's host cgroup directories (run-<shim pid>, any hierarchy)."""
+    return glob.glob(f"/sys/fs/cgroup/**/run-{shim_pid}", recursive=True)
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def gone(shim_pid, qemu_pid, run_dir):
+    """Nothing of the instance's VM left: QEMU, its run directory, its cgroup."""
+    def check():
+        alive = os.path.exists(f"/proc/{qemu_pid}") and qemu_of(shim_pid)
+        return not alive and not os.path.exists(run_dir) and not host_cgroups(shim_pid)
+    wait_for("QEMU, run directory and host cgroup gone", check, timeout=30)
+
+
+def start_vm(env, name, *argv, extra=()):
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", name, "--idle-pause", "0", *extra,
+              "--", *argv)
+    assert p.returncode == 0 and f"{name}: starting" in p.stdout, p
+    i = wait_state(env, name, "running")
+    q = wait_for("QEMU under the shim", lambda: qemu_of(i["shim_pid"]), timeout=30)
+    return i, q
+
+
+def test_start_logs_info_stop_restart_delete(env, guest_files):
+    i, (qemu, run_dir) = start_vm(env, "box", "sh", "-c", "echo kernel=$(uname -r); sleep 600")
+    assert i["backend"] == "vm", i
+    lst = aegis(env, "instance", "list")
+    assert re.search(r"^box\s+running\s+vm\s", lst.stdout, re.M), lst.stdout
+    # the guest's output reaches the instance's log through the shim
+    wait_for("the guest's line in the log", lambda: f"kernel={guest_files}\n" == stdout_of(env, "box"))
+    assert guest_files != os.uname().release
+    # QEMU is the sandbox: in the run's host cgroup, counted by info
+    with open(f"/proc/{qemu}/cgroup") as f:
+        assert f"/run-{i['shim_pid']}" in f.read()
+    i = info(env, "box")
+    assert i["resources"]["memory_bytes"] > 64 << 20, i  # the guest's RAM, not an empty cgroup
+    # stop (disable) and start again from the stored config
+    assert aegis(env, "instance", "disable", "box").stdout == "box: disabled\n"
+    assert info(env, "box")["state"] == "disabled"
+    gone(i["shim_pid"], qemu, run_dir)
+    assert aegis(env, "instance", "start", "--name", "box").returncode == 0
+    i2 = wait_state(env, "box", "running")
+    qemu2, run_dir2 = wait_for("QEMU again", lambda: qemu_of(i2["shim_pid"]), timeout=30)
+    assert i2["backend"] == "vm" and qemu2 != qemu
+    wait_for("the log goes on across a restart",
+             lambda: stdout_of(env, "box") == f"kernel={guest_files}\n" * 2)
+    assert aegis(env, "instance", "delete", "box").returncode == 0
+    assert info(env, "box") is None
+    gone(i2["shim_pid"], qemu2, run_dir2)
+
+
+def test_pause_stops_the_guest_and_resume_goes_on(env):
+    i, (qemu, run_dir) = start_vm(env, "tick", "sh", "-c", COUNTER)
+    wait_for("the counter runs", lambda: counter(env, "tick") >= 3)
+    assert aegis(env, "instance", "pause", "tick").stdout == "tick: paused\n"
+    assert info(env, "tick")["state"] == "paused"
+    time.sleep(1)  # what was on its way to the log is in it
+    n, ticks = counter(env, "tick"), cpu_ticks(qemu)
+    time.sleep(4)  # 20 counts' worth, were it running
+    assert counter(env, "tick") == n, "the guest ran while paused"
+    assert cpu_ticks(qemu) == ticks, "QEMU used CPU while paused"
+    assert os.path.exists(f"/proc/{qemu}")  # its memory kept: the same process
+    assert aegis(env, "instance", "resume", "tick").stdout == "tick: running\n"
+    assert info(env, "tick")["state"] == "running"
+    wait_for("the counter goes on after resume", lambda: counter(env, "tick") >= n + 5, timeout=60)
+    # a paused vm instance is thawed, then stopped
+    assert aegis(env, "instance", "pause", "tick").returncode == 0
+    assert aegis(env, "instance", "delete", "tick").returncode == 0
+    gone(i["shim_pid"], qemu, run_dir)
+
+
+def test_instance_outlives_a_killed_daemon(env):
+    i, (qemu, run_dir) = start_vm(env, "durable", "sh", "-c", COUNTER)
+    pids = run(["pgrep", "-f", "^aegisd --socket " + env["AEGIS_SOCKET"]]).stdout.split()
+    assert len(pids) == 1
+    os.kill(int(pids[0]), signal.SIGKILL)
+    time.sleep(0.5)
+    assert os.path.exists(f"/proc/{i['shim_pid']}") and qemu_of(i["shim_pid"]) == (qemu, run_dir)
+    again = wait_state(env, "durable", "running")  # a new daemon, started on demand, adopts it
+    assert again["shim_pid"] == i["shim_pid"] and again["backend"] == "vm"
+    n = counter(env, "durable")
+    wait_for("the guest still runs", lambda: counter(env, "durable") > n, timeout=60)
+    assert aegis(env, "instance", "pause", "durable").returncode == 0  # the adopted one pauses too
+    assert info(env, "durable")["state"] == "paused"
+    assert aegis(env, "instance", "delete", "durable").returncode == 0
+    gone(i["shim_pid"], qemu, run_dir)
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_killed_shim_takes_qemu_along(env, paused):
+    i, (qemu, run_dir) = start_vm(env, "victim", "sleep", "600")
+    assert os.path.isdir(run_dir) and host_cgroups(i["shim_pid"])
+    if paused:  # a frozen QEMU cannot even die until thawed: the daemon's cleanup does
+        assert aegis(env, "instance", "pause", "victim").returncode == 0
+    os.kill(i["shim_pid"], signal.SIGKILL)
+    failed = wait_state(env, "victim", "failed")
+    assert "killed" in failed["exit"]["error"]
+    gone(i["shim_pid"], qemu, run_dir)
+    assert aegis(env, "instance", "delete", "victim").returncode == 0
+
+
+def test_exec_expose_and_network_are_refused_in_one_line(env, tmp_path):
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "web", "--expose", "18080:80", "--",
+              "sleep", "600")
+    assert p.returncode == 125 and p.stderr.count("\n") == 1, p
+    assert "--expose with --backend vm is not supported yet" in p.stderr
+    policy = tmp_path / "net.json"
+    policy.write_text(json.dumps({"network": {"mode": "allow", "allow": ["example.com"]}}))
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "web", "--policy", str(policy), "--",
+              "sleep", "600")
+    assert p.returncode == 125 and p.stderr.count("\n") == 1, p
+    assert "policy" in p.stderr and "'allow' is not supported with --backend vm" in p.stderr
+    assert info(env, "web") is None  # nothing was made
+    # the same request on the ns backend is taken: the refusal is the vm's
+    p = aegis(env, "instance", "start", "--name", "nsweb", "--policy", str(policy), "--", "sleep", "600")
+    assert p.returncode == 0, p
+    # the API: a bad backend is invalid; an expose on vm is 501 unsupported
+    status, body = api(env, "POST", "/v1/instances", {"name": "x", "argv": ["true"], "backend": "xen"})
+    assert status == 400 and body["error"]["field"] == "backend", body
+    status, body = api(env, "POST", "/v1/instances", {"name": "x", "argv": ["true"], "backend": "vm",
+                                                      "expose": ["18080:80"]})
+    assert status == 501 and body["error"]["code"] == "unsupported" and body["error"]["field"] == "expose"
+    p = aegis(env, "instance", "start", "--backend", "xen", "--name", "x", "--", "true")
+    assert p.returncode == 125 and "--backend must be ns or vm" in p.stderr
+    # exec: refused by name, on a running vm instance
+    i, (qemu, run_dir) = start_vm(env, "box", "sleep", "600")
+    p = aegis(env, "exec", "box", "--", "ls")
+    assert p.returncode == 125 and p.stderr == "aegis: exec: exec into a vm instance is not supported yet\n", p
+    status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["ls"]})
+    assert status == 501 and body["error"]["code"] == "unsupported", body
+    assert info(env, "box")["state"] == "running"  # the refusal left it alone
+    assert aegis(env, "instance", "delete", "box").returncode == 0
+    gone(i["shim_pid"], qemu, run_dir)
+
+
+def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "idler", "--idle-pause", "1s",
+              "--idle-stop", "3s", "--", "sh", "-c", COUNTER)
+    assert p.returncode == 0, p
+    i = wait_state(env, "idler", "running", "paused")
+    qemu, run_dir = wait_for("QEMU under the shim", lambda: qemu_of(i["shim_pid"]), timeout=30)
+    wait_state(env, "idler", "paused")  # the daemon's idle sweep froze it
+    stopped = wait_state(env, "idler", "stopped")
+    assert stopped["activity"]["paused_s"] >= 2, stopped
+    gone(i["shim_pid"], qemu, run_dir)
+    assert aegis(env, "instance", "start", "--name", "idler").returncode == 0
+    again = wait_state(env, "idler", "running", "paused")
+    assert again["shim_pid"] != i["shim_pid"] and again["backend"] == "vm"
+    # the daemon's events and the guest's relayed engine events: one chain
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "idler", "audit.jsonl")
+    wait_for("the second boot's run.start on record",
+             lambda: sum(json.loads(line)["type"] == "run.start" for line in open(log)) >= 1)
+    events = [json.loads(line) for line in open(log)]
+    types = [e["type"] for e in events]
+    for t in ("instance.pause", "instance.stop", "run.start", "run.end"):
+        assert t in types, types
+    assert all(e.get("backend") == "vm" for e in events if e["type"] == "run.start"), events
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "delete", "idler").returncode == 0
+    assert not [d for d in glob.glob("/tmp/aegis-vm-*") if d == run_dir]
