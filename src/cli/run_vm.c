@@ -2,19 +2,22 @@
  *
  * This first piece of the vm backend honours the flags below and refuses
  * every other one by name: a flag the guest cannot honour yet (workspace,
- * image, policy, network, secrets, most limits) must never be dropped
- * silently (docs/vm.md). */
+ * image, policy, secrets, most limits) must never be dropped silently
+ * (docs/vm.md). */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
 #include <sys/random.h>
 #include <unistd.h>
 
 #include "../common/audit.h"
 #include "../common/error.h"
+#include "../sandbox/netrules.h"
+#include "../sandbox/sandbox.h"
 #include "../vm/vm.h"
 #include "run_flags.h"
 
@@ -24,9 +27,14 @@
  *   --memory, --cpus  the VM's RAM and vCPUs
  *   --audit           run.start and run.end (no exec events yet) with the
  *                     backend, the accelerator and the guest kernel
+ *   --net none|allow, --allow, --deny, --host
+ *                     none: the guest has no NIC and lo down; allow: the
+ *                     guest's 127.0.0.1:3128 leads over a virtio-serial
+ *                     port to the ns backend's egress proxy on the host
+ *                     (netproxy.c), one net.connect event per connection
  *   --json, --output-max, --cmd (aegix), --backend */
 static const char *const vm_flags[] = { "env", "cwd", "timeout", "memory", "cpus", "json", "output-max",
-					"cmd", "backend", "audit", NULL };
+					"cmd", "backend", "audit", "net", "allow", "deny", "host", NULL };
 
 static bool vm_flag(const char *name)
 {
@@ -88,6 +96,7 @@ static void print_vm_error(const struct aegis_error *err)
 struct vm_audit {
 	struct audit_log *log;	/* NULL: no --audit */
 	char id[17];
+	pthread_mutex_t lock;	/* net.connect events come from the proxy's threads */
 };
 
 static json_t *names_of(char *const *env)
@@ -129,7 +138,7 @@ static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_
 		       "id", a->id, "argv", argv, "env", names_of(o->env), "cwd", o->cwd, "image", "initramfs",
 		       "backend", "vm", "accel", kvm ? "kvm" : "tcg",
 		       "isolation", kvm ? "vm" : "test mode: TCG emulation is not a security boundary",
-		       "guest_kernel", g.release, "network", "none", "limits", "memory_bytes",
+		       "guest_kernel", g.release, "network", o->net_rules ? "allow" : "none", "limits", "memory_bytes",
 		       (json_int_t)o->memory_bytes, "vcpus", (int)o->vcpus, "wall_ms", (json_int_t)o->timeout_ms,
 		       "host_uid", (json_int_t)getuid());
 	if (audit_append(a->log, "run.start", ev, err) < 0) {
@@ -138,6 +147,19 @@ static int vm_audit_start(struct vm_audit *a, const char *path, const struct vm_
 		return -1;
 	}
 	return 0;
+}
+
+/* proxy_report_fn: the ns backend's net.connect event, one per connection. */
+static void vm_audit_connection(void *arg, const struct proxy_conn_report *c)
+{
+	struct vm_audit *a = arg;
+	struct aegis_error ignored;
+
+	if (!a->log)
+		return;
+	pthread_mutex_lock(&a->lock);
+	audit_append(a->log, "net.connect", record_connection_json(a->id, c), &ignored);
+	pthread_mutex_unlock(&a->lock);
 }
 
 static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const struct aegis_error *failure)
@@ -161,21 +183,50 @@ static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const st
 	a->log = NULL;
 }
 
-/* A clean environment as in the ns backend, with a PATH unless --env set one. */
-static char **vm_env(const struct run_flags *f)
+static bool env_named(char *const *env, const char *entry)
 {
-	size_t n = 0;
-	bool path = false;
+	size_t len = strcspn(entry, "=") + 1;
+
+	for (; env && *env; env++)
+		if (!strncmp(*env, entry, len))
+			return true;
+	return false;
+}
+
+/* A clean environment as in the ns backend, with a PATH unless --env set
+ * one, and in allow mode the proxy variables unless --env set them. */
+static char **vm_env(const struct run_flags *f, bool allow)
+{
+	size_t n = 0, np = 0;
 	char **env;
 
 	while (f->spec.env && f->spec.env[n])
-		path |= !strncmp(f->spec.env[n++], "PATH=", 5);
-	if (!(env = calloc(n + 2, sizeof *env)))
+		n++;
+	while (env_proxy_vars[np])
+		np++;
+	if (!(env = calloc(n + np + 2, sizeof *env)))
 		return NULL;
 	memcpy(env, f->spec.env, n * sizeof *env);
-	if (!path)
+	for (size_t i = 0; allow && i < np; i++)
+		if (!env_named(f->spec.env, env_proxy_vars[i]))
+			env[n++] = (char *)env_proxy_vars[i];
+	if (!env_named(f->spec.env, "PATH="))
 		env[n] = "PATH=/usr/local/bin:/usr/bin:/bin";
 	return env;
+}
+
+/* --net: none or allow (the rules loaded as the ns backend loads them);
+ * host is refused. -1 with err. */
+static int vm_network(const struct run_flags *f, struct net_rules *rules, bool *allow, struct aegis_error *err)
+{
+	enum net_mode mode = netns_mode(f->spec.policy);
+
+	*allow = mode == NET_ALLOW;
+	if (mode == NET_HOST)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0,
+				 "run --backend vm: --net host is refused: the guest never shares the host's network "
+				 "(use --net allow)");
+	return *allow ? netrules_load(f->spec.policy, rules, err) : 0;
 }
 
 int run_vm(struct run_flags *f)
@@ -189,10 +240,12 @@ int run_vm(struct run_flags *f)
 		.capture_max = f->spec.capture_max,
 	};
 	struct vm_result r;
-	struct vm_audit audit = { 0 };
+	struct vm_audit audit = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct aegis_error err = { 0 };
+	struct net_rules rules = { 0 };
 	char refused[512];
 	char **env;
+	bool allow;
 	int rc;
 
 	if (vm_refused(f, refused, sizeof refused)) {
@@ -204,7 +257,11 @@ int run_vm(struct run_flags *f)
 		error_set(&err, AEGIS_E_INVALID, 0, "run --backend vm: --memory below 64m cannot boot the guest");
 		goto fail;
 	}
-	if (!(env = vm_env(f))) {
+	if (vm_network(f, &rules, &allow, &err) < 0)
+		goto fail;
+	if (allow)
+		o.net_rules = &rules, o.net_report = vm_audit_connection, o.net_report_arg = &audit;
+	if (!(env = vm_env(f, allow))) {
 		error_set(&err, AEGIS_E_SETUP, ENOMEM, "run --backend vm: environment");
 		goto fail;
 	}
@@ -216,6 +273,7 @@ int run_vm(struct run_flags *f)
 	rc = vm_run(&o, &r, &err);
 	free(env);
 	vm_audit_end(&audit, &r, rc < 0 ? &err : NULL);
+	netrules_free(&rules);
 	if (rc < 0)
 		goto fail;
 	if (f->json)
@@ -225,6 +283,7 @@ int run_vm(struct run_flags *f)
 	vm_result_free(&r);
 	return r.exit_code;
 fail:
+	netrules_free(&rules);	/* a zeroed set when not loaded */
 	rc = cli_fail(&err);
 	if (f->json)
 		print_vm_error(&err);

@@ -13,7 +13,7 @@ static const char *const defaults[] = {
 };
 
 #define PROXY_URL "http://127.0.0.1:3128"
-static const char *const proxy_vars[] = {
+const char *const env_proxy_vars[] = {
 	"HTTP_PROXY=" PROXY_URL, "HTTPS_PROXY=" PROXY_URL, "ALL_PROXY=" PROXY_URL,
 	"http_proxy=" PROXY_URL, "https_proxy=" PROXY_URL, "all_proxy=" PROXY_URL,
 	"NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", NULL,
@@ -53,8 +53,8 @@ char **env_build(const struct aegis_spec *spec, struct aegis_error *err)
 	}
 	/* allow mode: the egress proxy, under every name tools look for */
 	if (netns_mode(spec->policy) == NET_ALLOW) {
-		for (int i = 0; proxy_vars[i]; i++) {
-			char *v = strdup(proxy_vars[i]);
+		for (int i = 0; env_proxy_vars[i]; i++) {
+			char *v = strdup(env_proxy_vars[i]);
 			if (!v)
 				goto oom;
 			env_put(envp, &n, v);

@@ -25,7 +25,7 @@
 #include "proxy.h"
 #include "sandbox.h"
 
-static int loopback_up(void)
+int netns_loopback_up(void)
 {
 	struct ifreq ifr;
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r = -1;
@@ -51,7 +51,7 @@ __attribute__((noreturn)) static void helper(int ready_fd, int release_fd)
 
 	/* The uid change made us non-dumpable; PID 1 must pass the ptrace
 	 * access check to join our namespace through the pidfd. */
-	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0 || unshare(CLONE_NEWNET) < 0 || loopback_up() < 0)
+	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0 || unshare(CLONE_NEWNET) < 0 || netns_loopback_up() < 0)
 		result = errno ? errno : EIO;
 	(void)!write(ready_fd, &result, sizeof result);
 	(void)!read(release_fd, &c, 1);

@@ -131,6 +131,8 @@ int netns_prepare(struct netns_prep *prep, struct aegis_error *err);
 int netns_join(struct netns_prep *prep, struct aegis_error *err);
 /* allow mode: the proxy's listening socket, 127.0.0.1:PROXY_PORT inside. */
 int netns_proxy_listener(struct aegis_error *err);
+/* Bring the current namespace's lo up (the vm guest's root namespace too). -1 with errno. */
+int netns_loopback_up(void);
 enum net_mode netns_mode(const struct aegis_policy *policy);
 
 /* caps.c */
@@ -172,6 +174,8 @@ pid_t command_launch(const struct launch *l, const sigset_t *mask, int *err, int
 __attribute__((noreturn)) void harness_run(const struct sandbox_ctx *ctx);
 
 /* env.c */
+/* allow mode: HTTP_PROXY and the rest, every name tools look for (env.c). */
+extern const char *const env_proxy_vars[];
 char **env_build(const struct aegis_spec *spec, struct aegis_error *err);
 void env_free(char **envp);
 
@@ -252,5 +256,7 @@ json_t *record_secret_names(const struct aegis_spec *spec);
 json_t *record_secret_as(const struct aegis_spec *spec);
 struct proxy_conn_report;
 void record_connection(void *record, const struct proxy_conn_report *c);
+/* The fields of that net.connect event, for a backend with an audit log of its own (vm). */
+json_t *record_connection_json(const char *id, const struct proxy_conn_report *c);
 
 #endif

@@ -163,11 +163,17 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	 * it says is written to an absent reader. */
 	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", q->dir);
 	arg(a, "-device"), arg(a, "virtserialport,chardev=aegis,name=aegis");
+	/* --net allow: the network channel (netproxy.c), a second port; the
+	 * guest has no NIC either way. wait=on as above. */
+	if (o->net_rules) {
+		arg(a, "-chardev"), argf(a, "socket,id=net,path=%s/net.sock,server=on,wait=on", q->dir);
+		arg(a, "-device"), arg(a, "virtserialport,chardev=net,name=aegis-net");
+	}
 	a->v[a->n] = NULL;
 }
 
 static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
-					  NULL };
+					  "net.sock", "proxy.sock", NULL };
 
 /* The run directory's lock is held for the run's whole life (QEMU does
  * not inherit it): a directory whose lock is free belongs to an aegis that
@@ -279,6 +285,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	pid_t parent;
 
 	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
+	q->net = -1;
 	if (!qemu)
 		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
 				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
@@ -301,9 +308,9 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, const struct vm_o
 	setpgid(q->pid, q->pid);	/* both sides: no window where a kill(-pid) misses */
 	if ((q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0)) < 0)
 		return error_sys(err, "vm: pidfd_open");
-	if (qemu_connect(q, "console.sock", &q->console, err) < 0)
+	if (qemu_connect(q, "console.sock", &q->console, err) < 0 || qemu_connect(q, "chan.sock", &q->chan, err) < 0)
 		return -1;
-	return qemu_connect(q, "chan.sock", &q->chan, err);
+	return o->net_rules ? qemu_connect(q, "net.sock", &q->net, err) : 0;
 }
 
 void vm_qemu_console(struct vm_qemu *q)
@@ -402,6 +409,9 @@ void vm_qemu_stop(struct vm_qemu *q)
 	}
 	if (q->chan >= 0)
 		close(q->chan);
+	if (q->net >= 0)
+		close(q->net);
+	q->net = -1;
 	if (q->console >= 0)
 		close(q->console);
 	if (q->pidfd >= 0)

@@ -174,8 +174,12 @@ static int session_request(struct session *s, struct aegis_error *err)
 		json_array_append_new(argv, json_string(*a));
 	for (char *const *e = s->o->env; e && *e; e++)
 		json_array_append_new(env, json_string(*e));
-	if (send_json(s->q.chan, FRAME_REQUEST, json_pack("{s:o, s:o, s:s}", "argv", argv, "env", env, "cwd",
-							  s->o->cwd ? s->o->cwd : "/")) < 0)
+	json_t *req = json_pack("{s:o, s:o, s:s}", "argv", argv, "env", env, "cwd", s->o->cwd ? s->o->cwd : "/");
+
+	/* the guest serves 127.0.0.1:3128 over its "aegis-net" port (netproxy.c) */
+	if (req && s->o->net_rules)
+		json_object_set_new(req, "network", json_string("allow"));
+	if (send_json(s->q.chan, FRAME_REQUEST, req) < 0)
 		return error_sys(err, "vm: send the request to the guest");
 	return 0;
 }
@@ -318,6 +322,7 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 {
 	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
+	struct netproxy *net = NULL;
 	struct vm_guest g;
 	sigset_t fwd, old;
 	uint64_t t0 = now_us();
@@ -326,6 +331,7 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 
 	memset(r, 0, sizeof *r);
 	s.q.pid = s.q.pidfd = s.q.chan = s.q.console = s.q.lock = -1;
+	s.q.net = -1;
 	if (vm_guest_find(&g, err) < 0)
 		return -1;
 	sigemptyset(&fwd);
@@ -336,7 +342,12 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 		error_sys(err, "vm: signalfd");
 		goto out;
 	}
-	if (vm_qemu_start(&s.q, &g, o, err) < 0 || (greeted = session_greet(&s, deadline, err)) < 0)
+	if (vm_qemu_start(&s.q, &g, o, err) < 0)
+		goto out;
+	if (o->net_rules && netproxy_start(&net, s.q.net, s.q.dir, o->net_rules, o->net_report, o->net_report_arg,
+					   err) < 0)
+		goto out;
+	if ((greeted = session_greet(&s, deadline, err)) < 0)
 		goto out;
 	r->kvm = s.q.kvm;
 	r->boot_us = now_us() - t0;
@@ -348,6 +359,8 @@ int vm_run(const struct vm_opts *o, struct vm_result *r, struct aegis_error *err
 		goto out;
 	rc = session_relay(&s, deadline, err);
 out:
+	if (netproxy_stop(net, r->net_error, sizeof r->net_error) < 0)
+		fprintf(stderr, "aegis: vm: the network channel ended early: %s\n", r->net_error);
 	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */
 	r->wall_us = now_us() - t0;
 	if (s.sig >= 0)

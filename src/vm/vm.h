@@ -15,6 +15,9 @@
 #include <aegis/aegis.h>
 #include <jansson.h>
 
+#include "../common/error.h"
+#include "../sandbox/proxy.h"
+
 /* Where the guest's files are: $AEGIS_VM_DIR, else vm/ beside the aegis binary. */
 struct vm_guest {
 	char vmlinux[4096];
@@ -41,6 +44,11 @@ struct vm_opts {
 	uint64_t timeout_ms;	/* 0: none */
 	bool capture;		/* --json: keep stdout/stderr instead of relaying */
 	size_t capture_max;
+	/* --net allow: the egress proxy's rules, and where each connection's
+	 * report goes (netproxy.c). NULL rules: no network, no channel. */
+	const struct net_rules *net_rules;
+	proxy_report_fn net_report;
+	void *net_report_arg;
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
@@ -56,6 +64,7 @@ struct vm_result {
 	char *out, *err;	/* capture: the bytes kept */
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
+	char net_error[200];	/* why the network channel ended early, or "" */
 };
 
 /* Boot a guest, run one command in it, tear everything down. 0 with r
@@ -85,6 +94,7 @@ struct vm_qemu {
 	pid_t pid;		/* leader of its own process group */
 	int pidfd;		/* readable when QEMU exits */
 	int chan;		/* connected to the guest's "aegis" port */
+	int net;		/* the "aegis-net" port (--net allow), or -1 */
 	int console;		/* the guest's serial console (-1 at its EOF) */
 	char tail[16384];	/* its last bytes: bounded, however much the guest prints */
 	size_t tail_len;
@@ -102,5 +112,15 @@ void vm_qemu_console(struct vm_qemu *q);
 void vm_qemu_diagnose(struct vm_qemu *q, char *why, size_t cap);
 /* Kill the process group, reap, remove the run directory. Idempotent. */
 void vm_qemu_stop(struct vm_qemu *q);
+
+/* netproxy.c: the host's end of the network channel (--net allow). Serve
+ * the guest's streams on chan through the egress proxy (its socket in
+ * dir) with rules; each connection reported to report. -1 with err. */
+struct netproxy;
+int netproxy_start(struct netproxy **out, int chan, const char *dir, const struct net_rules *rules,
+		   proxy_report_fn report, void *report_arg, struct aegis_error *err);
+/* Stop and free (NULL: nothing). 0, or -1 with why the channel had ended
+ * early (the guest broke the protocol) in why. */
+int netproxy_stop(struct netproxy *np, char *why, size_t cap);
 
 #endif

@@ -34,6 +34,7 @@
 #include "../../common/error.h"
 #include "../../common/frames.h"
 #include "../../sandbox/sandbox.h"
+#include "netmux_guest.h"
 
 #define PORT_NAME "aegis"
 #define PORT_WAIT_MS 10000	/* the port appears once the host's control message lands */
@@ -322,6 +323,7 @@ int main(void)
 	sigset_t chld;
 	int port, sfd, status;
 	json_t *req;
+	struct aegis_error net_err = { 0 };
 
 	guest_mounts();
 	guest_load_modules();
@@ -333,6 +335,12 @@ int main(void)
 	if (frame_recv(port, &type, buf, &len) <= 0 || type != FRAME_REQUEST ||
 	    !(req = json_loads(buf, 0, NULL)))
 		guest_poweroff("no request from the host");
+	/* --net allow: 127.0.0.1:3128 leads to the host's egress proxy (netmux_guest.c) */
+	if (netmux_guest_start(req, &net_err) < 0) {
+		send_json(port, FRAME_EXIT, json_pack("{s:i, s:{s:s, s:s}}", "exit_code", 125, "error", "code",
+						      "network_failed", "message", net_err.msg));
+		guest_poweroff(net_err.msg);
+	}
 	/* SIGCHLD through a signalfd, so poll() sees the command's exit. */
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
