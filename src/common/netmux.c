@@ -399,8 +399,12 @@ static int read_chan(struct netmux *m, struct aegis_error *err)
 static int write_chan(struct netmux *m, struct aegis_error *err)
 {
 	while (queued(m)) {
-		ssize_t n = write(m->chan, m->out + m->out_off, queued(m));
+		/* MSG_NOSIGNAL: a gone peer is an error, not a SIGPIPE; the
+		 * guest's port is a device (no socket, no SIGPIPE): write */
+		ssize_t n = send(m->chan, m->out + m->out_off, queued(m), MSG_NOSIGNAL);
 
+		if (n < 0 && errno == ENOTSOCK)
+			n = write(m->chan, m->out + m->out_off, queued(m));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

@@ -11,6 +11,7 @@
  * guest's connections fail) with the reason. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,7 @@ int netproxy_start(struct netproxy **out, int chan, const char *dir, const struc
 		   proxy_report_fn report, void *report_arg, struct aegis_error *err)
 {
 	struct netproxy *np = calloc(1, sizeof *np);
+	sigset_t pipe, saved;
 	int lfd, rc;
 
 	*out = NULL;
@@ -91,6 +93,13 @@ int netproxy_start(struct netproxy **out, int chan, const char *dir, const struc
 		free(np);
 		return error_sys(err, "vm: network: eventfd");
 	}
+	/* The proxy relays with splice(2), which cannot be told MSG_NOSIGNAL:
+	 * a guest client gone mid-transfer would raise SIGPIPE and kill aegis.
+	 * Its threads and ours start with SIGPIPE blocked (they inherit this
+	 * mask), so a vanished peer is an EPIPE the relay handles. */
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, &saved);
 	if ((lfd = netproxy_listener(np, dir, err)) < 0 ||
 	    proxy_start(&np->proxy, lfd, rules, report, report_arg, err) < 0)	/* takes lfd */
 		goto fail;
@@ -102,9 +111,11 @@ int netproxy_start(struct netproxy **out, int chan, const char *dir, const struc
 		error_set(err, AEGIS_E_SETUP, rc, "vm: network: thread");
 		goto fail;
 	}
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	*out = np;
 	return 0;
 fail:
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	if (np->proxy)
 		proxy_stop(np->proxy);
 	netmux_free(np->mux);

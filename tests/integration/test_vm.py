@@ -159,7 +159,6 @@ def test_hung_guest_is_killed_and_reported():
 @pytest.mark.parametrize("flags,named", [
     (("--workspace", "/tmp"), "--workspace"),
     (("--image", "alpine"), "--image"),
-    (("--net", "allow"), "--net"),
     (("--secret", "X"), "--secret"),
     (("--policy", "strict"), "--policy"),
     (("--pids", "10"), "--pids"),
