@@ -172,8 +172,8 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	a->v[a->n] = NULL;
 }
 
-static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
-					  "net.sock", "proxy.sock", NULL };
+static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "net.sock",
+					  "proxy.sock", "lock", "lock.new", NULL };
 
 /* The run directory's lock is held for the run's whole life (QEMU does
  * not inherit it): a directory whose lock is free belongs to an aegis that
