@@ -124,11 +124,15 @@ def test_direct_connections_and_dns_reach_nothing():
                   f"timeout 5 nc 127.0.0.1 {web} </dev/null; echo loop=$?; "
                   f"echo q | timeout 5 nc -u {hip} {port}; echo udp=$?; "
                   f"timeout 5 nslookup example.com {hip}; echo dns=$?; "
+                  # the channel is aegis-guest's alone: a virtio port opens once
+                  f"for p in /sys/class/virtio-ports/*; do (exec 3<>/dev/${{p##*/}}) 2>&1 | grep -q busy "
+                  f"&& echo \"$(cat $p/name)=busy\"; done; "
                   f"ls /sys/class/net | tr '\\n' ' '; echo")
         r = vm("sh", "-c", script, opts=allow(f"{hip}:{port}"), timeout=300)
         out = r.stdout
         assert "tcp=0" not in out and "loop=0" not in out and "dns=0" not in out, out
         assert out.splitlines()[-1].split() == ["lo"], out  # the only interface
+        assert "aegis=busy" in out and "aegis-net=busy" in out, out
         assert seen["n"] == 0, seen
         with socket.create_connection((hip, port), timeout=5):
             pass  # the same connection from the host arrives
