@@ -183,6 +183,7 @@ static void vm_audit_end(struct vm_audit *a, const struct vm_result *r, const st
 	a->log = NULL;
 }
 
+/* env has an entry of the same name as entry ("NAME=..."). */
 static bool env_named(char *const *env, const char *entry)
 {
 	size_t len = strcspn(entry, "=") + 1;
