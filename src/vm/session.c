@@ -357,6 +357,7 @@ static char *read_guest_audit(const struct vm_qemu *q)
 int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 {
 	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
+	struct netproxy *net = NULL;
 	struct vm_guest g;
 	sigset_t fwd, old;
 	uint64_t t0 = now_us();
@@ -365,6 +366,7 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 
 	memset(r, 0, sizeof *r);
 	s.q.pid = s.q.pidfd = s.q.chan = s.q.console = s.q.lock = -1;
+	s.q.net = -1;
 	if (vm_guest_find(&g, err) < 0)
 		return -1;
 	sigemptyset(&fwd);
@@ -375,7 +377,12 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 		error_sys(err, "vm: signalfd");
 		goto out;
 	}
-	if (vm_qemu_start(&s.q, &g, o, err) < 0 || (greeted = session_greet(&s, deadline, err)) < 0)
+	if (vm_qemu_start(&s.q, &g, o, err) < 0)
+		goto out;
+	if (o->net_rules && netproxy_start(&net, s.q.net, s.q.dir, o->net_rules, o->net_report, o->net_report_arg,
+					   err) < 0)
+		goto out;
+	if ((greeted = session_greet(&s, deadline, err)) < 0)
 		goto out;
 	r->kvm = s.q.kvm;
 	r->boot_us = now_us() - t0;
@@ -387,6 +394,7 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 		goto out;
 	rc = session_relay(&s, deadline, err);
 out:
+	netproxy_stop(net, r->net_error, sizeof r->net_error);	/* an early end: the caller records why */
 	if (s.q.dir[0])
 		r->audit = read_guest_audit(&s.q);
 	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */
