@@ -346,6 +346,7 @@ int main(void)
 	sigset_t chld;
 	int port, sfd;
 	json_t *req;
+	struct guest_net *net = NULL;
 
 	guest_mounts();
 	guest_load_modules();
@@ -367,7 +368,7 @@ int main(void)
 	 * the engine relays its sandbox's 127.0.0.1:3128 there (relay mode),
 	 * so the rules are checked and audited on the host alone. */
 	if (netns_mode(spec.spec.policy) == NET_ALLOW) {
-		if (netmux_guest_start(&err) < 0)
+		if (netmux_guest_prepare(&net, &err) < 0)
 			guest_refuse(port, &err);
 		spec.spec.net_upstream = NETMUX_GUEST_UPSTREAM;
 	}
@@ -381,6 +382,8 @@ int main(void)
 		guest_refuse(port, &err);
 	}
 	specjson_spec_free(&spec);
+	if (net && netmux_guest_start(net, &err) < 0)
+		fprintf(stderr, "aegis-guest: %s\n", err.msg);	/* the command's connections fail */
 	guest_serve(port, &e, sfd);
 	guest_result(port, &e);
 	guest_poweroff(NULL);

@@ -40,14 +40,11 @@ static void *guest_net_main(void *arg)
 	return NULL;
 }
 
-int netmux_guest_start(struct aegis_error *err)
+int netmux_guest_prepare(struct guest_net **out, struct aegis_error *err)
 {
 	struct guest_net *g;
-	pthread_attr_t attr;
-	pthread_t t;
-	int rc;
 
-	if (!(g = calloc(1, sizeof *g)))
+	if (!(*out = g = calloc(1, sizeof *g)))
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "network");
 	g->port = -1;
 	if ((g->listen_fd = netns_proxy_listener(err)) < 0)
@@ -56,23 +53,34 @@ int netmux_guest_start(struct aegis_error *err)
 		error_set(err, AEGIS_E_SETUP, ENOENT, "network: no virtio-serial port named %s", NETMUX_PORT_NAME);
 		goto fail;
 	}
-	if (!(g->mux = netmux_new(g->port, NULL, NULL))) {
-		error_sys(err, "network: channel");
-		goto fail;
-	}
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&t, &attr, guest_net_main, g);
-	pthread_attr_destroy(&attr);
-	if (rc == 0)
+	if ((g->mux = netmux_new(g->port, NULL, NULL)))
 		return 0;
-	error_set(err, AEGIS_E_SETUP, rc, "network: thread");
-	netmux_free(g->mux);
+	error_sys(err, "network: channel");
 fail:
 	if (g->listen_fd >= 0)
 		close(g->listen_fd);
 	if (g->port >= 0)
 		close(g->port);
 	free(g);
+	*out = NULL;
 	return -1;
+}
+
+int netmux_guest_start(struct guest_net *g, struct aegis_error *err)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&t, &attr, guest_net_main, g);
+	pthread_attr_destroy(&attr);
+	if (rc == 0)
+		return 0;
+	netmux_free(g->mux);
+	close(g->listen_fd);
+	close(g->port);
+	free(g);
+	return error_set(err, AEGIS_E_SETUP, rc, "network: thread");
 }
