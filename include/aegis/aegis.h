@@ -123,6 +123,12 @@ struct aegis_spec {
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
 	const char *hostname;
+	/* Allow mode, internal: the engine inside a vm guest sets it, no flag
+	 * or policy key reaches it. "ADDRESS:PORT" (numeric): the sandbox's
+	 * 127.0.0.1:3128 is relayed there, in the supervisor's own network
+	 * namespace, instead of being served by a proxy here; that upstream
+	 * (the host's proxy) checks the rules and audits. NULL: the proxy. */
+	const char *net_upstream;
 };
 
 #define AEGIS_SPEC_DEFAULT { \
@@ -162,6 +168,7 @@ struct aegis_result {
 	uint64_t vm_restore_us;		/* restored: QEMU start to the guest running */
 	uint64_t vm_snapshot_build_us;	/* this run built the snapshot first (0: it did not) */
 	char vm_start_why[256];		/* cold although snapshots are on: why */
+	char vm_net_error[200];		/* --net allow: why the network channel ended early, or "" */
 };
 
 /* spec.backend AEGIS_BACKEND_VM runs the same spec in a guest (docs/vm.md). */

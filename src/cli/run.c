@@ -120,6 +120,8 @@ static void print_json_result(const struct aegis_result *r)
 		json_object_set_new(o, "guest_kernel", json_string(r->vm_kernel));
 		json_object_set_new(o, "boot_ms", json_real((double)r->vm_boot_us / 1000.0));
 		vm_start_json(o, r->vm_restored, r->vm_restore_us, r->vm_snapshot_build_us, r->vm_start_why);
+		if (r->vm_net_error[0])
+			json_object_set_new(o, "net_error", json_string(r->vm_net_error));
 	}
 	json_dumpf(o, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
@@ -268,6 +270,8 @@ int run_execute(struct run_flags *f)
 		return run_failed(f, &err);
 	if (f->json)
 		print_json_result(&res);
+	if (res.vm_net_error[0])	/* the command's connections failed from then on */
+		fprintf(stderr, "aegis: vm: the network channel ended early: %s\n", res.vm_net_error);
 	report_limit(&f->spec, &res);
 	aegis_result_free(&res);
 	return res.exit_code;

@@ -4,15 +4,15 @@
  * (aegis_run with spec.backend = AEGIS_BACKEND_VM), so every flag works in
  * the guest unless it is listed here; those are refused by name, in one
  * line, never dropped silently (docs/vm.md):
- *   --net, --allow, --deny, --host   no network yet (loopback only)
- *   --cgroup-parent         a host cgroup path: the guest's tree is its own */
+ *   --cgroup-parent         a host cgroup path: the guest's tree is its own
+ * (--net host is refused by the backend itself, for the API too.) */
 #include <stdio.h>
 #include <string.h>
 
 #include "../common/error.h"
 #include "run_flags.h"
 
-static const char *const vm_refused_flags[] = { "net", "allow", "deny", "host", "cgroup-parent", NULL };
+static const char *const vm_refused_flags[] = { "cgroup-parent", NULL };
 
 static bool refused(const char *name)
 {

@@ -226,7 +226,7 @@ int audit_open(const char *path, struct audit_log **out, struct aegis_error *err
 
 /* "2026-11-30T12:00:00.123456Z": UTC, so logs from different hosts and
  * time zones compare as strings. */
-static void audit_timestamp(char out[32])
+void audit_timestamp(char out[32])
 {
 	struct timespec ts;
 	struct tm tm;

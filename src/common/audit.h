@@ -28,6 +28,9 @@ int audit_open(const char *path, struct audit_log **out, struct aegis_error *err
 int audit_append(struct audit_log *log, const char *type, json_t *fields,
 		 struct aegis_error *err);
 void audit_close(struct audit_log *log);
+/* Now as an event's "ts" says it: "2026-11-30T12:00:00.123456Z" (UTC,
+ * compares as a string): for a writer ordering events it holds back. */
+void audit_timestamp(char out[32]);
 
 struct audit_report {
 	size_t events;		/* lines read */

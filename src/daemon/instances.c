@@ -270,9 +270,9 @@ static bool config_is_vm(json_t *config)
 	return b && !strcmp(b, "vm");
 }
 
-/* What a vm instance cannot have yet (docs/vm.md): the guest has no
- * network, so nothing to expose and no policy network mode. Refused by
- * name, never dropped. NULL when fine, else why, with *bad the field. */
+/* What a vm instance cannot have yet (docs/vm.md): no port forwarding
+ * into a guest, and the egress proxy is wired for `aegis run` only.
+ * Refused by name, never dropped. NULL when fine, else why, with *bad the field. */
 static const char *vm_unsupported(json_t *req, const char **bad)
 {
 	static __thread char why[200];
@@ -282,13 +282,13 @@ static const char *vm_unsupported(json_t *req, const char **bad)
 	if (!config_is_vm(req))
 		return NULL;
 	if (json_array_size(json_object_get(req, "expose")))
-		return *bad = "expose", "--expose with --backend vm is not supported yet (the guest has no network)";
+		return *bad = "expose", "--expose with --backend vm is not supported yet (no port forwarding into a guest yet)";
 	if (policy_load(json_string_value(json_object_get(req, "policy")) ?: "default", &pol, &perr) < 0)
 		return NULL;	/* check_request took it: it cannot fail here */
 	why[0] = '\0';
 	if (pol.net_mode && strcmp(pol.net_mode, "none"))
 		snprintf(why, sizeof why, "the policy's network mode '%s' is not supported with --backend vm yet "
-			 "(the guest has no network)", pol.net_mode);
+			 "(the egress proxy is wired for aegis run only)", pol.net_mode);
 	policy_free(&pol);
 	return why[0] ? (*bad = "policy", why) : NULL;
 }

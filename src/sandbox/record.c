@@ -255,6 +255,18 @@ void record_file_change(struct record *r, const char *path, const char *kind, ui
 	     &ignored);
 }
 
+json_t *record_connection_json(const char *id, const struct proxy_conn_report *c)
+{
+	return json_pack("{s:s, s:s, s:o, s:o, s:i, s:s, s:o, s:I, s:I, s:f}", "id", id,
+			 "method", c->method ? c->method : "?",
+			 "host", c->host ? text(c->host) : json_null(),
+			 "address", c->address ? json_string(c->address) : json_null(),
+			 "port", (int)c->port, "verdict", c->verdict,
+			 "rule", c->rule ? text(c->rule) : json_null(),
+			 "bytes_up", (json_int_t)c->bytes_up, "bytes_down", (json_int_t)c->bytes_down,
+			 "duration_ms", c->duration_us / 1000.0);
+}
+
 /* proxy_report_fn: one event per connection through the egress proxy. */
 void record_connection(void *record, const struct proxy_conn_report *c)
 {
@@ -263,13 +275,5 @@ void record_connection(void *record, const struct proxy_conn_report *c)
 
 	if (!recording(r))
 		return;
-	emit(r, "net.connect", json_pack("{s:s, s:s, s:o, s:o, s:i, s:s, s:o, s:I, s:I, s:f}", "id", r->id,
-					 "method", c->method ? c->method : "?",
-					 "host", c->host ? text(c->host) : json_null(),
-					 "address", c->address ? json_string(c->address) : json_null(),
-					 "port", (int)c->port, "verdict", c->verdict,
-					 "rule", c->rule ? text(c->rule) : json_null(),
-					 "bytes_up", (json_int_t)c->bytes_up, "bytes_down", (json_int_t)c->bytes_down,
-					 "duration_ms", c->duration_us / 1000.0),
-	     &ignored);
+	emit(r, "net.connect", record_connection_json(r->id, c), &ignored);
 }

@@ -265,5 +265,7 @@ json_t *record_secret_names(const struct aegis_spec *spec);
 json_t *record_secret_as(const struct aegis_spec *spec);
 struct proxy_conn_report;
 void record_connection(void *record, const struct proxy_conn_report *c);
+/* The fields of that net.connect event, for a backend with an audit log of its own (vm). */
+json_t *record_connection_json(const char *id, const struct proxy_conn_report *c);
 
 #endif

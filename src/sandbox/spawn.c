@@ -26,6 +26,7 @@
 #include "../common/error.h"
 #include "../common/util.h"
 #include "../vm/vm.h"
+#include "netrelay.h"
 #include "netrules.h"
 #include "sandbox.h"
 
@@ -203,6 +204,15 @@ static int check_spec(const struct aegis_spec *spec, struct aegis_error *err)
 		return error_set(err, AEGIS_E_INVALID, 0, "hostname must be 1 to 63 characters");
 	if (secretfs_check(spec->secret_files, err) < 0)
 		return -1;
+	if (spec->net_upstream) {
+		struct sockaddr_storage up;
+		socklen_t len;
+
+		if (netns_mode(spec->policy) != NET_ALLOW)
+			return error_set(err, AEGIS_E_INVALID, 0, "a net relay needs the allow network mode");
+		if (netrelay_parse(spec->net_upstream, &up, &len, err) < 0)
+			return -1;
+	}
 	if (spec->image_layers) {
 		if (!spec->image_layers[0])
 			return error_set(err, AEGIS_E_INVALID, 0, "an image needs at least one layer");

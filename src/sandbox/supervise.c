@@ -17,6 +17,7 @@
 #include "../common/error.h"
 #include "../common/util.h"
 #include "execserve.h"
+#include "netrelay.h"
 #include "proxy.h"
 #include "redact.h"
 #include "sandbox.h"
@@ -47,6 +48,7 @@ struct run_state {
 	struct artifacts *arts;
 	struct run_parts *parts;
 	struct proxy *proxy;
+	struct netrelay *relay;	/* instead of the proxy: spec.net_upstream */
 	struct execserve *exec;	/* spec.control_fd given: execs into the run */
 	struct execwatch watch;
 	struct cgroup *cg;
@@ -206,7 +208,15 @@ static void handle_sync(int fd, bool *open, struct run_state *st, int *status, b
 		st->watch.fd = passed;
 		break;
 	case SYNC_PROXY:
-		if (passed >= 0 && !st->proxy && st->parts->rules &&
+		/* relay mode (spec.net_upstream): the proxy is elsewhere; a plain relay here */
+		if (passed >= 0 && st->spec->net_upstream) {
+			if (st->relay) {
+				close(passed);
+			} else if (netrelay_start(&st->relay, passed, st->spec->net_upstream, err) < 0) {
+				*failed = true;	/* cut off, as without its proxy: end it */
+				send_signal(st->pidfd, SIGKILL);
+			}
+		} else if (passed >= 0 && !st->proxy && st->parts->rules &&
 		    proxy_start(&st->proxy, passed, st->parts->rules, record_connection, st->parts->rec,
 				err) < 0) {
 			/* without its proxy an allow-mode sandbox is cut off: end it */
@@ -380,6 +390,7 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 		execserve_end(st.exec);
 	if (st.proxy)
 		proxy_stop(st.proxy);
+	netrelay_stop(st.relay);
 	if (st.watch.fd >= 0)
 		close(st.watch.fd);
 	res->execs = st.watch.count;

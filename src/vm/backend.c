@@ -6,9 +6,12 @@
  * watch, secrets, overlay), relays the output, and turns the guest's
  * RESULT back into a struct aegis_result or the engine's own error. The
  * engine's audit events come back through the io share and are appended
- * to the host's log here, so the chain is the host's. */
+ * to the host's log here, so the chain is the host's. With --net allow
+ * the host's egress proxy serves the guest (netproxy.c); its net.connect
+ * events are held here and go into the log among the engine's, by time. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@
 #include "../common/logrecord.h"
 #include "../common/specjson.h"
 #include "../common/util.h"
+#include "../sandbox/netrules.h"
 #include "../sandbox/sandbox.h"
 #include "vm.h"
 
@@ -41,13 +45,12 @@ static const char *isolation(bool kvm)
 /* What the vm backend cannot honour (yet): refused by name, never dropped. */
 static int vm_check(const struct aegis_spec *spec, struct aegis_error *err)
 {
-	const char *net = spec->policy && spec->policy->net_mode ? spec->policy->net_mode : "none";
-
 	if (!spec->argv || !spec->argv[0] || !spec->argv[0][0])
 		return error_set(err, AEGIS_E_INVALID, 0, "no command given");
-	if (strcmp(net, "none"))
-		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "the vm backend has no network mode '%s' yet (docs/vm.md)",
-				 net);
+	if (netns_mode(spec->policy) == NET_HOST)
+		return error_set(err, AEGIS_E_UNSUPPORTED, 0,
+				 "the vm backend refuses --net host: the guest never shares the host's network "
+				 "(use --net allow)");
 	/* An instance's exec channel: the guest has none yet (aegisd refuses
 	 * the exec first; this keeps any other front end honest). */
 	if (spec->control_fd > 0)
@@ -94,11 +97,55 @@ void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build
 		json_object_set_new(o, "start_reason", json_string(why));
 }
 
+/* The host proxy's net.connect events, held until the engine's come back
+ * (the proxy's threads report while the run goes on). */
+struct net_heard {
+	pthread_mutex_t lock;
+	json_t *events;		/* [{"ts", "event"}], in the order heard */
+	size_t next;		/* the first not yet in the log */
+	char id[64];		/* the run's id, from the engine's run.start */
+};
+
+/* proxy_report_fn: one connection through the host's proxy. */
+static void net_heard(void *arg, const struct proxy_conn_report *c)
+{
+	struct net_heard *h = arg;
+	char ts[32];
+
+	audit_timestamp(ts);
+	pthread_mutex_lock(&h->lock);
+	json_array_append_new(h->events, json_pack("{s:s, s:o}", "ts", ts, "event", record_connection_json("", c)));
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* The held net.connect events up to the time before (NULL: all), into
+ * the log with the run's id. The guest's clock is the host's, set by the
+ * REQUEST, so the two sets of times compare. */
+static void net_flush(struct audit_log *log, struct net_heard *h, const char *before)
+{
+	struct aegis_error ignored;
+
+	for (; h && h->next < json_array_size(h->events); h->next++) {
+		json_t *e = json_array_get(h->events, h->next), *ev;
+
+		if (before && strcmp(json_string_value(json_object_get(e, "ts")), before) > 0)
+			break;
+		ev = json_deep_copy(json_object_get(e, "event"));
+		if (h->id[0])
+			json_object_set_new(ev, "id", json_string(h->id));
+		else
+			json_object_del(ev, "id");
+		audit_append(log, "net.connect", ev, &ignored);
+	}
+}
+
 /* The guest's audit events, appended to the host's log: its chain, its
- * sequence and its clock; run.start says how the guest ran. A run that failed before
- * the engine said anything still gets its start and end on record. */
-static void audit_relay(struct audit_log *log, const struct vm_result *r,
-			const struct aegis_error *failure)
+ * sequence and its clock; run.start says how the guest ran. The host
+ * proxy's net.connect events go in among them by time, after run.start
+ * and before run.end. A run that failed before the engine said anything
+ * still gets its start and end on record. */
+static void audit_relay(struct audit_log *log, const struct vm_result *r, const struct aegis_error *failure,
+			struct net_heard *net)
 {
 	static const char *const reserved[] = { "v", "seq", "ts", "type", "prev", NULL };
 	struct aegis_error ignored;
@@ -108,16 +155,24 @@ static void audit_relay(struct audit_log *log, const struct vm_result *r,
 	for (char *line = r->audit ? strtok_r(r->audit, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
 		json_t *ev = json_loads(line, 0, NULL);
 		const char *t = json_string_value(json_object_get(ev, "type"));
-		char type[64];
+		const char *ts = json_string_value(json_object_get(ev, "ts"));
+		char type[64], when[40];
 
 		if (!t || !json_is_object(ev) || strlen(t) >= sizeof type) {
 			json_decref(ev);
 			continue;
 		}
 		snprintf(type, sizeof type, "%s", t);
+		snprintf(when, sizeof when, "%s", ts ? ts : "");
 		for (const char *const *k = reserved; *k; k++)
 			json_object_del(ev, *k);
+		if (strcmp(type, "run.start"))
+			net_flush(log, net, !strcmp(type, "run.end") ? NULL : when);
 		if (!strcmp(type, "run.start")) {
+			const char *id = json_string_value(json_object_get(ev, "id"));
+
+			if (net && id)
+				snprintf(net->id, sizeof net->id, "%s", id);
 			started = true;
 			json_object_set_new(ev, "backend", json_string("vm"));
 			json_object_set_new(ev, "accel", json_string(r->kvm ? "kvm" : "tcg"));
@@ -129,6 +184,8 @@ static void audit_relay(struct audit_log *log, const struct vm_result *r,
 			ended = true;
 			json_object_set_new(ev, "boot_ms", json_real((double)r->boot_us / 1000.0));
 			vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
+			if (r->net_error[0])
+				json_object_set_new(ev, "net_error", json_string(r->net_error));
 		}
 		audit_append(log, type, ev, &ignored);
 	}
@@ -136,10 +193,15 @@ static void audit_relay(struct audit_log *log, const struct vm_result *r,
 		audit_append(log, "run.start", json_pack("{s:o, s:s, s:s, s:s, s:s}", "argv", json_array(),
 						   "backend", "vm", "accel", r->kvm ? "kvm" : "tcg",
 						   "isolation", isolation(r->kvm), "guest_kernel", r->kernel), &ignored);
-	if (!ended)
-		audit_append(log, "run.end", failure ? json_pack("{s:s, s:s}", "end", "error", "error", failure->msg)
-						      : json_pack("{s:s, s:i}", "end", "timeout", "exit_code", 124),
-			     &ignored);
+	net_flush(log, net, NULL);
+	if (!ended) {
+		json_t *ev = failure ? json_pack("{s:s, s:s}", "end", "error", "error", failure->msg)
+				     : json_pack("{s:s, s:i}", "end", "timeout", "exit_code", 124);
+
+		if (r->net_error[0])
+			json_object_set_new(ev, "net_error", json_string(r->net_error));
+		audit_append(log, "run.end", ev, &ignored);
+	}
 }
 
 /* The guest's RESULT: the engine's result, or its error as it was. */
@@ -214,32 +276,42 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	struct vm_result r;
 	struct audit_log *log = NULL;
 	struct cgroup cg;
+	struct net_rules rules = { 0 };
+	struct net_heard heard = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	bool allow = netns_mode(spec->policy) == NET_ALLOW;
 	int rc;
 
 	memset(res, 0, sizeof *res);
 	if (vm_check(spec, err) < 0)
 		return -1;
-	/* Nothing runs unless its start can go on record. */
-	if (spec->audit_path && audit_open(spec->audit_path, &log, err) < 0)
+	/* allow mode: bad rules fail the run before anything starts, as in
+	 * the ns backend; the host's proxy applies them (the guest relays). */
+	if (allow && netrules_load(spec->policy, &rules, err) < 0)
 		return -1;
+	/* Nothing runs unless its start can go on record. */
+	if (spec->audit_path && audit_open(spec->audit_path, &log, err) < 0) {
+		netrules_free(&rules);
+		return -1;
+	}
 	/* The artifacts directory must exist to be shared; the engine in the
 	 * guest checks it is empty, as on the host. */
 	if (spec->artifacts_dir && mkdir(spec->artifacts_dir, 0700) < 0 && errno != EEXIST) {
-		if (log)
-			audit_close(log);
-		return error_sys(err, "artifacts %s", spec->artifacts_dir);
+		error_sys(err, "artifacts %s", spec->artifacts_dir);
+		goto early;
 	}
 	if (!(o = calloc(1, sizeof *o))) {	/* the shares' paths are large */
-		if (log)
-			audit_close(log);
-		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: options");
+		error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: options");
+		goto early;
 	}
 	o->spec = spec;
 	if (vm_paths_of(&o->paths, spec, err) < 0) {
 		free(o);
-		if (log)
-			audit_close(log);
-		return -1;
+		goto early;
+	}
+	if (allow) {
+		o->net_rules = &rules;
+		if (log && (heard.events = json_array()))
+			o->net_report = net_heard, o->net_report_arg = &heard;
 	}
 	o->memory_bytes = spec->limits.memory_bytes + GUEST_OVERHEAD;
 	o->vcpus = spec->limits.cpus_milli ? (spec->limits.cpus_milli + 999) / 1000 : 1;
@@ -251,18 +323,21 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	/* An instance is paused by freezing its run cgroup: QEMU goes there. */
 	if (spec->freezable && vm_hostcg_create(&cg, o, err) < 0) {
 		free(o);
+		netrules_free(&rules);
 		if (log)
 			audit_close(log);
 		return -1;
 	}
-	rc = vm_run(o, &r, err);
+	rc = vm_run(o, &r, err);	/* the proxy is stopped when it returns: nothing more is heard */
 	if (spec->freezable)
 		vm_hostcg_destroy(&cg, o);
 	free(o);
+	netrules_free(&rules);
 	if (log) {
-		audit_relay(log, &r, rc < 0 ? err : NULL);
+		audit_relay(log, &r, rc < 0 ? err : NULL, heard.events ? &heard : NULL);
 		audit_close(log);
 	}
+	json_decref(heard.events);
 	if (rc == 0 && r.end == VM_TIMEOUT) {	/* the host's deadline: the guest never answered */
 		res->end = AEGIS_END_TIMEOUT;
 		res->exit_code = 124;
@@ -278,6 +353,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		res->vm_restore_us = r.restore_us;
 		res->vm_snapshot_build_us = r.build_us;
 		snprintf(res->vm_start_why, sizeof res->vm_start_why, "%s", r.start_why);
+		snprintf(res->vm_net_error, sizeof res->vm_net_error, "%s", r.net_error);
 		if (spec->capture) {
 			res->out = (struct aegis_stream){ r.out, r.out_len, res->out.truncated || r.out_truncated };
 			res->err = (struct aegis_stream){ r.err, r.err_len, res->err.truncated || r.err_truncated };
@@ -287,4 +363,9 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	}
 	vm_result_free(&r);
 	return rc;
+early:
+	netrules_free(&rules);
+	if (log)
+		audit_close(log);
+	return -1;
 }

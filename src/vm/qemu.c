@@ -142,6 +142,11 @@ void vm_qemu_devices(struct qemu_args *a, const struct vm_qemu *q, const struct 
 	 * it says is written to an absent reader. */
 	arg(a, "-chardev"), argf(a, "socket,id=aegis,path=%s/chan.sock,server=on,wait=on", q->dir);
 	arg(a, "-device"), arg(a, "virtserialport,chardev=aegis,name=aegis");
+	/* The network channel (netproxy.c), a second port, present whether
+	 * or not this run uses it (--net allow): the device set must not
+	 * depend on the run. The guest has no NIC either way. */
+	arg(a, "-chardev"), argf(a, "socket,id=net,path=%s/net.sock,server=on,wait=on", q->dir);
+	arg(a, "-device"), arg(a, "virtserialport,chardev=net,name=aegis-net");
 	for (int i = 0; i < sh->n; i++) {
 		const struct vm_share *s = &sh->s[i];
 
@@ -235,8 +240,8 @@ int vm_qemu_cmdline(char *out, size_t cap, const struct vm_guest *g, const struc
 	return 0;
 }
 
-static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "lock", "lock.new",
-					  NULL };
+static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "net.sock",
+					  "proxy.sock", "lock", "lock.new", NULL };
 static const char *const run_trees[] = { "etc", "io", "empty", NULL };
 
 /* The run directory's lock is held for the run's whole life (QEMU does
@@ -358,6 +363,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 
 	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
 	q->status_known = false;
+	q->net = -1;
 	if (!qemu)
 		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
 				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
@@ -381,9 +387,9 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	setpgid(q->pid, q->pid);	/* both sides: no window where a kill(-pid) misses */
 	if ((q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0)) < 0)
 		return error_sys(err, "vm: pidfd_open");
-	if (qemu_connect(q, "console.sock", &q->console, err) < 0)
+	if (qemu_connect(q, "console.sock", &q->console, err) < 0 || qemu_connect(q, "chan.sock", &q->chan, err) < 0)
 		return -1;
-	return qemu_connect(q, "chan.sock", &q->chan, err);
+	return qemu_connect(q, "net.sock", &q->net, err);	/* wait=on: QEMU waits for it too */
 }
 
 void vm_qemu_console(struct vm_qemu *q)
@@ -484,6 +490,9 @@ void vm_qemu_stop(struct vm_qemu *q)
 	}
 	if (q->chan >= 0)
 		close(q->chan);
+	if (q->net >= 0)
+		close(q->net);
+	q->net = -1;
 	if (q->console >= 0)
 		close(q->console);
 	if (q->pidfd >= 0)

@@ -375,7 +375,7 @@ static void cold_because(struct session *s, const char *fmt, ...)
 static void qemu_reset(struct vm_qemu *q)
 {
 	memset(q, 0, sizeof *q);
-	q->pid = q->pidfd = q->chan = q->console = q->lock = -1;
+	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = -1;
 }
 
 /* Boot from nothing: QEMU with anonymous RAM, then the greeting. 0 up, 1
@@ -559,6 +559,7 @@ static char *read_guest_audit(const struct vm_qemu *q)
 int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 {
 	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
+	struct netproxy *net = NULL;
 	struct vm_guest g;
 	sigset_t fwd, old;
 	uint64_t t0 = now_us();
@@ -579,6 +580,9 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	}
 	if ((up = session_start(&s, &g, deadline, err)) < 0)
 		goto out;
+	if (o->net_rules && netproxy_start(&net, s.q.net, s.q.dir, o->net_rules, o->net_report, o->net_report_arg,
+					   err) < 0)
+		goto out;
 	r->kvm = s.q.kvm;
 	if (up > 0) {	/* --timeout ran out during the boot */
 		rc = 0;
@@ -588,6 +592,7 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 		goto out;
 	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
+	netproxy_stop(net, r->net_error, sizeof r->net_error);	/* an early end: the caller records why */
 	if (s.q.dir[0])
 		r->audit = read_guest_audit(&s.q);
 	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */

@@ -15,6 +15,9 @@
 #include <aegis/aegis.h>
 #include <jansson.h>
 
+#include "../common/error.h"
+#include "../sandbox/proxy.h"
+
 /* Where the guest's files are: $AEGIS_VM_DIR, else vm/ beside the aegis binary. */
 struct vm_guest {
 	char vmlinux[4096];
@@ -92,6 +95,12 @@ struct vm_opts {
 	 * joins before it execs (hostcg.c); none for a one-shot run. */
 	int cgroup_join[VM_CGROUP_JOIN_MAX];
 	int ncgroup_join;
+	/* --net allow: the egress proxy's rules, and where each connection's
+	 * report goes (netproxy.c). NULL rules: the channel's port exists
+	 * but nothing serves it. */
+	const struct net_rules *net_rules;
+	proxy_report_fn net_report;
+	void *net_report_arg;
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
@@ -114,6 +123,7 @@ struct vm_result {
 	char *out, *err;	/* capture: the bytes kept */
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
+	char net_error[200];	/* why the network channel ended early, or "" */
 };
 
 /* Boot a guest, send it the spec, relay, tear everything down. 0 with r
@@ -177,6 +187,7 @@ struct vm_qemu {
 	pid_t pid;		/* leader of its own process group */
 	int pidfd;		/* readable when QEMU exits */
 	int chan;		/* connected to the guest's "aegis" port */
+	int net;		/* the "aegis-net" port (served only with --net allow) */
 	int console;		/* the guest's serial console (-1 at its EOF) */
 	char tail[16384];	/* its last bytes: bounded, however much the guest prints */
 	size_t tail_len;
@@ -255,5 +266,14 @@ void vm_snapshot_ram(const struct vm_snapshot *s, char *out, size_t cap);
  * and run the guest. -1 with err. */
 int vm_snapshot_load(struct vm_qemu *q, const struct vm_snapshot *s, struct aegis_error *err);
 
+/* netproxy.c: the host's end of the network channel (--net allow). Serve
+ * the guest's streams on chan through the egress proxy (its socket in
+ * dir) with rules; each connection reported to report. -1 with err. */
+struct netproxy;
+int netproxy_start(struct netproxy **out, int chan, const char *dir, const struct net_rules *rules,
+		   proxy_report_fn report, void *report_arg, struct aegis_error *err);
+/* Stop and free (NULL: nothing). 0, or -1 with why the channel had ended
+ * early (the guest broke the protocol) in why. */
+int netproxy_stop(struct netproxy *np, char *why, size_t cap);
 
 #endif

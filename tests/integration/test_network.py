@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, http_server, run, sandboxed
+from conftest import AEGIS, http_server, not_in_vm, run, sandboxed
 
 
 @contextlib.contextmanager
@@ -103,6 +103,9 @@ def test_no_dns_traffic_leaves_the_sandbox():
 
 # ---- host ----------------------------------------------------------------
 
+# The vm backend refuses --net host (the guest never shares the host's
+# network): test_vm.py checks that refusal instead.
+@not_in_vm
 def test_host_mode_is_explicit_and_audited(tmp_path):
     log = str(tmp_path / "audit.jsonl")
     with http_server() as port:

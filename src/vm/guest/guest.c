@@ -40,6 +40,7 @@
 #include "../../common/specjson.h"
 #include "../../sandbox/sandbox.h"
 #include "guest.h"
+#include "netmux_guest.h"
 
 #define PORT_NAME "aegis"
 #define PORT_WAIT_MS 10000	/* the port appears once the host's control message lands */
@@ -107,8 +108,8 @@ static void guest_load_modules(void)
 	}
 }
 
-/* /sys/class/virtio-ports/vportNpM/name == "aegis" → /dev/vportNpM. */
-static int guest_find_port(void)
+/* /sys/class/virtio-ports/vportNpM/name == port → /dev/vportNpM. */
+int guest_port_open(const char *port)
 {
 	for (int waited = 0; waited < PORT_WAIT_MS; waited += 5) {
 		DIR *d = opendir("/sys/class/virtio-ports");
@@ -127,7 +128,7 @@ static int guest_find_port(void)
 				fclose(f);
 			}
 			name[strcspn(name, "\n")] = '\0';
-			if (strcmp(name, PORT_NAME) == 0) {
+			if (strcmp(name, port) == 0) {
 				int fd;
 
 				snprintf(path, sizeof path, "/dev/%s", e->d_name);
@@ -350,10 +351,11 @@ int main(void)
 	sigset_t chld;
 	int port, sfd;
 	json_t *req;
+	struct guest_net *net = NULL;
 
 	guest_mounts();
 	guest_load_modules();
-	if ((port = guest_find_port()) < 0)
+	if ((port = guest_port_open(PORT_NAME)) < 0)
 		guest_poweroff("no virtio-serial port named " PORT_NAME);
 	uname(&u);
 	if (send_json(port, FRAME_HELLO, json_pack("{s:s, s:s}", "version", FRAMES_VERSION, "kernel", u.release)) < 0)
@@ -366,6 +368,15 @@ int main(void)
 	if (guest_setup(req, &err) < 0 || specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
 		guest_refuse(port, &err);
 	json_decref(req);
+	/* --net allow: the host's egress proxy answers the guest's
+	 * 127.0.0.1:3128 (netmux_guest.c), listening before the engine starts;
+	 * the engine relays its sandbox's 127.0.0.1:3128 there (relay mode),
+	 * so the rules are checked and audited on the host alone. */
+	if (netns_mode(spec.spec.policy) == NET_ALLOW) {
+		if (netmux_guest_prepare(&net, &err) < 0)
+			guest_refuse(port, &err);
+		spec.spec.net_upstream = NETMUX_GUEST_UPSTREAM;
+	}
 	/* SIGCHLD through a signalfd, so poll() sees the engine's exit. */
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
@@ -380,6 +391,8 @@ int main(void)
 	 * greeted long ago, so here is where a hung clone shows. */
 	if (frame_send(port, FRAME_STARTED, NULL, 0) < 0)
 		guest_poweroff("cannot answer the request");
+	if (net && netmux_guest_start(net, &err) < 0)
+		fprintf(stderr, "aegis-guest: %s\n", err.msg);	/* the command's connections fail */
 	guest_serve(port, &e, sfd);
 	guest_result(port, &e);
 	guest_poweroff(NULL);

@@ -10,4 +10,8 @@
  * -1 with err: the run cannot go ahead. */
 int guest_setup(json_t *req, struct aegis_error *err);
 
+/* guest.c: the virtio-serial port named port, opened (O_CLOEXEC), waiting
+ * a while for it to appear. -1 when it never did. */
+int guest_port_open(const char *port);
+
 #endif
