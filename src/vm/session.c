@@ -144,14 +144,14 @@ static int session_hung(struct session *s, const char *missing, uint64_t limit, 
 			 (unsigned long long)limit, status);
 }
 
-/* deadline: the run's --timeout (0: none); it ends a boot too. */
-static int session_greet(struct session *s, uint64_t deadline, struct aegis_error *err)
+/* The guest's next frame within the hung-guest bound: 0 with it, 1 the
+ * run's --timeout (deadline, 0: none) ran out first, -1 err naming what
+ * was awaited (what) or how the guest ended (ended). */
+static int recv_bounded(struct session *s, uint64_t deadline, const char *what, const char *ended,
+			enum frame_type *type, size_t *len, struct aegis_error *err)
 {
 	uint64_t limit = hello_ms(), hung = now_us() + limit * 1000;
-	enum frame_type type;
-	size_t len;
-	json_t *j;
-	int r = recv_until(s, &type, &len, deadline && deadline < hung ? deadline : hung);
+	int r = recv_until(s, type, len, deadline && deadline < hung ? deadline : hung);
 
 	if (r == 0 && deadline && deadline < hung) {
 		s->r->end = VM_TIMEOUT;
@@ -159,9 +159,20 @@ static int session_greet(struct session *s, uint64_t deadline, struct aegis_erro
 		return 1;
 	}
 	if (r == 0)
-		return session_hung(s, "greeting", limit, err);
-	if (r < 0)
-		return vm_failed(s, "the guest ended during boot", err);
+		return session_hung(s, what, limit, err);
+	return r < 0 ? vm_failed(s, ended, err) : 0;
+}
+
+/* deadline: the run's --timeout (0: none); it ends a boot too. */
+static int session_greet(struct session *s, uint64_t deadline, struct aegis_error *err)
+{
+	enum frame_type type;
+	size_t len;
+	json_t *j;
+	int r = recv_bounded(s, deadline, "greeting", "the guest ended during boot", &type, &len, err);
+
+	if (r != 0)
+		return r;
 	if (type != FRAME_HELLO || !(j = json_loads(s->buf, 0, NULL)))
 		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest's first frame is no greeting");
 	snprintf(s->r->kernel, sizeof s->r->kernel, "%s", json_string_value(json_object_get(j, "kernel")) ?: "");
@@ -196,20 +207,13 @@ static int result_frame(struct session *s, size_t len);
  * run's timeout ran out first, -1 err. */
 static int session_started(struct session *s, uint64_t deadline, struct aegis_error *err)
 {
-	uint64_t limit = hello_ms(), hung = now_us() + limit * 1000;
 	enum frame_type type;
 	size_t len;
-	int r = recv_until(s, &type, &len, deadline && deadline < hung ? deadline : hung);
+	int r = recv_bounded(s, deadline, "answer to the request", "the guest ended before the command started",
+			     &type, &len, err);
 
-	if (r == 0 && deadline && deadline < hung) {
-		s->r->end = VM_TIMEOUT;
-		s->r->exit_code = 124;
-		return 1;
-	}
-	if (r == 0)
-		return session_hung(s, "answer to the request", limit, err);
-	if (r < 0)
-		return vm_failed(s, "the guest ended before the command started", err);
+	if (r != 0)
+		return r;
 	if (type == FRAME_RESULT)
 		return result_frame(s, len) < 0 ? error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result") : 0;
 	if (type != FRAME_STARTED)

@@ -16,25 +16,17 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import AEGIS, ROOT, api, run, instance_info as info, wait_instance
+from conftest import AEGIS, api, run, instance_info as info, wait_instance
+from test_vm import guest_files  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
 
-BUILD = os.path.dirname(AEGIS)
 BOOT_S = 120  # a TCG boot on a loaded 2-CPU machine, with room to spare
 COUNTER = "i=0; while :; do echo n=$i; i=$((i+1)); sleep 0.2; done"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def guest_files():
-    """vmlinux and the initramfs beside the aegis under test (vm/)."""
-    r = subprocess.run([os.path.join(ROOT, "scripts/vm-guest.sh"), BUILD], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    with open(os.path.join(BUILD, "vm/release")) as f:
-        return f.read().strip()
 
 
 @pytest.fixture

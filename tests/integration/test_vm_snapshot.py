@@ -23,18 +23,13 @@ import time
 
 import pytest
 
-from conftest import AEGIS, ROOT, aegis
+from conftest import AEGIS, aegis
+from test_vm import guest_files  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
 
 BUILD = os.path.dirname(AEGIS)
 ACCEL = os.environ.get("AEGIS_TEST_VM_ACCEL", "tcg")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def guest_files():
-    r = subprocess.run([os.path.join(ROOT, "scripts/vm-guest.sh"), BUILD], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    with open(os.path.join(BUILD, "vm/release")) as f:
-        return f.read().strip()
 
 
 @pytest.fixture(scope="module")
