@@ -162,7 +162,9 @@ def test_workspace_read_only(tmp_path):
 
 def test_tmp_is_size_limited():
     p = sandboxed("sh", "-c", "head -c 3000000 /dev/zero > /tmp/big", opts=("--tmp-size", "1m"))
-    assert p.returncode != 0 and "No space left" in p.stderr
+    # the write fails (ENOSPC), or the engine stops the run for disk_full
+    # first (seen in a guest, where the shell is slower to report)
+    assert p.returncode != 0 and ("No space left" in p.stderr or "disk_full: limit hit" in p.stderr), p
 
 
 def test_memory_limit_kills():
