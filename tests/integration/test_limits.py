@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import run, sandboxed
+from conftest import not_in_vm, run, sandboxed
 
 
 def result(*argv, opts=(), **kw):
@@ -30,6 +30,7 @@ def test_fork_bomb_stops_with_pids():
     assert run(["true"], timeout=5).returncode == 0
 
 
+@not_in_vm  # known open (docs/vm.md): under TCG a Python hog can thrash on re-reads of its program over 9p
 def test_memory_hog_stops_with_oom():
     """R-02: OOM inside the sandbox's cgroup; exit 137, reason oom."""
     p, r = result("python3", "-c", "x = []\nwhile True: x.append(bytearray(1 << 20))",
