@@ -156,14 +156,16 @@ static void pump(struct run_state *st, struct stream *s)
 static bool thrashing(struct run_state *st, uint64_t now)
 {
 	struct thrash *t = &st->thrash;
-	uint64_t stall = cgroup_memory_full_stall_us(st->cg), limit = st->spec->limits.memory_bytes;
+	uint64_t stall, limit = st->spec->limits.memory_bytes;
 
+	/* the pressure file is read once a window, not at every tick */
+	if (t->window_start && now - t->window_start < 1000000)
+		return false;
+	stall = cgroup_memory_full_stall_us(st->cg);
 	if (!t->window_start) {
 		t->window_start = now, t->stall_start = stall;
 		return false;
 	}
-	if (now - t->window_start < 1000000)
-		return false;
 	if (limit && (stall - t->stall_start) * 2 >= now - t->window_start &&
 	    cgroup_memory_current(st->cg) >= limit - limit / 10)
 		t->windows++;
