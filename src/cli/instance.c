@@ -176,6 +176,17 @@ static int start(int argc, char **argv)
 		json_decref(req), json_decref(env), json_decref(args);
 		return cli_usage_error("instance start: needs --name NAME and a command after --");
 	}
+	/* $AEGIS_BACKEND, as for `aegis run`, unless --backend was given: sent
+	 * explicitly, so the daemon's own environment does not decide */
+	if (!json_object_get(req, "backend")) {
+		struct aegis_error err = { 0 };
+		const char *backend;
+		if (paths_default_backend(&backend, &err) < 0) {
+			json_decref(req), json_decref(env), json_decref(args);
+			return cli_usage_error("instance start: %s", err.msg);
+		}
+		json_object_set_new(req, "backend", json_string(backend));
+	}
 	if (json_object_get(req, "image") && (rc = pull_for(req)) != 0) {
 		json_decref(req), json_decref(env), json_decref(args);
 		return rc;

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "../common/cleanup.h"
+#include "../common/paths.h"
 #include "../common/policy.h"
 #include "../common/util.h"
 #include "run_flags.h"
@@ -339,6 +340,8 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 	struct aegis_limits flag_limits = { 0 };
 	_cleanup_free_ struct net_flag *net_list = calloc((size_t)argc + 1, sizeof *net_list);
 	struct net_flags nf = { .list = net_list };
+	struct aegis_error err = { 0 };
+	const char *backend;
 	uint32_t set = 0;
 	size_t n = 0;
 	int opt, idx;
@@ -353,6 +356,10 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 	f->secrets = calloc((size_t)argc + 1, sizeof *f->secrets);
 	if (!f->env || !f->secrets || !net_list)
 		return cli_usage_error("out of memory");
+	/* $AEGIS_BACKEND is the default; --backend overrides it */
+	if (paths_default_backend(&backend, &err) < 0)
+		return cli_usage_error("%s", err.msg);
+	f->vm = !strcmp(backend, "vm");
 	opterr = 0;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "+h", options, &idx)) != -1) {

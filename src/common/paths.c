@@ -76,3 +76,16 @@ int paths_private_dir(const char *dir, struct aegis_error *err)
 				 (unsigned)(st.st_mode & 07777));
 	return 0;
 }
+
+int paths_default_backend(const char **out, struct aegis_error *err)
+{
+	const char *v = getenv("AEGIS_BACKEND");
+
+	*out = "ns";
+	if (!v || !*v)
+		return 0;
+	if (strcmp(v, "ns") && strcmp(v, "vm"))
+		return error_set(err, AEGIS_E_INVALID, 0, "AEGIS_BACKEND must be ns or vm, not '%.32s'", v);
+	*out = v;
+	return 0;
+}

@@ -15,5 +15,9 @@ int paths_state(char *out, size_t len, struct aegis_error *err);
 /* Make dir (and missing parents) and insist it is ours and 0700: nobody
  * else may list it, nobody else may have swapped it in (not a symlink). */
 int paths_private_dir(const char *dir, struct aegis_error *err);
+/* The backend a run or a new instance gets when none is named:
+ * $AEGIS_BACKEND ("ns" or "vm"), else "ns". -1 with err naming the
+ * variable when it holds anything else. */
+int paths_default_backend(const char **out, struct aegis_error *err);
 
 #endif

@@ -145,6 +145,12 @@ int main(int argc, char **argv)
 	    (cgroup_parent[0] != '/' || strstr(cgroup_parent, "..") || strlen(cgroup_parent) > 200))
 		return daemon_log("error", "AEGIS_CGROUP_PARENT must be an absolute cgroup path without '..'",
 				  "value", cgroup_parent), 125;
+	/* $AEGIS_BACKEND: what an API create without "backend" gets */
+	{
+		const char *backend;
+		if (paths_default_backend(&backend, &err) < 0)
+			return daemon_log("error", err.msg, NULL, NULL), 125;
+	}
 	/* the shims live next to us, found through /proc before anything can move us */
 	n = readlink("/proc/self/exe", self, sizeof self - 1);
 	self[n > 0 ? n : 0] = '\0';

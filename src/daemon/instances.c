@@ -25,6 +25,7 @@
 #include "../common/audit.h"
 #include "../common/error.h"
 #include "../common/policy.h"
+#include "../common/paths.h"
 #include "../common/util.h"
 #include "../common/workspaces.h"
 #include <aegis/aegis.h>
@@ -339,6 +340,14 @@ unsigned instances_create(const char *request, json_t **body)
 	if (!req) {
 		*body = err_body("invalid", why, bad);
 		return 400;
+	}
+	/* no backend named: the daemon's $AEGIS_BACKEND (checked at its start),
+	 * stored, so a later daemon with another default changes nothing */
+	if (!json_object_get(req, "backend")) {
+		const char *backend;
+		struct aegis_error berr = { 0 };
+		(void)paths_default_backend(&backend, &berr);
+		json_object_set_new(req, "backend", json_string(backend));
 	}
 	if ((why = vm_unsupported(req, &bad))) {
 		json_decref(req);

@@ -5,7 +5,9 @@ AEGIS_PROBE path of the hostile probe binary (default: build/tests/probe/aegis-p
 AEGIS_TEST_BACKEND  vm: sandboxed() (and so probe_inside()) runs with
             `--backend vm`, to rerun the run suites inside guests (set
             AEGIS_VM_ACCEL=tcg where KVM does not work); tests meaningless
-            there carry @not_in_vm and are skipped then, and only then
+            there carry @not_in_vm and are skipped then, and only then;
+            AEGIS_BACKEND=vm is set for every aegis and aegisd started, so
+            instances and direct `aegis run`s are in guests too
 """
 import contextlib
 import http.server
@@ -42,6 +44,10 @@ def aegis(*args, **kw):
 
 TEST_BACKEND = os.environ.get("AEGIS_TEST_BACKEND", "ns")
 assert TEST_BACKEND in ("ns", "vm"), f"AEGIS_TEST_BACKEND={TEST_BACKEND} is neither ns nor vm"
+if TEST_BACKEND == "vm":
+    # every aegis and aegisd the tests start: runs not made by sandboxed()
+    # and instances (CLI and API) are in guests too
+    os.environ["AEGIS_BACKEND"] = "vm"
 
 # For a test that means nothing in a guest (it checks the host kernel's own
 # namespace plumbing, an instance, an image root...): skipped only when
