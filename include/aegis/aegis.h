@@ -120,6 +120,12 @@ struct aegis_spec {
 	/* > 0: a listening SOCK_SEQPACKET socket for exec requests into the
 	 * running sandbox (docs/api: the exec control protocol); 0: none */
 	int control_fd;
+	/* Called once, in the caller's process, when the sandbox is set up
+	 * and the command has been started (the vm backend: the guest said
+	 * STARTED, after its boot or restore). NULL: not called. An
+	 * instance's shim says "running" from then on, not before. */
+	void (*on_started)(void *arg);
+	void *on_started_arg;
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
 	const char *hostname;

@@ -540,7 +540,8 @@ static json_t *describe(const char *name)
 	state = flag(dir, "deleting") ? "deleting" : flag(dir, "disabled") ? "disabled"
 		: flag(dir, "stopped") && !live_shim(dir, shim) ? "stopped"
 		: exitj ? (ended_badly(exitj) ? "failed" : "exited") : !shim ? "starting"
-		: !live_shim(dir, shim) ? "failed" : flag(dir, "paused") ? "paused" : "running";
+		: !live_shim(dir, shim) ? "failed" : flag(dir, "paused") ? "paused"
+		: !json_object_get(shim, "running_unix_ms") ? "starting" : "running";
 	out = json_pack("{s:s, s:s, s:O, s:s}", "name", name, "state", state, "argv",
 			json_object_get(config, "argv"), "policy",
 			json_string_value(json_object_get(config, "policy")) ?: "default");
@@ -1279,7 +1280,7 @@ static void idle_one(const char *name)
 	char dir[4400], parent[256];
 	struct aegis_error err;
 	json_t *config, *shim, *a;
-	json_int_t pause_s, stop_s, since;
+	json_int_t pause_s, stop_s, since, running;
 	uint64_t idle_ms, last;
 	int holds;
 	pid_t pid = 0;
@@ -1298,6 +1299,13 @@ static void idle_one(const char *name)
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
+	/* idle counts from when the command runs, not from the start: a vm
+	 * instance's guest may boot (or first build its snapshot) for long */
+	running = json_integer_value(json_object_get(shim, "running_unix_ms"));
+	if (!running)
+		pid = 0;
+	else if (wall_ms() - (uint64_t)running < idle_ms)
+		idle_ms = wall_ms() - (uint64_t)running;
 	json_decref(shim);
 	a = activity_load(dir);
 	if (pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000) {

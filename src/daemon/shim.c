@@ -122,6 +122,22 @@ static int shim_image(const char *state, json_t *config, struct aegis_spec *spec
 	return image_root_apply(img, spec, json_object_get(config, "cwd") != NULL, err);
 }
 
+static int shim_dirfd = -1;
+static time_t shim_started;
+
+/* The command runs (a vm instance: after its guest's boot or restore):
+ * shim.json says so, and from then on aegisd calls the instance running. */
+static void say_running(void *arg)
+{
+	struct timespec ts;
+
+	(void)arg;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	write_whole(shim_dirfd, "shim.json", json_pack("{s:i, s:I, s:I}", "pid", (int)getpid(), "started_unix",
+						       (json_int_t)shim_started, "running_unix_ms",
+						       (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+}
+
 void shim_main(const char *dir, int ready_fd)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
@@ -163,8 +179,9 @@ void shim_main(const char *dir, int ready_fd)
 	 * execs into it): no socket, rather than one nothing ever answers. */
 	if (spec.backend != AEGIS_BACKEND_VM && (spec.control_fd = control_listen(dirfd)) < 0)
 		_exit(125);
+	shim_started = time(NULL);
 	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
-						  (json_int_t)time(NULL)));
+						  (json_int_t)shim_started));
 	if (ready_fd >= 0) {
 		/* the daemon may now find us (and stop us) by shim.json */
 		(void)!write(ready_fd, "1", 1);
@@ -180,6 +197,8 @@ void shim_main(const char *dir, int ready_fd)
 		_exit(0);
 	}
 	spec.freezable = true;	/* instances can be paused */
+	shim_dirfd = dirfd;
+	spec.on_started = say_running;
 	spec.cgroup_parent = json_string_value(json_object_get(config, "cgroup_parent"));
 	/* every run of the instance, and every exec in it, on one hash chain */
 	snprintf(audit, sizeof audit, "%s/audit.jsonl", dir);

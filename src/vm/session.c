@@ -218,6 +218,8 @@ static int session_started(struct session *s, uint64_t deadline, struct aegis_er
 		return result_frame(s, len) < 0 ? error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result") : 0;
 	if (type != FRAME_STARTED)
 		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest broke the exec stream protocol (killed)");
+	if (s->o->spec->on_started)	/* an instance is "running" from here */
+		s->o->spec->on_started(s->o->spec->on_started_arg);
 	return 0;
 }
 

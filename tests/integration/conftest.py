@@ -52,6 +52,11 @@ if TEST_BACKEND == "vm":
 # For a test that means nothing in a guest (it checks the host kernel's own
 # namespace plumbing, an instance, an image root...): skipped only when
 # AEGIS_TEST_BACKEND=vm, and the skip says so.
+# How much longer waits may take in a TCG guest (emulated CPU, a boot or
+# restore per instance start) than on the host: the tests' own deadlines
+# are multiplied by it, never what they assert about limits.
+SLOW = 6 if TEST_BACKEND == "vm" else 1
+
 not_in_vm = pytest.mark.skipif(TEST_BACKEND == "vm", reason="AEGIS_TEST_BACKEND=vm: not meaningful in a guest")
 
 
@@ -150,7 +155,7 @@ def wait_instance(env, name, *want, timeout=15):
     why); its info. A running one: also until its control socket is there,
     from when execs are served."""
     import time
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * SLOW
     while time.monotonic() < deadline:
         i = instance_info(env, name)
         if i and i["state"] in want and (i["state"] != "failed" or "exit" in i):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, run
+from conftest import AEGIS, SLOW, run
 
 AEGISD = os.path.join(os.path.dirname(AEGIS), "aegisd")
 
@@ -74,7 +74,7 @@ def info(env, name):
 
 
 def wait_for(what, cond, timeout=10):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * SLOW
     while True:
         got = cond()
         if got:
