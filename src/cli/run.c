@@ -241,8 +241,6 @@ int run_execute(struct run_flags *f)
 	int r;
 
 	f->spec.capture = f->json;
-	if (f->vm && run_vm_check(f, &err) < 0)
-		return run_failed(f, &err);
 	f->spec.backend = f->vm ? AEGIS_BACKEND_VM : AEGIS_BACKEND_NS;
 	if (f->image && (r = with_image(f, &img, &err)) != 0)
 		return r < 0 ? run_failed(f, &err) : pull_failed(f, r);

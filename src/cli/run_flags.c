@@ -323,17 +323,6 @@ static int apply_policy(struct run_flags *f, const struct aegis_limits *flags, u
 	return 0;
 }
 
-/* " --name" once in f->given per option used, for --backend vm to check. */
-static void note_given(struct run_flags *f, const char *name)
-{
-	size_t used = strlen(f->given), n = strlen(name);
-
-	for (const char *p = f->given; (p = strstr(p, name)); p += n)
-		if (p[-1] == '-' && (p[n] == ' ' || p[n] == '\0'))
-			return;
-	snprintf(f->given + used, sizeof f->given - used, " --%s", name);
-}
-
 int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 {
 	struct option options[sizeof plain_options / sizeof plain_options[0] + NLIMITS + 1];
@@ -365,8 +354,6 @@ int run_flags_parse(int argc, char **argv, struct run_flags *f, bool aegix)
 	while ((opt = getopt_long(argc, argv, "+h", options, &idx)) != -1) {
 		if (opt == 'h')
 			return -1;
-		if (opt != '?' && opt != ':')
-			note_given(f, options[idx].name);
 		if (opt == '?' || opt == ':') {
 			if (optopt)
 				return cli_usage_error("run: option '-%c' is unknown or needs a value", optopt);

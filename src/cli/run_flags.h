@@ -23,7 +23,6 @@ struct run_flags {
 	bool cwd_set;		/* --cwd given: the image's WorkingDir does not apply */
 	bool json;
 	bool vm;		/* --backend vm (docs/vm.md) */
-	char given[512];	/* " --name" for each option given: what --backend vm must refuse */
 };
 
 /* 0: parsed, optind at the command; -1: --help was asked; else the exit status. */
@@ -32,8 +31,5 @@ void run_flags_free(struct run_flags *f);
 /* Run the spec in f and report as `aegis run` does; returns the exit status. */
 int run_execute(struct run_flags *f);
 
-/* run_vm.c: the flags given that --backend vm cannot honour yet, refused
- * by name. 0 or -1 with err (AEGIS_E_UNSUPPORTED). */
-int run_vm_check(const struct run_flags *f, struct aegis_error *err);
 
 #endif

@@ -59,25 +59,41 @@ static void report_start_failure(const struct sandbox_ctx *ctx, int step, int e)
  * seen at ENOSPC); a sized workspace this close to its end is full. */
 #define EXT4_FULL_SLACK (2u << 20)
 
+/* A sized named workspace that was already full when the run started:
+ * not this run's doing. Writes there fail (ENOSPC); reading it is no
+ * reason to stop the run. */
+static bool workspace_full_before;
+
+static bool layer_full(const char *path, bool named)
+{
+	struct statfs sfs;
+
+	if (statfs(path, &sfs) < 0 || !sfs.f_blocks)
+		return false;
+	return sfs.f_bavail == 0 ||
+	       (named && sfs.f_type == EXT4_SUPER_MAGIC && sfs.f_bavail * (uint64_t)sfs.f_bsize < EXT4_FULL_SLACK);
+}
+
+static bool workspace_named(const struct aegis_spec *spec)
+{
+	return spec->workspace_name && !spec->workspace_overlay;
+}
+
 /* The writable layers are size-limited tmpfs (or a named workspace's
- * ext4 image); a full one is the disk limit being hit. Checked from
- * inside, where they are mounted. */
+ * ext4 image); one this run fills is the disk limit being hit. Checked
+ * from inside, where they are mounted. */
 static bool disk_full(const struct sandbox_ctx *ctx)
 {
 	static const char *const layers[] = { "/tmp", "/dev/shm", "/workspace", "/" };
 	const struct aegis_spec *spec = ctx->spec;
-	struct statfs sfs;
 
 	for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
-		bool named = i == 2 && spec->workspace_name && !spec->workspace_overlay;
-		if (i == 2 && spec->workspace && !spec->workspace_overlay && !named)
-			continue;	/* a host directory: not ours to bound */
+		bool named = i == 2 && workspace_named(spec);
+		if (i == 2 && ((spec->workspace && !spec->workspace_overlay && !named) || workspace_full_before))
+			continue;	/* a host directory: not ours to bound; or full already */
 		if (i == 3 && !spec->image_layers)
 			continue;	/* the host image's root is read-only */
-		if (statfs(layers[i], &sfs) < 0 || !sfs.f_blocks)
-			continue;
-		if (sfs.f_bavail == 0 ||
-		    (named && sfs.f_type == EXT4_SUPER_MAGIC && sfs.f_bavail * (uint64_t)sfs.f_bsize < EXT4_FULL_SLACK))
+		if (layer_full(layers[i], named))
 			return true;
 	}
 	return false;
@@ -295,6 +311,7 @@ void harness_run(const struct sandbox_ctx *ctx)
 	/* Commands start with no signal blocked, whatever our caller had
 	 * blocked (a daemon's threads block SIGTERM for their own reasons). */
 	sigemptyset(&none);
+	workspace_full_before = workspace_named(ctx->spec) && layer_full("/workspace", true);
 	cmd = command_launch(&main_cmd, &none, &e, &step);
 	if (cmd < 0)
 		report_start_failure(ctx, step, e);

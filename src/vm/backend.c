@@ -278,7 +278,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	struct cgroup cg;
 	struct net_rules rules = { 0 };
 	struct net_heard heard = { .lock = PTHREAD_MUTEX_INITIALIZER };
-	bool allow = netns_mode(spec->policy) == NET_ALLOW;
+	bool allow = netns_mode(spec->policy) == NET_ALLOW, hostcg;
 	int rc;
 
 	memset(res, 0, sizeof *res);
@@ -320,8 +320,11 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	o->capture_max = spec->capture_max;
 	o->out_fd = spec->out_fd ? spec->out_fd : 1;
 	o->err_fd = spec->err_fd ? spec->err_fd : 2;
-	/* An instance is paused by freezing its run cgroup: QEMU goes there. */
-	if (spec->freezable && vm_hostcg_create(&cg, o, err) < 0) {
+	/* An instance is paused by freezing its run cgroup: QEMU goes there;
+	 * and --cgroup-parent (a delegated tree, rootless) is where QEMU's
+	 * own cgroup goes, bounding it as a whole. */
+	hostcg = spec->freezable || spec->cgroup_parent;
+	if (hostcg && vm_hostcg_create(&cg, o, err) < 0) {
 		free(o);
 		netrules_free(&rules);
 		if (log)
@@ -329,7 +332,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		return -1;
 	}
 	rc = vm_run(o, &r, err);	/* the proxy is stopped when it returns: nothing more is heard */
-	if (spec->freezable)
+	if (hostcg)
 		vm_hostcg_destroy(&cg, o);
 	free(o);
 	netrules_free(&rules);

@@ -272,13 +272,15 @@ def test_a_full_state_disk_fails_cleanly(daemon_env, tmp_path):
         assert aegis(env, "instance", "start", "--name", "a", "--", "sleep", "600").returncode == 0
         wait_state(env, "a", "running")
         before = open(state / "instances" / "a" / "config.json").read()
-        with open(state / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
+        # unbuffered: a partial last write leaves nothing for close() to
+        # retry (the free space need not be a multiple of the chunk)
+        fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 65536):
                 pass
+        except OSError:
+            pass
+        os.close(fd)
         p = aegis(env, "instance", "start", "--name", "b", "--", "true")
         assert p.returncode == 125 and ("No space left" in p.stderr or "cannot write" in p.stderr), p
         assert p.stderr.count("\n") == 1, p

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, PROBE, http_server
+from conftest import AEGIS, PROBE, TEST_BACKEND, http_server
 
 USER = "aegis-rootless"
 DELEGATED = "/aegis-rootless-test"
@@ -47,6 +47,8 @@ def user():
     bindir = _public_dir("aegis-rootless-bin-")
     for p in (AEGIS, PROBE, *(os.path.join(os.path.dirname(AEGIS), b) for b in ("aegisd", "aegis-shim", "aegis-image"))):
         shutil.copy2(p, bindir)
+    if TEST_BACKEND == "vm":  # the guest's kernel and initramfs, found beside aegis
+        shutil.copytree(os.path.join(os.path.dirname(AEGIS), "vm"), os.path.join(bindir, "vm"))
     # Delegate a cgroup, as systemd does for a user session.
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:

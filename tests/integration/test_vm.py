@@ -205,17 +205,45 @@ def test_hung_guest_is_killed_and_reported():
     assert "QEMU status running" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("flags,named", [
-    (("--cgroup-parent", "/x"), "--cgroup-parent"),
-    (("--net", "none", "--env", "A=1", "--cgroup-parent", "/x"), "--cgroup-parent"),
-])
-def test_unsupported_flags_are_refused(flags, named):
+def test_cgroup_parent_is_where_qemus_own_cgroup_goes():
+    """--cgroup-parent (a delegated tree, rootless): QEMU itself runs in a
+    cgroup below it, bounded as a whole (the guest's RAM + QEMU's own), and
+    the cgroup is gone after the run. Without the flag QEMU is not put there."""
+    parent = f"/aegis-test-vm-{os.getpid()}"
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    mem_root = "/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/memory"
     before = run_dirs()
-    r = aegis("run", "--backend", "vm", *flags, "--", "true", env=VM_ENV)
-    assert r.returncode == 125
-    line = r.stderr.strip()
-    assert "\n" not in line and "not supported yet" in line and named in line, r.stderr
+    p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--cgroup-parent", parent, "--memory", "128m", "--",
+                          "sh", "-c", "echo up; sleep 8"], env=VM_ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        qemu = [q for q in qemus_of(run_dirs() - before) if parent_of(q) == p.pid]
+        assert len(qemu) == 1, qemu
+        with open(f"/proc/{qemu[0]}/cgroup") as f:
+            lines = f.read().splitlines()
+        rel = [l.split(":", 2)[2] for l in lines if (l.startswith("0::") if v2 else ":memory:" in l)]
+        assert len(rel) == 1 and rel[0].startswith(parent + "/"), lines
+        limit_file = "memory.max" if v2 else "memory.limit_in_bytes"
+        with open(f"{mem_root}{rel[0]}/{limit_file}") as f:
+            limit = int(f.read())
+        assert limit >= (128 << 20) + (1 << 30), limit  # the guest's RAM and QEMU's overhead, not 128 MiB
+    finally:
+        assert p.wait(timeout=180) == 0
+    assert not os.path.exists(f"{mem_root}{rel[0]}")
     assert not left_behind(before)
+    # the same run without the flag: QEMU is not below that parent
+    before = run_dirs()
+    p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "sh", "-c", "echo up; sleep 3"], env=VM_ENV,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        qemu = [q for q in qemus_of(run_dirs() - before) if parent_of(q) == p.pid]
+        with open(f"/proc/{qemu[0]}/cgroup") as f:
+            assert parent not in f.read()
+    finally:
+        assert p.wait(timeout=180) == 0
+    for d in (glob.glob(f"/sys/fs/cgroup/*{parent}") + glob.glob(f"/sys/fs/cgroup{parent}")):
+        os.rmdir(d)
 
 
 def test_net_host_is_refused_in_one_line():

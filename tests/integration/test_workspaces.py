@@ -378,8 +378,15 @@ def test_size_limit_mounted_again_after_a_reboot(env):
     assert not mounts_below(data(env, "big")) and os.listdir(data(env, "big")) == []
     p = aegis(env, "run", "--workspace", "big", "--", "sh", "-c",
               "cat /workspace/keep; dd if=/dev/zero of=/workspace/fill bs=1M count=32 2>&1")
-    assert "keep\n" in p.stdout and "No space left" in p.stdout and p.returncode == 1, p
+    # dd's ENOSPC, or the engine's disk_full stop when it sees the
+    # workspace full first (a slow CPU: a guest under TCG)
+    assert "keep\n" in p.stdout, p
+    assert ("No space left" in p.stdout and p.returncode == 1) or \
+        (p.returncode == 137 and "aegis: disk_full" in p.stderr), p
     assert mounts_below(data(env, "big")) == [data(env, "big")]
+    # full now, from before: reading it is no reason to stop a run, however long
+    p = aegis(env, "run", "--workspace", "big", "--", "sh", "-c", "sleep 1.5; cat /workspace/keep")
+    assert p.returncode == 0 and p.stdout == "keep\n", p
 
 
 def test_size_limit_needs_root(user):  # noqa: F811
