@@ -3,20 +3,26 @@
 `aegis instance start --backend vm` runs the instance's command in a QEMU
 microvm guest under its shim: start, logs, stop and start again, delete, a
 daemon killed meanwhile (the shim and QEMU live on and are adopted), a shim
-killed (QEMU goes with it, nothing is left), and pause/resume by the same
-host freezer as the ns backend (QEMU is in the run's host cgroup). exec and
---expose are refused for now, in one line.
+killed (QEMU goes with it, nothing is left), pause/resume by the same
+host freezer as the ns backend (QEMU is in the run's host cgroup), and
+exec and --expose over the guest's control channel (port aegis-ctl).
 
 Each test boots guests under TCG (the test mode; AEGIS_TEST_VM_ACCEL
 overrides), so timeouts are generous and boots few. Every test checks that
 no QEMU, run directory or host cgroup of its instances outlives them.
 """
 import glob
+import hashlib
 import json
 import os
+import pty
 import re
+import select
 import signal
+import socket
+import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -37,8 +43,8 @@ def env(daemon_env):
     return daemon_env
 
 
-def aegis(env, *args, timeout=120):
-    return run([AEGIS, *args], env=env, timeout=timeout)
+def aegis(env, *args, timeout=120, **kw):
+    return run([AEGIS, *args], env=env, timeout=timeout, **kw)
 
 
 def wait_state(env, name, *want):
@@ -240,21 +246,117 @@ def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
     assert not [d for d in glob.glob("/tmp/aegis-vm-*") if d == run_dir]
 
 
+def tty_exec(env, name, *argv):
+    """aegis exec -t on a terminal of our own: (exit status, what it printed)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(AEGIS, [AEGIS, "exec", "-t", name, "--", *argv], env)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([fd], [], [], 60)
+            if not r:
+                break
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
 def test_exec_runs_in_the_guest_sandbox_of_the_main_command(env):
-    """Streamed and buffered execs over the guest's control channel: status,
-    stdout, stderr, stdin, in the same sandbox as the main command (its
-    /tmp), on the guest's kernel."""
+    """Execs over the guest's control channel (docs/vm.md, port aegis-ctl):
+    streamed and buffered, status, stdout, stderr, stdin, a terminal; in
+    the same sandbox as the main command (its /tmp), on the guest's kernel;
+    a paused instance is woken as on ns, a stopping one ends its execs with
+    instance_stopped, a disabled one refuses; the argv on the audit chain."""
     i, (qemu, run_dir) = start_vm(env, "box", "sh", "-c", "echo from-main > /tmp/mark; sleep 600")
     p = aegis(env, "exec", "box", "--", "sh", "-c", "cat /tmp/mark; uname -r; cat; echo err >&2; exit 7",
               input="piped stdin\n")
     assert p.returncode == 7 and p.stderr == "err\n", p
     mark, kernel, piped = p.stdout.splitlines()
-    assert mark == "from-main" and piped == "piped stdin", p
-    assert kernel != os.uname().release and kernel == i.get("guest_kernel", kernel), (kernel, i)
+    assert (mark, piped) == ("from-main", "piped stdin"), p
+    assert kernel != os.uname().release, kernel  # the guest's kernel, not the host's
+    # the JSON form (no Upgrade): stdin in the body, output and status back
     status, body = api(env, "POST", "/v1/instances/box/exec",
                        {"argv": ["sh", "-c", "cat; echo e >&2; exit 2"], "stdin": "in\n"})
     assert status == 200 and (body["exit_code"], body["stdout"], body["stderr"]) == (2, "in\n", "e\n"), body
     status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["nope"]})
     assert status == 200 and body["exit_code"] == 127 and body["error"]["code"] == "not_found", body
-    assert aegis(env, "instance", "delete", "box").returncode == 0
+    status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["sleep", "30"], "timeout_ms": 300})
+    assert status == 200 and body["timed_out"] and body["exit_code"] == 137, body
+    # a terminal: the sandbox's own devpts in the guest
+    code, out = tty_exec(env, "box", "sh", "-c", "tty; exit 3")
+    assert code == 3 and b"/dev/pts/0" in out, out
+    # paused (the host freezer holds QEMU): the exec wakes it, as on ns
+    assert aegis(env, "instance", "pause", "box").returncode == 0
+    p = aegis(env, "exec", "box", "--", "echo", "awake")
+    assert (p.returncode, p.stdout) == (0, "awake\n"), p
+    woke = info(env, "box")
+    assert woke["state"] == "running" and woke["activity"]["wake_count"] == 1, woke
+    # the instance stopping under a running exec: the exec ends, told why
+    stopper = threading.Timer(3, lambda: aegis(env, "instance", "disable", "box"))
+    stopper.start()
+    t = time.monotonic()
+    p = aegis(env, "exec", "box", "--", "sleep", "60")
+    stopper.join()
+    assert p.returncode == 137 and "instance stopped" in p.stderr, p
+    assert time.monotonic() - t < 40, "the exec outlived its instance"
     gone(i["shim_pid"], qemu, run_dir)
+    # stopped: a clear refusal, nothing hangs
+    p = aegis(env, "exec", "box", "--", "true")
+    assert p.returncode == 125 and p.stderr == "aegis: exec: the instance is not running\n", p
+    # the guest engine's events came back with the boot's end: each exec's argv on the chain
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "box", "audit.jsonl")
+    events = [json.loads(line) for line in open(log)]
+    argvs = [e["argv"] for e in events if e["type"] == "exec"]
+    assert ["sh", "-c", "cat /tmp/mark; uname -r; cat; echo err >&2; exit 7"] in argvs, argvs
+    assert ["echo", "awake"] in argvs and ["uname", "-r"] in argvs, argvs
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "delete", "box").returncode == 0
+
+
+def test_expose_serves_the_guest_and_wakes_it(env, tmp_path):
+    """--expose HOST:GUEST to a server in the guest, through the router and
+    the control channel: byte-exact for 1 MiB, and a connection wakes the
+    instance when it is idle-paused and when it is idle-stopped (a new
+    boot). HOSTILE.md A-12: only the exposed port is reachable."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    blob = os.urandom(1 << 20)
+    (ws / "blob").write_bytes(blob)
+    port = free_port()
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "web", "--idle-pause", "2s",
+              "--idle-stop", "6s", "--expose", f"{port}:8000", "--workspace", str(ws), "--",
+              "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/workspace")
+    assert p.returncode == 0, p
+    first = wait_state(env, "web", "running", "paused")
+
+    def fetch(path="/blob"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=BOOT_S) as r:
+            return r.status, r.read()
+
+    def served():
+        try:
+            return fetch()
+        except OSError:
+            return None
+    assert wait_for("the guest's server through --expose", served) == (200, blob)
+    assert hashlib.sha256(fetch()[1]).digest() == hashlib.sha256(blob).digest()
+    # only the exposed guest port: another one in the guest is not reachable from here
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 8000), timeout=2).close()
+    wait_state(env, "web", "paused")
+    assert fetch() == (200, blob)  # a connection resumes it
+    assert info(env, "web")["state"] == "running"
+    stopped = wait_state(env, "web", "stopped")
+    assert stopped["activity"]["wake_count"] == 1, stopped
+    assert fetch() == (200, blob)  # and boots it again
+    again = info(env, "web")
+    assert again["state"] == "running" and again["activity"]["wake_count"] == 2, again
+    assert again["shim_pid"] != first["shim_pid"]
+    assert aegis(env, "instance", "delete", "web").returncode == 0
