@@ -49,7 +49,7 @@ struct ctlproxy {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
 	unsigned workers;
-	bool stopping;		/* the guest is ending: a stream cut now is the instance's end */
+	bool stopping;		/* the channel is ending: a stream cut now is the instance's end */
 	int rc;
 	struct aegis_error err;
 };
@@ -147,8 +147,10 @@ static void worker_run(struct worker *w)
 		serve_call(w, stream);
 		goto out;
 	}
-	/* an exec: its frames both ways until the guest's engine closes it */
-	if (ctlwire_relay(user, stream) == 0 && px_stopping(px))
+	/* an exec: its frames both ways until the guest's engine closes it;
+	 * cut by the channel's end instead, the user is told why */
+	ctlwire_relay(user, stream);
+	if (px_stopping(px))
 		tell_stopped(user);
 out:
 	if (stream >= 0)
@@ -239,6 +241,17 @@ static void *mux_main(void *arg)
 	px->rc = netmux_run(px->mux, px->mux_listen, px->stop_fd, &px->err);
 	if (px->rc < 0)
 		fprintf(stderr, "aegis: vm: the control channel ended: %s\n", px->err.msg);
+	/* Stopped, or the guest's end is gone or broke the protocol: every
+	 * exec still open is told the instance stopped, every stream ends —
+	 * those the mux took with it, those it never accepted with the
+	 * listener — and later requests find no listener. */
+	pthread_mutex_lock(&px->lock);
+	px->stopping = true;
+	pthread_mutex_unlock(&px->lock);
+	netmux_free(px->mux);
+	px->mux = NULL;
+	close(px->mux_listen);
+	px->mux_listen = -1;
 	return NULL;
 }
 
@@ -327,15 +340,10 @@ void ctlproxy_stop(struct ctlproxy *px)
 	pthread_mutex_lock(&px->lock);
 	while (px->workers && pthread_cond_timedwait(&px->idle, &px->lock, &until) == 0)
 		;
-	px->stopping = true;
 	pthread_mutex_unlock(&px->lock);
 	(void)!write(px->stop_fd, &one, sizeof one);
 	pthread_join(px->accept_thread, NULL);
-	pthread_join(px->mux_thread, NULL);
-	/* Every worker's stream ends: those the mux took close with it (each
-	 * exec left tells its user), those it never accepted with the listener. */
-	netmux_free(px->mux);
-	close(px->mux_listen);
+	pthread_join(px->mux_thread, NULL);	/* it ends every stream (mux_main) */
 	pthread_mutex_lock(&px->lock);
 	while (px->workers)
 		pthread_cond_wait(&px->idle, &px->lock);

@@ -11,6 +11,7 @@ Each test boots guests under TCG (the test mode; AEGIS_TEST_VM_ACCEL
 overrides), so timeouts are generous and boots few. Every test checks that
 no QEMU, run directory or host cgroup of its instances outlives them.
 """
+import errno
 import glob
 import hashlib
 import json
@@ -289,6 +290,14 @@ def test_exec_runs_in_the_guest_sandbox_of_the_main_command(env):
     assert status == 200 and body["exit_code"] == 127 and body["error"]["code"] == "not_found", body
     status, body = api(env, "POST", "/v1/instances/box/exec", {"argv": ["sleep", "30"], "timeout_ms": 300})
     assert status == 200 and body["timed_out"] and body["exit_code"] == 137, body
+    # HOSTILE.md N-08: the engine's control socket in the guest (an abstract
+    # name in the guest's root network namespace, which serves every exec
+    # above) is out of the sandbox's reach: it has a network namespace of its own
+    p = aegis(env, "exec", "box", "--", "python3", "-c",
+              "import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+              "try: s.connect('\\0aegis-guest-control'); print('connected')\n"
+              "except OSError as e: print(e.errno)")
+    assert p.returncode == 0 and p.stdout.strip() == str(errno.ECONNREFUSED), p
     # a terminal: the sandbox's own devpts in the guest
     code, out = tty_exec(env, "box", "sh", "-c", "tty; exit 3")
     assert code == 3 and b"/dev/pts/0" in out, out
@@ -329,9 +338,13 @@ def test_expose_serves_the_guest_and_wakes_it(env, tmp_path):
     ws.mkdir()
     blob = os.urandom(1 << 20)
     (ws / "blob").write_bytes(blob)
-    port = free_port()
+    # the snapshot template first: a start that builds it could be idle-paused meanwhile
+    assert aegis(env, "run", "--backend", "vm", "--", "true").returncode == 0
+    port, trap_port, host_port = free_port(), free_port(), free_port()
+    env["AEGIS_WAKE_WAIT_MS"] = "15000"  # the A-12 probe below waits this long for a listener
     p = aegis(env, "instance", "start", "--backend", "vm", "--name", "web", "--idle-pause", "2s",
-              "--idle-stop", "6s", "--expose", f"{port}:8000", "--workspace", str(ws), "--",
+              "--idle-stop", "6s", "--expose", f"{port}:8000", "--expose", f"{trap_port}:{host_port}",
+              "--workspace", str(ws), "--",
               "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/workspace")
     assert p.returncode == 0, p
     first = wait_state(env, "web", "running", "paused")
@@ -347,9 +360,18 @@ def test_expose_serves_the_guest_and_wakes_it(env, tmp_path):
             return None
     assert wait_for("the guest's server through --expose", served) == (200, blob)
     assert hashlib.sha256(fetch()[1]).digest() == hashlib.sha256(blob).digest()
-    # only the exposed guest port: another one in the guest is not reachable from here
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", 8000), timeout=2).close()
+    # HOSTILE.md A-12: a forward reaches the guest sandbox's own port, never
+    # the host's: a host listener on the forwarded port number gets nothing
+    # (it does take a direct connection: the probe works)
+    with socket.create_server(("127.0.0.1", host_port)) as trap:
+        trap.settimeout(0.5)
+        socket.create_connection(("127.0.0.1", host_port), timeout=5).close()
+        trap.accept()[0].close()
+        with socket.create_connection(("127.0.0.1", trap_port), timeout=60) as c:
+            c.settimeout(60)
+            assert c.recv(100) == b""  # the router gave up: nothing listens there in the sandbox
+        with pytest.raises(socket.timeout):
+            trap.accept()
     wait_state(env, "web", "paused")
     assert fetch() == (200, blob)  # a connection resumes it
     assert info(env, "web")["state"] == "running"
