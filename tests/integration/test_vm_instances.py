@@ -21,9 +21,11 @@ import re
 import select
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -298,6 +300,25 @@ def test_exec_runs_in_the_guest_sandbox_of_the_main_command(env):
               "try: s.connect('\\0aegis-guest-control'); print('connected')\n"
               "except OSError as e: print(e.errno)")
     assert p.returncode == 0 and p.stdout.strip() == str(errno.ECONNREFUSED), p
+    # a user who hangs up hangs up the exec (SIGHUP through the guest's engine)
+    c = subprocess.Popen([AEGIS, "exec", "box", "--", "sh", "-c", "echo ready; exec sleep 300"],
+                         env=env, stdout=subprocess.PIPE, text=True)
+    assert c.stdout.readline() == "ready\n"
+    c.kill()
+    c.wait()
+    c.stdout.close()
+    wait_for("the exec gone with its user",
+             lambda: "sleep 300" not in aegis(env, "exec", "box", "--", "ps", "-eo", "args").stdout, timeout=30)
+    # many at once, each with its own stream over the one port, and a large output intact
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda n: aegis(env, "exec", "box", "--", "sh", "-c", f"echo {n}; exit {n}"),
+                             range(8)))
+    assert [(o.returncode, o.stdout) for o in outs] == [(n, f"{n}\n") for n in range(8)], outs
+    p = aegis(env, "exec", "box", "--", "sh", "-c", "head -c 4000000 /dev/urandom > /tmp/big; sha256sum /tmp/big")
+    assert p.returncode == 0, p
+    big = subprocess.run([AEGIS, "exec", "box", "--", "cat", "/tmp/big"], env=env, capture_output=True, timeout=120)
+    assert big.returncode == 0 and len(big.stdout) == 4000000, (big.returncode, len(big.stdout))
+    assert hashlib.sha256(big.stdout).hexdigest() == p.stdout.split()[0]
     # a terminal: the sandbox's own devpts in the guest
     code, out = tty_exec(env, "box", "sh", "-c", "tty; exit 3")
     assert code == 3 and b"/dev/pts/0" in out, out
