@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -92,13 +93,22 @@ static void answer_error(int conn, const char *why, int e)
 	json_decref(j);
 }
 
-/* The exec's user learns its end as from an ns instance's engine. */
-static void tell_stopped(int user)
+/* The exec's user learns its end as from an ns instance's engine: it did
+ * not start (125), or the instance stopped under it (137). A bounded
+ * write: a user who stopped reading must not hold the instance's end. */
+static void tell_stopped(int user, bool ran)
 {
-	static const char msg[] = "{\"exit_code\":137,\"error\":{\"code\":\"instance_stopped\","
-				  "\"message\":\"the instance stopped while the exec ran\"}}";
+	static const char ran_msg[] = "{\"exit_code\":137,\"error\":{\"code\":\"instance_stopped\","
+				      "\"message\":\"the instance stopped while the exec ran\"}}";
+	static const char not_msg[] = "{\"exit_code\":125,\"error\":{\"code\":\"instance_stopped\","
+				      "\"message\":\"the instance is not running\"}}";
+	struct timeval tv = { .tv_sec = 1 };
 
-	frame_send(user, FRAME_EXIT, msg, sizeof msg - 1);
+	setsockopt(user, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (ran)
+		frame_send(user, FRAME_EXIT, ran_msg, sizeof ran_msg - 1);
+	else
+		frame_send(user, FRAME_EXIT, not_msg, sizeof not_msg - 1);
 }
 
 /* A request without a descriptor: the guest's answer, checked, to aegisd;
@@ -138,7 +148,7 @@ static void worker_run(struct worker *w)
 		goto out;	/* aegisd sees the connection close: no answer */
 	if ((stream = stream_open(px)) < 0 || ctlwire_send(stream, text, (size_t)n, user >= 0) < 0) {
 		if (user >= 0)
-			tell_stopped(user);
+			tell_stopped(user, false);
 		else
 			answer_error(w->conn, "the instance is not running", ESRCH);
 		goto out;
@@ -151,7 +161,7 @@ static void worker_run(struct worker *w)
 	 * cut by the channel's end instead, the user is told why */
 	ctlwire_relay(user, stream);
 	if (px_stopping(px))
-		tell_stopped(user);
+		tell_stopped(user, true);
 out:
 	if (stream >= 0)
 		close(stream);
