@@ -1,11 +1,13 @@
 /* netmux.h — many TCP streams over one byte channel: the vm backend's
  * network channel (docs/vm.md), a virtio-serial port named "aegis-net"
- * between aegis-guest and the host's egress proxy.
+ * between aegis-guest and the host's egress proxy, and an instance's
+ * control channel, the port "aegis-ctl" (src/vm/ctlproxy.c).
  *
  * Each frame is an 8-byte header — type, one zero byte, stream id
  * (big-endian 16 bits), payload length (big-endian 32 bits) — then the
- * payload. Only one side (the guest) opens streams; the other answers
- * each OPEN by serving the stream or refusing it with CLOSE.
+ * payload. Only one side opens streams (the guest on "aegis-net", the host
+ * on "aegis-ctl"); the other answers each OPEN by serving the stream or
+ * refusing it with CLOSE.
  *
  *   OPEN    no payload: a new stream with this id
  *   DATA    1..NETMUX_DATA_MAX bytes of the stream, within the sender's credit

@@ -284,13 +284,6 @@ unsigned exec_start(struct MHD_Connection *conn, const char *name, const char *t
 	*upgrade = NULL;
 	if (!req)
 		return 400;
-	/* the exec control protocol is served by the engine on the host; the
-	 * guest has no such channel yet. Refused before waking anything. */
-	if (instance_name_valid(name) && instances_is_vm(name)) {
-		json_decref(req);
-		return *body = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "unsupported", "message",
-					 "exec into a vm instance is not supported yet", "field", "name"), 501;
-	}
 	/* an exec is activity, and wakes a sleeping instance */
 	if (instance_name_valid(name) && instances_wake(name) == 0)
 		idle_touch(name);

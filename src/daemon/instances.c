@@ -271,9 +271,9 @@ static bool config_is_vm(json_t *config)
 	return b && !strcmp(b, "vm");
 }
 
-/* What a vm instance cannot have yet (docs/vm.md): no port forwarding
- * into a guest, and the egress proxy is wired for `aegis run` only.
- * Refused by name, never dropped. NULL when fine, else why, with *bad the field. */
+/* What a vm instance cannot have yet (docs/vm.md): the egress proxy is
+ * wired for `aegis run` only. Refused by name, never dropped. NULL when
+ * fine, else why, with *bad the field. */
 static const char *vm_unsupported(json_t *req, const char **bad)
 {
 	static __thread char why[200];
@@ -282,8 +282,6 @@ static const char *vm_unsupported(json_t *req, const char **bad)
 
 	if (!config_is_vm(req))
 		return NULL;
-	if (json_array_size(json_object_get(req, "expose")))
-		return *bad = "expose", "--expose with --backend vm is not supported yet (no port forwarding into a guest yet)";
 	if (policy_load(json_string_value(json_object_get(req, "policy")) ?: "default", &pol, &perr) < 0)
 		return NULL;	/* check_request took it: it cannot fail here */
 	why[0] = '\0';
@@ -864,13 +862,6 @@ static bool dir_is_vm(const char *dir)
 
 	json_decref(config);
 	return vm;
-}
-
-bool instances_is_vm(const char *name)
-{
-	char dir[4400];
-
-	return existing_dir(name, dir, sizeof dir) && dir_is_vm(dir);
 }
 
 /* For an exec: the directory (O_DIRECTORY fd) of a running, unpaused

@@ -33,9 +33,6 @@ bool instance_dir(const char *name, char *dir, size_t len);
 /* Nothing more will be written to its log (dir as instance_dir gives it). */
 bool instance_ended(const char *dir);
 
-/* Its config asks for the vm backend (an exec into one is refused). */
-bool instances_is_vm(const char *name);
-
 /* For an exec: the directory (O_DIRECTORY fd) of a running, unpaused
  * instance; 0, or an HTTP status with *body. */
 unsigned instances_running_dir(const char *name, int *dirfd, json_t **body);

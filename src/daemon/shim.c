@@ -174,10 +174,10 @@ void shim_main(const char *dir, int ready_fd)
 		spec.backend = AEGIS_BACKEND_VM;
 	/* execs, connections and events come in here (aegisd passes them on);
 	 * listening before we say we are ready, so the daemon's first call
-	 * finds it (and waits in its backlog until the sandbox is up). A vm
-	 * instance has no such channel into its guest yet (aegisd refuses
-	 * execs into it): no socket, rather than one nothing ever answers. */
-	if (spec.backend != AEGIS_BACKEND_VM && (spec.control_fd = control_listen(dirfd)) < 0)
+	 * finds it (and waits in its backlog until the sandbox is up). For a
+	 * vm instance the engine serving it is in the guest: the backend
+	 * carries each connection there (src/vm/ctlproxy.c). */
+	if ((spec.control_fd = control_listen(dirfd)) < 0)
 		_exit(125);
 	shim_started = time(NULL);
 	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",

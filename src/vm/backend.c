@@ -51,10 +51,6 @@ static int vm_check(const struct aegis_spec *spec, struct aegis_error *err)
 		return error_set(err, AEGIS_E_UNSUPPORTED, 0,
 				 "the vm backend refuses --net host: the guest never shares the host's network "
 				 "(use --net allow)");
-	/* An instance's exec channel: the guest has none yet (aegisd refuses
-	 * the exec first; this keeps any other front end honest). */
-	if (spec->control_fd > 0)
-		return error_set(err, AEGIS_E_UNSUPPORTED, 0, "exec into a vm instance is not supported yet (docs/vm.md)");
 	if (spec->limits.memory_bytes < (4u << 20))
 		return error_set(err, AEGIS_E_INVALID, 0, "memory limit below 4 MiB");
 	return 0;
@@ -84,6 +80,10 @@ json_t *vm_request(const struct vm_opts *o)
 			vm_shares_mounts(&o->shares), "clock", "sec", (json_int_t)now.tv_sec, "nsec",
 			(json_int_t)now.tv_nsec, "seed", b64);
 	explicit_bzero(b64, sizeof b64);
+	/* an instance: the guest's engine serves execs and connections over
+	 * the "aegis-ctl" port (ctlproxy.c) */
+	if (req && o->spec->control_fd > 0)
+		json_object_set_new(req, "control", json_true());
 	return req;
 }
 

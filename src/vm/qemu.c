@@ -147,6 +147,11 @@ void vm_qemu_devices(struct qemu_args *a, const struct vm_qemu *q, const struct 
 	 * depend on the run. The guest has no NIC either way. */
 	arg(a, "-chardev"), argf(a, "socket,id=net,path=%s/net.sock,server=on,wait=on", q->dir);
 	arg(a, "-device"), arg(a, "virtserialport,chardev=net,name=aegis-net");
+	/* The control channel of an instance (ctlproxy.c: execs and --expose
+	 * connections into the guest), a third port, present in every run
+	 * for the same reason. */
+	arg(a, "-chardev"), argf(a, "socket,id=ctl,path=%s/ctl.sock,server=on,wait=on", q->dir);
+	arg(a, "-device"), arg(a, "virtserialport,chardev=ctl,name=aegis-ctl");
 	for (int i = 0; i < sh->n; i++) {
 		const struct vm_share *s = &sh->s[i];
 
@@ -241,7 +246,7 @@ int vm_qemu_cmdline(char *out, size_t cap, const struct vm_guest *g, const struc
 }
 
 static const char *const run_files[] = { "chan.sock", "console.sock", "qemu.err", "qmp.sock", "net.sock",
-					  "proxy.sock", "lock", "lock.new", NULL };
+					  "ctl.sock", "ctlmux.sock", "proxy.sock", "lock", "lock.new", NULL };
 static const char *const run_trees[] = { "etc", "io", "empty", NULL };
 
 /* The run directory's lock is held for the run's whole life (QEMU does
@@ -363,7 +368,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 
 	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
 	q->status_known = false;
-	q->net = -1;
+	q->net = q->ctl = -1;
 	if (!qemu)
 		return error_set(err, AEGIS_E_UNSUPPORTED, ENOENT,
 				 "vm: %s not found on PATH (scripts/deps.sh vm installs qemu-system-x86)", QEMU_BIN);
@@ -389,7 +394,8 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 		return error_sys(err, "vm: pidfd_open");
 	if (qemu_connect(q, "console.sock", &q->console, err) < 0 || qemu_connect(q, "chan.sock", &q->chan, err) < 0)
 		return -1;
-	return qemu_connect(q, "net.sock", &q->net, err);	/* wait=on: QEMU waits for it too */
+	/* wait=on: QEMU waits for these too */
+	return qemu_connect(q, "net.sock", &q->net, err) < 0 ? -1 : qemu_connect(q, "ctl.sock", &q->ctl, err);
 }
 
 void vm_qemu_console(struct vm_qemu *q)
@@ -492,7 +498,9 @@ void vm_qemu_stop(struct vm_qemu *q)
 		close(q->chan);
 	if (q->net >= 0)
 		close(q->net);
-	q->net = -1;
+	if (q->ctl >= 0)
+		close(q->ctl);
+	q->net = q->ctl = -1;
 	if (q->console >= 0)
 		close(q->console);
 	if (q->pidfd >= 0)

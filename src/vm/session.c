@@ -381,7 +381,7 @@ static void cold_because(struct session *s, const char *fmt, ...)
 static void qemu_reset(struct vm_qemu *q)
 {
 	memset(q, 0, sizeof *q);
-	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = -1;
+	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = q->ctl = -1;
 }
 
 /* Boot from nothing: QEMU with anonymous RAM, then the greeting. 0 up, 1
@@ -566,6 +566,7 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 {
 	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
 	struct netproxy *net = NULL;
+	struct ctlproxy *ctl = NULL;
 	struct vm_guest g;
 	sigset_t fwd, old;
 	uint64_t t0 = now_us();
@@ -589,6 +590,10 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	if (o->net_rules && netproxy_start(&net, s.q.net, s.q.dir, o->net_rules, o->net_report, o->net_report_arg,
 					   err) < 0)
 		goto out;
+	/* an instance's execs and --expose connections (the guest's engine
+	 * serves them once it runs: until then they wait on the port) */
+	if (up == 0 && o->spec->control_fd > 0 && ctlproxy_start(&ctl, s.q.ctl, o->spec->control_fd, s.q.dir, err) < 0)
+		goto out;
 	r->kvm = s.q.kvm;
 	if (up > 0) {	/* --timeout ran out during the boot */
 		rc = 0;
@@ -598,6 +603,7 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 		goto out;
 	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
+	ctlproxy_stop(ctl);	/* before QEMU goes: the guest's last exec statuses get through */
 	netproxy_stop(net, r->net_error, sizeof r->net_error);	/* an early end: the caller records why */
 	if (s.q.dir[0])
 		r->audit = read_guest_audit(&s.q);

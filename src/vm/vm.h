@@ -188,6 +188,7 @@ struct vm_qemu {
 	int pidfd;		/* readable when QEMU exits */
 	int chan;		/* connected to the guest's "aegis" port */
 	int net;		/* the "aegis-net" port (served only with --net allow) */
+	int ctl;		/* the "aegis-ctl" port (served only for an instance: ctlproxy.c) */
 	int console;		/* the guest's serial console (-1 at its EOF) */
 	char tail[16384];	/* its last bytes: bounded, however much the guest prints */
 	size_t tail_len;
@@ -275,5 +276,15 @@ int netproxy_start(struct netproxy **out, int chan, const char *dir, const struc
 /* Stop and free (NULL: nothing). 0, or -1 with why the channel had ended
  * early (the guest broke the protocol) in why. */
 int netproxy_stop(struct netproxy *np, char *why, size_t cap);
+
+/* ctlproxy.c: the host's end of an instance's control channel. Each
+ * connection to listen_fd (the shim's control.sock: aegisd's execs and
+ * --expose connections) becomes a stream over the "aegis-ctl" port chan to
+ * the guest's engine. -1 with err. */
+struct ctlproxy;
+int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct aegis_error *err);
+/* The guest is ending: execs still running are told the instance stopped;
+ * every connection is closed. NULL: nothing to do. */
+void ctlproxy_stop(struct ctlproxy *px);
 
 #endif

@@ -160,8 +160,7 @@ def wait_instance(env, name, *want, timeout=15):
         i = instance_info(env, name)
         if i and i["state"] in want and (i["state"] != "failed" or "exit" in i):
             sock = os.path.join(env["AEGIS_STATE_DIR"], "instances", name, "control.sock")
-            # a vm instance serves no execs (yet): no control socket
-            if i["state"] != "running" or i.get("backend") == "vm" or os.path.exists(sock):
+            if i["state"] != "running" or os.path.exists(sock):
                 return i
         time.sleep(0.02)
     raise AssertionError(f"{name}: {instance_info(env, name)}, wanted {want}")

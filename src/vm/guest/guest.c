@@ -40,6 +40,7 @@
 #include "../../common/specjson.h"
 #include "../../sandbox/sandbox.h"
 #include "guest.h"
+#include "ctl_guest.h"
 #include "netmux_guest.h"
 
 #define PORT_NAME "aegis"
@@ -192,7 +193,8 @@ static void __attribute__((noreturn)) engine_main(struct specjson_spec *s, int r
 	_exit(0);
 }
 
-static int engine_start(struct specjson_spec *s, struct engine *e)
+/* ctl: the control socket the engine serves (spec.control_fd), or -1. */
+static int engine_start(struct specjson_spec *s, struct engine *e, int ctl)
 {
 	int pin[2], pout[2], perr[2], pres[2];
 
@@ -205,11 +207,16 @@ static int engine_start(struct specjson_spec *s, struct engine *e)
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		/* 0, 1, 2 and the result pipe (3): nothing else of PID 1's, or
-		 * the command would never see its stdin end (our write end). */
-		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0 || dup2(pres[1], 3) < 0 ||
-		    syscall(SYS_close_range, 4, ~0U, 0) < 0)
+		/* out of the way of the dup2s below */
+		if (ctl >= 0 && (ctl = fcntl(ctl, F_DUPFD_CLOEXEC, 64)) < 0)
 			_exit(125);
+		/* 0, 1, 2, the result pipe (3) and the control socket (4):
+		 * nothing else of PID 1's, or the command would never see its
+		 * stdin end (our write end). */
+		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0 || dup2(pres[1], 3) < 0 ||
+		    (ctl >= 0 && dup3(ctl, 4, O_CLOEXEC) < 0) || syscall(SYS_close_range, 5, ~0U, 0) < 0)
+			_exit(125);
+		s->spec.control_fd = ctl >= 0 ? 4 : 0;
 		engine_main(s, 3);
 	}
 	close(pin[0]);
@@ -352,6 +359,9 @@ int main(void)
 	int port, sfd;
 	json_t *req;
 	struct guest_net *net = NULL;
+	struct guest_ctl *ctl = NULL;
+	bool control;
+	int ctl_listen = -1;
 
 	guest_mounts();
 	guest_load_modules();
@@ -367,7 +377,13 @@ int main(void)
 	explicit_bzero(buf, len);	/* it held the secrets' values */
 	if (guest_setup(req, &err) < 0 || specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
 		guest_refuse(port, &err);
+	control = json_is_true(json_object_get(req, "control"));
 	json_decref(req);
+	/* an instance: execs and --expose connections come over the port
+	 * "aegis-ctl" (ctl_guest.c) to the engine's control socket, made
+	 * before the engine starts; its thread after, as the network's */
+	if (control && ctl_guest_prepare(&ctl, &ctl_listen, &err) < 0)
+		guest_refuse(port, &err);
 	/* --net allow: the host's egress proxy answers the guest's
 	 * 127.0.0.1:3128 (netmux_guest.c), listening before the engine starts;
 	 * the engine relays its sandbox's 127.0.0.1:3128 there (relay mode),
@@ -382,17 +398,21 @@ int main(void)
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	sfd = signalfd(-1, &chld, SFD_CLOEXEC);
-	if (sfd < 0 || engine_start(&spec, &e) < 0) {
+	if (sfd < 0 || engine_start(&spec, &e, ctl_listen) < 0) {
 		error_sys(&err, "guest: start the engine");
 		guest_refuse(port, &err);
 	}
 	specjson_spec_free(&spec);
+	if (ctl_listen >= 0)
+		close(ctl_listen);	/* the engine's now */
 	/* The host bounds the wait for this: a guest restored from a snapshot
 	 * greeted long ago, so here is where a hung clone shows. */
 	if (frame_send(port, FRAME_STARTED, NULL, 0) < 0)
 		guest_poweroff("cannot answer the request");
 	if (net && netmux_guest_start(net, &err) < 0)
 		fprintf(stderr, "aegis-guest: %s\n", err.msg);	/* the command's connections fail */
+	if (ctl && ctl_guest_start(ctl, &err) < 0)
+		fprintf(stderr, "aegis-guest: %s\n", err.msg);	/* execs fail: the host tells their users */
 	guest_serve(port, &e, sfd);
 	guest_result(port, &e);
 	guest_poweroff(NULL);

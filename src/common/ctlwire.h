@@ -1,0 +1,54 @@
+/* ctlwire.h — one control message over a vm instance's "aegis-ctl" port
+ * (docs/vm.md, Instances): what aegisd sent to the shim's control socket
+ * (a JSON object, with or without a descriptor beside it), carried as the
+ * first bytes of a netmux stream, host to guest; and the guest's answer
+ * to a request that came without one, guest to host.
+ *
+ * An 8-byte header — the JSON's length (big-endian 32 bits), a flags byte
+ * (bit 0: a descriptor came with it; its bytes follow the JSON on the same
+ * stream), three zero bytes — then the JSON. What the guest sends is not
+ * trusted: a bad header, a length over the bound or text that is not one
+ * JSON object is refused with the reason. Bump CTLWIRE_VERSION with any
+ * incompatible change. */
+#ifndef AEGIS_COMMON_CTLWIRE_H
+#define AEGIS_COMMON_CTLWIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define CTLWIRE_VERSION "aegis-ctl.1"
+#define CTLWIRE_PORT_NAME "aegis-ctl"	/* the virtio-serial port's name */
+#define CTLWIRE_HEADER 8
+#define CTLWIRE_FLAG_FD 0x01
+#define CTLWIRE_REQUEST_MAX (128 * 1024)	/* an exec request: argv and env (execserve's bound) */
+#define CTLWIRE_ANSWER_MAX 4096			/* an answer: what control_call() takes */
+
+/* The header for len bytes of JSON, with_fd as said. */
+void ctlwire_header(unsigned char h[CTLWIRE_HEADER], size_t len, bool with_fd);
+/* A header's JSON length and flag; NULL when it is valid (0 < len <= max,
+ * no unknown flag, reserved bytes zero), else what is wrong. */
+const char *ctlwire_parse_header(const unsigned char h[CTLWIRE_HEADER], size_t max, uint32_t *len,
+				 bool *with_fd);
+/* The JSON of a message: one object, no duplicate keys. NULL when not,
+ * with *why. */
+json_t *ctlwire_parse_json(const char *text, size_t len, const char **why);
+
+/* Send one message on a blocking stream fd. 0, or -1 with errno. */
+int ctlwire_send(int fd, const char *json, size_t len, bool with_fd);
+/* Read one message from a stream fd, waiting at most timeout_ms (-1:
+ * forever) for each read: exactly its bytes, nothing past them. The JSON
+ * object, or NULL with *why (the peer's EOF, a timeout, or what is wrong). */
+json_t *ctlwire_recv(int fd, size_t max, int timeout_ms, bool *with_fd, const char **why);
+
+/* Relay the sockets outer and inner both ways, user space, without
+ * changing either's flags (both may be shared): until inner's EOF has been
+ * passed on to outer (outer is not shut: the caller may still write to it),
+ * or an error on either side. outer's EOF becomes a half-close of inner,
+ * and the relay goes on (the other side answers it). 0 at inner's EOF, -1
+ * on an error. */
+int ctlwire_relay(int outer, int inner);
+
+#endif
