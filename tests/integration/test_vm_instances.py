@@ -4,8 +4,9 @@
 microvm guest under its shim: start, logs, stop and start again, delete, a
 daemon killed meanwhile (the shim and QEMU live on and are adopted), a shim
 killed (QEMU goes with it, nothing is left), and pause/resume by the same
-host freezer as the ns backend (QEMU is in the run's host cgroup). exec and
---expose are refused for now, in one line.
+host freezer as the ns backend (QEMU is in the run's host cgroup), a policy's
+network mode allow through the host's egress proxy. exec and --expose are
+refused for now, and the host's network always, in one line.
 
 Each test boots guests under TCG (the test mode; AEGIS_TEST_VM_ACCEL
 overrides), so timeouts are generous and boots few. Every test checks that
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, api, run, instance_info as info, wait_instance
+from conftest import AEGIS, api, http_server, run, instance_info as info, wait_instance
 from test_vm import guest_files  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
 
 BOOT_S = 120  # a TCG boot on a loaded 2-CPU machine, with room to spare
@@ -194,11 +195,11 @@ def test_exec_expose_and_network_are_refused_in_one_line(env, tmp_path):
     assert p.returncode == 125 and p.stderr.count("\n") == 1, p
     assert "--expose with --backend vm is not supported yet" in p.stderr
     policy = tmp_path / "net.json"
-    policy.write_text(json.dumps({"network": {"mode": "allow", "allow": ["example.com"]}}))
+    policy.write_text(json.dumps({"network": {"mode": "host"}}))
     p = aegis(env, "instance", "start", "--backend", "vm", "--name", "web", "--policy", str(policy), "--",
               "sleep", "600")
     assert p.returncode == 125 and p.stderr.count("\n") == 1, p
-    assert "policy" in p.stderr and "'allow' is not supported with --backend vm" in p.stderr
+    assert "policy" in p.stderr and "refuses the policy's network mode 'host'" in p.stderr
     assert info(env, "web") is None  # nothing was made
     # the same request on the ns backend is taken: the refusal is the vm's
     p = aegis(env, "instance", "start", "--name", "nsweb", "--policy", str(policy), "--", "sleep", "600")
@@ -250,3 +251,40 @@ def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
     assert aegis(env, "audit", "verify", log).returncode == 0
     assert aegis(env, "instance", "delete", "idler").returncode == 0
     assert not [d for d in glob.glob("/tmp/aegis-vm-*") if d == run_dir]
+
+
+def test_allow_policy_goes_through_the_host_proxy_onto_the_chain(env, tmp_path):
+    """N-02: an instance with an allow policy reaches the allowed host
+    through the host's egress proxy (the guest's only way out), a host the
+    rules do not name gets 403 with the reason though it resolves to the
+    same server, and both connections are net.connect events of the
+    instance's own audit chain, which verifies."""
+    with http_server() as port:
+        policy = tmp_path / "allow.json"
+        policy.write_text(json.dumps({"network": {
+            "mode": "allow", "allow": [f"api.test:{port}"],
+            "hosts": {"api.test": "127.0.0.1", "other.test": "127.0.0.1"}}}))
+        script = (f"curl -s -m 60 http://api.test:{port}/; echo ---; "
+                  f"curl -s -m 60 -i http://other.test:{port}/; echo ---; "
+                  f"curl -s -m 5 --noproxy '*' http://127.0.0.1:{port}/; echo direct=$?")
+        p = aegis(env, "instance", "start", "--backend", "vm", "--name", "net", "--idle-pause", "0",
+                  "--policy", str(policy), "--", "sh", "-c", script)
+        assert p.returncode == 0, p
+        ended = wait_state(env, "net", "exited", "failed")
+    assert ended["state"] == "exited" and ended["exit"]["exit_code"] == 0, ended
+    allowed, denied, direct = stdout_of(env, "net").split("---\n")
+    assert allowed == "hello from the host\n", allowed
+    assert "403 Forbidden" in denied and f"no allow rule matches other.test:{port}" in denied, denied
+    assert "hello" not in denied
+    assert direct.startswith("direct=") and direct != "direct=0\n", direct  # no way around the proxy
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "net", "audit.jsonl")
+    events = [json.loads(line) for line in open(log)]
+    types = [e["type"] for e in events]
+    assert types[0] == "run.start" and types[-1] == "run.end", types
+    assert events[0]["backend"] == "vm" and events[0]["network"] == "allow", events[0]
+    conns = [(e["host"], e["port"], e["verdict"], e["id"]) for e in events if e["type"] == "net.connect"]
+    assert sorted(conns) == [("api.test", port, "allow", events[0]["id"]),
+                             ("other.test", port, "deny", events[0]["id"])], conns
+    assert "net_error" not in events[-1], events[-1]
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "delete", "net").returncode == 0
