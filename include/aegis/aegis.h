@@ -129,6 +129,13 @@ struct aegis_spec {
 	 * namespace, instead of being served by a proxy here; that upstream
 	 * (the host's proxy) checks the rules and audits. NULL: the proxy. */
 	const char *net_upstream;
+	/* NULL, or called once in the caller's thread when the command has
+	 * been started: the ns backend once its sandbox is let go, the vm
+	 * backend once the guest's engine runs it (a boot, or building a
+	 * snapshot first, can take seconds before that). An instance's shim
+	 * tells aegisd, whose idle clock starts only then. */
+	void (*on_started)(void *arg);
+	void *on_started_arg;
 };
 
 #define AEGIS_SPEC_DEFAULT { \

@@ -1291,6 +1291,15 @@ static void idle_one(const char *name)
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
+	/* Its command has not started yet (a vm guest booting, or building
+	 * its snapshot first): nothing could have used it, so the idle
+	 * clock starts when the command does. */
+	if (pid && !json_object_get(shim, "command_started_unix") && !flag(dir, "paused")) {
+		json_decref(shim);
+		pthread_mutex_unlock(&transition);
+		idle_touch(name);
+		return;
+	}
 	json_decref(shim);
 	a = activity_load(dir);
 	if (pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000) {

@@ -122,6 +122,35 @@ static int shim_image(const char *state, json_t *config, struct aegis_spec *spec
 	return image_root_apply(img, spec, json_object_get(config, "cwd") != NULL, err);
 }
 
+/* What shim.json says: this shim, since when, and once the command runs,
+ * since when it does (aegisd counts idleness from then: a vm instance's
+ * first start can boot and build its snapshot for many seconds). */
+struct shim_record {
+	int dirfd;
+	json_int_t started_unix;
+};
+
+static void shim_record(const struct shim_record *rec, bool command_started)
+{
+	json_t *j = json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix", rec->started_unix);
+
+	if (command_started)
+		json_object_set_new(j, "command_started_unix", json_integer((json_int_t)time(NULL)));
+	/* not fsynced when rewritten: it tells a live shim's news, which no
+	 * crash of the machine outlives; the rename keeps it whole */
+	if (command_started)
+		statefile_write_fast(rec->dirfd, "shim.json", j);
+	else
+		statefile_write(rec->dirfd, "shim.json", j);
+	json_decref(j);
+}
+
+/* spec.on_started: the command runs from now. */
+static void shim_command_started(void *arg)
+{
+	shim_record(arg, true);
+}
+
 void shim_main(const char *dir, int ready_fd)
 {
 	static const char *const ends[] = { "exited", "signaled", "timeout", "limit" };
@@ -138,6 +167,7 @@ void shim_main(const char *dir, int ready_fd)
 	sigset_t all;
 	char path[4400], audit[4400], workspace[4400], state[4400], *slash;
 	struct workspace_hold hold;
+	struct shim_record record;
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
 	snprintf(path, sizeof path, "%s/config.json", dir);
@@ -163,8 +193,8 @@ void shim_main(const char *dir, int ready_fd)
 	 * execs into it): no socket, rather than one nothing ever answers. */
 	if (spec.backend != AEGIS_BACKEND_VM && (spec.control_fd = control_listen(dirfd)) < 0)
 		_exit(125);
-	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
-						  (json_int_t)time(NULL)));
+	record = (struct shim_record){ dirfd, (json_int_t)time(NULL) };
+	shim_record(&record, false);
 	if (ready_fd >= 0) {
 		/* the daemon may now find us (and stop us) by shim.json */
 		(void)!write(ready_fd, "1", 1);
@@ -180,6 +210,8 @@ void shim_main(const char *dir, int ready_fd)
 		_exit(0);
 	}
 	spec.freezable = true;	/* instances can be paused */
+	spec.on_started = shim_command_started;
+	spec.on_started_arg = &record;
 	spec.cgroup_parent = json_string_value(json_object_get(config, "cgroup_parent"));
 	/* every run of the instance, and every exec in it, on one hash chain */
 	snprintf(audit, sizeof audit, "%s/audit.jsonl", dir);

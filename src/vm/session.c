@@ -594,6 +594,9 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	}
 	if (session_request(&s, err) < 0 || (up = session_started(&s, deadline, err)) < 0)
 		goto out;
+	/* STARTED, not a RESULT refusing the request: the command runs */
+	if (up == 0 && !r->result && o->spec->on_started)
+		o->spec->on_started(o->spec->on_started_arg);
 	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
 	netproxy_stop(net, r->net_error, sizeof r->net_error);	/* an early end: the caller records why */
