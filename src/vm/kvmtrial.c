@@ -32,8 +32,9 @@ static void __attribute__((noreturn)) trial_exec(const char *qemu, const struct 
 {
 	char *argv[] = { (char *)qemu, "-M", VM_QEMU_MACHINE, "-accel", "kvm", "-cpu", VM_QEMU_CPU(true),
 			 "-m", "128M", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
-			 "-no-reboot", "-sandbox", VM_QEMU_SANDBOX, "-serial", "stdio", "-kernel", (char *)g->vmlinux, "-append",
-			 "console=ttyS0 earlyprintk=ttyS0 panic=-1 rdinit=/nonexistent", NULL };
+			 "-no-reboot", "-sandbox", VM_QEMU_SANDBOX, "-serial", "stdio",
+			 "-kernel", (char *)g->vmlinux,
+			 "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1 rdinit=/nonexistent", NULL };
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
 	setpgid(0, 0);
