@@ -120,12 +120,6 @@ struct aegis_spec {
 	/* > 0: a listening SOCK_SEQPACKET socket for exec requests into the
 	 * running sandbox (docs/api: the exec control protocol); 0: none */
 	int control_fd;
-	/* Called once, in the caller's process, when the sandbox is set up
-	 * and the command has been started (the vm backend: the guest said
-	 * STARTED, after its boot or restore). NULL: not called. An
-	 * instance's shim says "running" from then on, not before. */
-	void (*on_started)(void *arg);
-	void *on_started_arg;
 	size_t capture_max;		/* bytes kept per stream when capturing */
 	const char *cgroup_parent;	/* cgroup under which the run's cgroup is made; NULL: default */
 	const char *hostname;
@@ -135,6 +129,14 @@ struct aegis_spec {
 	 * namespace, instead of being served by a proxy here; that upstream
 	 * (the host's proxy) checks the rules and audits. NULL: the proxy. */
 	const char *net_upstream;
+	/* NULL, or called once in the caller's thread when the command has
+	 * been started: the ns backend once its sandbox is let go, the vm
+	 * backend once the guest's engine runs it (a boot, or building a
+	 * snapshot first, can take seconds before that). An instance's shim
+	 * tells aegisd: the instance is "running" (not "starting") and its
+	 * idle clock runs only from then. */
+	void (*on_started)(void *arg);
+	void *on_started_arg;
 };
 
 #define AEGIS_SPEC_DEFAULT { \

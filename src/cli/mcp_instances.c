@@ -59,7 +59,7 @@ static int policy_allowed(const char *name, char *why, size_t len)
 static json_t *create_request(struct mcp_server *s, json_t *args, char *why, size_t len)
 {
 	static const char *const same[] = { "name", "argv", "cwd", "workspace_ro", "secrets", "idle_pause_s",
-					    "idle_stop_s", NULL };
+					    "idle_stop_s", "backend", NULL };
 	const char *ws = mcp_arg_str(args, "workspace"), *image = mcp_arg_str(args, "image");
 	const char *policy = mcp_arg_str(args, "policy");
 	json_t *req = json_object(), *v, *list;
@@ -310,6 +310,9 @@ static const char start_schema[] = "{"
 	"1-63), or an existing stopped or disabled instance's to start it again (then give nothing else)\"},"
 	" \"argv\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"minItems\": 1, \"maxItems\": 4096,"
 	"  \"description\": \"the instance's long-running command, e.g. [\\\"sleep\\\", \\\"infinity\\\"] for a sandbox to exec into\"},"
+	" \"backend\": {\"type\": \"string\", \"enum\": [\"ns\", \"vm\"], \"description\": \"where it runs: ns "
+	"(the default: namespaces on the host's kernel) or vm (the same sandbox inside a QEMU microvm guest with its own "
+	"kernel: slower to start, a boundary more; not every option is available there yet)\"},"
 	" \"image\": {\"type\": \"string\", \"maxLength\": 512, \"description\": \"an OCI image reference such as "
 	"python:3.12-slim (pulled if missing), or host (the default: the host's system directories, read-only)\"},"
 	" \"workspace\": {\"type\": \"string\", \"maxLength\": 4096, \"description\": \"what is mounted at /workspace: a named "

@@ -271,9 +271,9 @@ static bool config_is_vm(json_t *config)
 	return b && !strcmp(b, "vm");
 }
 
-/* What a vm instance cannot have yet (docs/vm.md): the egress proxy is
- * wired for `aegis run` only. Refused by name, never dropped. NULL when
- * fine, else why, with *bad the field. */
+/* What a vm instance can never have (docs/vm.md): the host's network.
+ * Refused by name, never dropped. NULL when fine, else why, with *bad
+ * the field. */
 static const char *vm_unsupported(json_t *req, const char **bad)
 {
 	static __thread char why[200];
@@ -285,9 +285,11 @@ static const char *vm_unsupported(json_t *req, const char **bad)
 	if (policy_load(json_string_value(json_object_get(req, "policy")) ?: "default", &pol, &perr) < 0)
 		return NULL;	/* check_request took it: it cannot fail here */
 	why[0] = '\0';
-	if (pol.net_mode && strcmp(pol.net_mode, "none"))
-		snprintf(why, sizeof why, "the policy's network mode '%s' is not supported with --backend vm yet "
-			 "(the egress proxy is wired for aegis run only)", pol.net_mode);
+	/* none and allow (the host's egress proxy over the guest's channel,
+	 * as for aegis run) are the guest's; host would bypass the VM */
+	if (pol.net_mode && !strcmp(pol.net_mode, "host"))
+		snprintf(why, sizeof why, "the vm backend refuses the policy's network mode 'host': the guest never "
+			 "shares the host's network (use allow)");
 	policy_free(&pol);
 	return why[0] ? (*bad = "policy", why) : NULL;
 }

@@ -122,20 +122,41 @@ static int shim_image(const char *state, json_t *config, struct aegis_spec *spec
 	return image_root_apply(img, spec, json_object_get(config, "cwd") != NULL, err);
 }
 
-static int shim_dirfd = -1;
-static time_t shim_started;
+/* What shim.json says: this shim, since when, and once the command runs,
+ * since when it does (aegisd counts idleness from then: a vm instance's
+ * first start can boot and build its snapshot for many seconds). */
+struct shim_record {
+	int dirfd;
+	json_int_t started_unix;
+};
 
-/* The command runs (a vm instance: after its guest's boot or restore):
- * shim.json says so, and from then on aegisd calls the instance running. */
-static void say_running(void *arg)
+static void shim_record(const struct shim_record *rec, bool command_started)
+{
+	json_t *j = json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix", rec->started_unix);
+
+	if (command_started)
+		json_object_set_new(j, "running_unix_ms", json_integer(unix_ms_now()));
+	/* not fsynced when rewritten: it tells a live shim's news, which no
+	 * crash of the machine outlives; the rename keeps it whole */
+	if (command_started)
+		statefile_write_fast(rec->dirfd, "shim.json", j);
+	else
+		statefile_write(rec->dirfd, "shim.json", j);
+	json_decref(j);
+}
+
+static json_int_t unix_ms_now(void)
 {
 	struct timespec ts;
 
-	(void)arg;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	write_whole(shim_dirfd, "shim.json", json_pack("{s:i, s:I, s:I}", "pid", (int)getpid(), "started_unix",
-						       (json_int_t)shim_started, "running_unix_ms",
-						       (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+	return (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* spec.on_started: the command runs from now. */
+static void shim_command_started(void *arg)
+{
+	shim_record(arg, true);
 }
 
 void shim_main(const char *dir, int ready_fd)
@@ -154,6 +175,7 @@ void shim_main(const char *dir, int ready_fd)
 	sigset_t all;
 	char path[4400], audit[4400], workspace[4400], state[4400], *slash;
 	struct workspace_hold hold;
+	struct shim_record record;
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), null, r;
 
 	snprintf(path, sizeof path, "%s/config.json", dir);
@@ -179,9 +201,8 @@ void shim_main(const char *dir, int ready_fd)
 	 * carries each connection there (src/vm/ctlproxy.c). */
 	if ((spec.control_fd = control_listen(dirfd)) < 0)
 		_exit(125);
-	shim_started = time(NULL);
-	write_whole(dirfd, "shim.json", json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix",
-						  (json_int_t)shim_started));
+	record = (struct shim_record){ dirfd, (json_int_t)time(NULL) };
+	shim_record(&record, false);
 	if (ready_fd >= 0) {
 		/* the daemon may now find us (and stop us) by shim.json */
 		(void)!write(ready_fd, "1", 1);
@@ -197,8 +218,8 @@ void shim_main(const char *dir, int ready_fd)
 		_exit(0);
 	}
 	spec.freezable = true;	/* instances can be paused */
-	shim_dirfd = dirfd;
-	spec.on_started = say_running;
+	spec.on_started = shim_command_started;
+	spec.on_started_arg = &record;
 	spec.cgroup_parent = json_string_value(json_object_get(config, "cgroup_parent"));
 	/* every run of the instance, and every exec in it, on one hash chain */
 	snprintf(audit, sizeof audit, "%s/audit.jsonl", dir);

@@ -452,6 +452,8 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		}
 	}
 	res->cgroup_mode = cg.version == 2 ? "v2" : "v1";
+	if (spec->on_started)
+		spec->on_started(spec->on_started_arg);
 	rc = supervise(pid, pidfd, sv[0], spec, &parts, &io, res, err);
 	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;

@@ -331,8 +331,6 @@ int supervise(pid_t pid, int pidfd, int sync_fd, const struct aegis_spec *spec,
 		close(sigfd);
 		return error_sys(err, "exec server");
 	}
-	if (spec->on_started)
-		spec->on_started(spec->on_started_arg);
 
 	while (!exited || sync_open || streams[0].in >= 0 || streams[1].in >= 0) {
 		struct pollfd p[7] = {

@@ -184,11 +184,11 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	 * (without it the kernel waits 1 s twice probing for it). The
 	 * ISA serial stays: it is the kernel console, where a panic is told. */
 	arg(a, "-M");
-	argf(a, "microvm,x-option-roms=off,pit=off,pic=off%s", file_ram ? ",memory-backend=ram" : "");
+	argf(a, "%s%s", VM_QEMU_MACHINE, file_ram ? ",memory-backend=ram" : "");
 	arg(a, "-nodefaults"), arg(a, "-no-user-config"), arg(a, "-nographic");
 	arg(a, "-no-reboot");	/* panic=-1 reboots: with this QEMU exits instead */
 	arg(a, "-accel"), arg(a, q->kvm ? "kvm" : "tcg");
-	arg(a, "-cpu"), arg(a, q->kvm ? "host" : "max");
+	arg(a, "-cpu"), arg(a, VM_QEMU_CPU(q->kvm));
 	arg(a, "-m"), argf(a, "%lluM", mib);
 	/* Snapshots (snapshot.c): the template's RAM is written through to the
 	 * file (share=on) so migration can skip it (x-ignore-shared); a clone
@@ -212,7 +212,7 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	arg(a, "-qmp"), argf(a, "unix:%s/qmp.sock,server=on,wait=off", q->dir);
 	/* QEMU's own seccomp filter: no obsolete syscalls, no setuid, no
 	 * exec, no priority or affinity games, should the guest break QEMU. */
-	arg(a, "-sandbox"), arg(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	arg(a, "-sandbox"), arg(a, VM_QEMU_SANDBOX);
 	vm_qemu_devices(a, q, sh);
 	/* The device state comes later, by migrate-incoming from a descriptor. */
 	if (boot && boot->incoming)

@@ -218,8 +218,6 @@ static int session_started(struct session *s, uint64_t deadline, struct aegis_er
 		return result_frame(s, len) < 0 ? error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result") : 0;
 	if (type != FRAME_STARTED)
 		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest broke the exec stream protocol (killed)");
-	if (s->o->spec->on_started)	/* an instance is "running" from here */
-		s->o->spec->on_started(s->o->spec->on_started_arg);
 	return 0;
 }
 
@@ -601,6 +599,9 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	}
 	if (session_request(&s, err) < 0 || (up = session_started(&s, deadline, err)) < 0)
 		goto out;
+	/* STARTED, not a RESULT refusing the request: the command runs */
+	if (up == 0 && !r->result && o->spec->on_started)
+		o->spec->on_started(o->spec->on_started_arg);
 	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
 	ctlproxy_stop(ctl);	/* before QEMU goes: the guest's last exec statuses get through */

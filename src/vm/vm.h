@@ -27,6 +27,16 @@ struct vm_guest {
 
 /* KVM usable: /dev/kvm opens and KVM_GET_API_VERSION answers 12. why: when not. */
 bool vm_kvm_usable(char *why, size_t cap);
+/* Every guest's machine, CPU model and QEMU seccomp (qemu.c), the KVM
+ * trial's too. */
+#define VM_QEMU_MACHINE "microvm,x-option-roms=off,pit=off,pic=off"
+#define VM_QEMU_CPU(kvm) ((kvm) ? "host" : "max")
+#define VM_QEMU_SANDBOX "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+struct vm_guest;
+/* kvmtrial.c: boot g's kernel under KVM as a run would, for at most
+ * bound_ms: 1 its kernel ran, 0 KVM is unusable (why: QEMU's reason), -1
+ * no trial could be made (why). For aegis doctor: a run does not try. */
+int vm_kvm_trial(const struct vm_guest *g, unsigned bound_ms, char *why, size_t cap);
 /* The guest files found and readable. -1 with err naming what is missing. */
 int vm_guest_find(struct vm_guest *g, struct aegis_error *err);
 /* The accelerator: $AEGIS_VM_ACCEL auto (default: KVM if usable, else

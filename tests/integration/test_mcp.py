@@ -391,6 +391,38 @@ def test_logs_tail_wait_and_end(mcp, daemon_env):
     assert "no instance" in mcp.fails("logs", name="ghost")
 
 
+def test_instance_start_on_the_vm_backend(daemon_env):
+    """instance_start's backend "vm" makes a vm instance: its info says
+    so and its command runs on the guest's kernel, not the host's. Any
+    other value is refused naming the field, and nothing is made."""
+    build = os.path.dirname(AEGIS)
+    p = run([os.path.join(ROOT, "scripts", "vm-guest.sh"), build], timeout=600)
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(build, "vm", "release")) as f:
+        guest_release = f.read().strip()
+    assert guest_release != os.uname().release
+    env = dict(daemon_env, AEGIS_VM_ACCEL=os.environ.get("AEGIS_TEST_VM_ACCEL", "tcg"))
+    m = Mcp(env)
+    m.init()
+    text = m.fails("instance_start", name="xen", argv=["true"], backend="xen")
+    assert text == 'invalid arguments for instance_start: backend: must be one of "ns", "vm"', text
+    assert "no instance" in m.fails("instance_info", name="xen")
+    s = m.ok("instance_start", name="guest", argv=["sh", "-c", "uname -r; sleep infinity"], backend="vm",
+             idle_pause_s=0)
+    assert s["backend"] == "vm", s
+    assert m.ok("instance_info", name="guest")["backend"] == "vm"
+    s = m.ok("logs", name="guest", wait_ms=60000)  # the first start builds the guest's snapshot: seconds
+    for _ in range(120):
+        if s["stdout"]:
+            break
+        s = m.ok("logs", name="guest", wait_ms=5000)
+    assert s["stdout"] == guest_release + "\n", s
+    # and the default is the ns backend, on the host's kernel
+    assert m.ok("instance_start", name="host", argv=["sleep", "infinity"])["backend"] == "ns"
+    m.ok("instance_delete", name="guest")
+    m.close()
+
+
 # --- files: the traversal corpus --------------------------------------------
 
 @pytest.fixture

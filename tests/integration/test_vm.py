@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, PROBE, ROOT, aegis, probe_outside
+from conftest import AEGIS, PROBE, ROOT, aegis, probe_outside, run
 
 BUILD = os.path.dirname(AEGIS)
 VM_ENV = dict(os.environ, AEGIS_VM_ACCEL=os.environ.get("AEGIS_TEST_VM_ACCEL", "tcg"))
@@ -261,6 +261,38 @@ def test_doctor_reports_the_vm_backend(guest_files):
     assert v["qemu"].endswith("qemu-system-x86_64")
     assert v["guest_kernel"] == guest_files
     assert v["accel"].startswith("tcg")
+
+
+def test_doctor_kvm_verdict_is_what_a_kvm_run_does(guest_files):
+    """doctor boots a trial guest under KVM (bounded, a few seconds at
+    most) and its verdict is what `AEGIS_VM_ACCEL=kvm aegis run --backend
+    vm` then does on this host: usable and the run works, or unusable with
+    QEMU's reason and the run fails (125) with that reason (this machine's
+    nested /dev/kvm answers but QEMU aborts: "failed to set MSR 0x10a");
+    no /dev/kvm, no trial, and the run fails naming it."""
+    env = {k: v for k, v in os.environ.items() if k != "AEGIS_VM_ACCEL"}  # auto
+    start = time.monotonic()
+    v = json.loads(aegis("doctor", "--json", env=env).stdout)["vm"]
+    text = aegis("doctor", env=env).stdout
+    assert time.monotonic() - start < 8, "doctor (twice) is not fast"
+    r = aegis("run", "--backend", "vm", "--", "true", env=dict(env, AEGIS_VM_ACCEL="kvm"), timeout=300)
+    if v["kvm_trial"] == "usable":
+        assert r.returncode == 0, r.stderr
+        assert v["accel"] == "kvm" and "advice" not in v, v
+        assert "KVM: usable (a trial guest's kernel ran under KVM within" in text, text
+        assert "runs use KVM (AEGIS_VM_ACCEL=auto)" in text, text
+    elif v["kvm"]:
+        assert v["kvm_trial"] == "unusable", v
+        reason = v["kvm_trial_detail"].split(" (QEMU ")[0]
+        assert r.returncode == 125 and reason in r.stderr, (v, r.stderr)
+        assert f"KVM: unusable: {v['kvm_trial_detail']}\n" in text, text
+        # auto still picks KVM (it never falls back by itself): doctor says what to set
+        assert v["accel"] == "kvm" and "AEGIS_VM_ACCEL=tcg" in v["advice"], v
+        assert "runs use KVM (AEGIS_VM_ACCEL=auto)\n" in text and v["advice"] in text, text
+    else:
+        assert v["kvm_trial"] is None and "KVM:" not in text, (v, text)
+        assert r.returncode == 125 and v["kvm_problem"] in r.stderr, (v, r.stderr)
+    assert not run(["pgrep", "-f", "earlyprintk=ttyS0 panic=-1 rdinit=/nonexistent"]).stdout, "a trial QEMU outlived doctor"
 
 
 def test_command_is_confined_inside_the_guest():

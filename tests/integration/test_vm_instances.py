@@ -4,13 +4,16 @@
 microvm guest under its shim: start, logs, stop and start again, delete, a
 daemon killed meanwhile (the shim and QEMU live on and are adopted), a shim
 killed (QEMU goes with it, nothing is left), pause/resume by the same
-host freezer as the ns backend (QEMU is in the run's host cgroup), and
-exec and --expose over the guest's control channel (port aegis-ctl).
+host freezer as the ns backend (QEMU is in the run's host cgroup), exec
+and --expose over the guest's control channel (port aegis-ctl), and a
+policy's network mode allow through the host's egress proxy; the host's
+network is refused in one line.
 
 Each test boots guests under TCG (the test mode; AEGIS_TEST_VM_ACCEL
 overrides), so timeouts are generous and boots few. Every test checks that
 no QEMU, run directory or host cgroup of its instances outlives them.
 """
+import datetime
 import errno
 import glob
 import hashlib
@@ -29,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import AEGIS, api, free_port, run, instance_info as info, wait_instance
+from conftest import AEGIS, api, free_port, http_server, run, instance_info as info, wait_instance
 from test_vm import guest_files  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
 
 BOOT_S = 120  # a TCG boot on a loaded 2-CPU machine, with room to spare
@@ -199,11 +202,11 @@ def test_killed_shim_takes_qemu_along(env, paused):
 
 def test_a_network_policy_is_refused_in_one_line_and_exec_expose_are_not(env, tmp_path):
     policy = tmp_path / "net.json"
-    policy.write_text(json.dumps({"network": {"mode": "allow", "allow": ["example.com"]}}))
+    policy.write_text(json.dumps({"network": {"mode": "host"}}))
     p = aegis(env, "instance", "start", "--backend", "vm", "--name", "web", "--policy", str(policy), "--",
               "sleep", "600")
     assert p.returncode == 125 and p.stderr.count("\n") == 1, p
-    assert "policy" in p.stderr and "'allow' is not supported with --backend vm" in p.stderr
+    assert "policy" in p.stderr and "refuses the policy's network mode 'host'" in p.stderr
     assert info(env, "web") is None  # nothing was made
     # the same request on the ns backend is taken: the refusal is the vm's
     p = aegis(env, "instance", "start", "--name", "nsweb", "--policy", str(policy), "--", "sleep", "600")
@@ -220,9 +223,6 @@ def test_a_network_policy_is_refused_in_one_line_and_exec_expose_are_not(env, tm
 
 
 def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
-    # the snapshot template first: a first start that builds it could be
-    # idle-paused before its own guest is up
-    assert aegis(env, "run", "--backend", "vm", "--", "true").returncode == 0
     p = aegis(env, "instance", "start", "--backend", "vm", "--name", "idler", "--idle-pause", "2s",
               "--idle-stop", "5s", "--", "sh", "-c", COUNTER)
     assert p.returncode == 0, p
@@ -403,3 +403,70 @@ def test_expose_serves_the_guest_and_wakes_it(env, tmp_path):
     assert again["state"] == "running" and again["activity"]["wake_count"] == 2, again
     assert again["shim_pid"] != first["shim_pid"]
     assert aegis(env, "instance", "delete", "web").returncode == 0
+
+
+def test_allow_policy_goes_through_the_host_proxy_onto_the_chain(env, tmp_path):
+    """N-02: an instance with an allow policy reaches the allowed host
+    through the host's egress proxy (the guest's only way out), a host the
+    rules do not name gets 403 with the reason though it resolves to the
+    same server, and both connections are net.connect events of the
+    instance's own audit chain, which verifies."""
+    with http_server() as port:
+        policy = tmp_path / "allow.json"
+        policy.write_text(json.dumps({"network": {
+            "mode": "allow", "allow": [f"api.test:{port}"],
+            "hosts": {"api.test": "127.0.0.1", "other.test": "127.0.0.1"}}}))
+        script = (f"curl -s -m 60 http://api.test:{port}/; echo ---; "
+                  f"curl -s -m 60 -i http://other.test:{port}/; echo ---; "
+                  f"curl -s -m 5 --noproxy '*' http://127.0.0.1:{port}/; echo direct=$?")
+        p = aegis(env, "instance", "start", "--backend", "vm", "--name", "net", "--idle-pause", "0",
+                  "--policy", str(policy), "--", "sh", "-c", script)
+        assert p.returncode == 0, p
+        ended = wait_state(env, "net", "exited", "failed")
+    assert ended["state"] == "exited" and ended["exit"]["exit_code"] == 0, ended
+    allowed, denied, direct = stdout_of(env, "net").split("---\n")
+    assert allowed == "hello from the host\n", allowed
+    assert "403 Forbidden" in denied and f"no allow rule matches other.test:{port}" in denied, denied
+    assert "hello" not in denied
+    assert direct.startswith("direct=") and direct != "direct=0\n", direct  # no way around the proxy
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "net", "audit.jsonl")
+    events = [json.loads(line) for line in open(log)]
+    types = [e["type"] for e in events]
+    assert types[0] == "run.start" and types[-1] == "run.end", types
+    assert events[0]["backend"] == "vm" and events[0]["network"] == "allow", events[0]
+    conns = [(e["host"], e["port"], e["verdict"], e["id"]) for e in events if e["type"] == "net.connect"]
+    assert sorted(conns) == [("api.test", port, "allow", events[0]["id"]),
+                             ("other.test", port, "deny", events[0]["id"])], conns
+    assert "net_error" not in events[-1], events[-1]
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "delete", "net").returncode == 0
+
+
+def test_idle_clock_starts_when_the_command_does(env):
+    """The first start of a vm instance builds the snapshot template, then
+    restores it: seconds under TCG, longer than this instance's idle pause.
+    The daemon's idle clock starts when the shim says the command runs, so
+    the instance is paused only after its command ran, and a whole idle
+    pause after that (not while it boots)."""
+    pause_s = 2
+    created = time.time()
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "slow", "--idle-pause", f"{pause_s}s",
+              "--idle-stop", "0", "--", "sh", "-c", "date +%s.%N; sleep 600")
+    assert p.returncode == 0, p
+    i = wait_state(env, "slow", "paused")
+    out = stdout_of(env, "slow")
+    assert out, "paused before its command ran"
+    ran = float(out.split()[0])  # the guest's clock is the host's (set by the request)
+    assert ran - created > pause_s, "the first start was not slower than the idle pause: this proves nothing"
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "slow", "audit.jsonl")
+    pauses = [json.loads(line) for line in open(log) if '"instance.pause"' in line]
+    assert len(pauses) == 1 and pauses[0]["reason"] == "idle", pauses
+    paused_at = datetime.datetime.strptime(pauses[0]["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    # idle from the guest's STARTED on: the engine's own set-up of the
+    # sandbox in the guest (under TCG ~0.5 s) and the 200 ms sweep before
+    # the command's first line are the only time counted before it
+    assert paused_at - ran >= pause_s - 1, (paused_at, ran)
+    qemu, run_dir = qemu_of(i["shim_pid"])
+    assert aegis(env, "instance", "delete", "slow").returncode == 0
+    gone(i["shim_pid"], qemu, run_dir)

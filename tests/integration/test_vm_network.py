@@ -137,3 +137,34 @@ def test_none_mode_serves_nothing_on_the_proxy_address():
     r = vm("sh", "-c", "echo proxy=${HTTP_PROXY:-none}; curl -s -m 5 -x http://127.0.0.1:3128 http://api.test/; "
            "echo curl=$?", timeout=300)
     assert r.stdout.split() == ["proxy=none", "curl=7"], (r.stdout, r.stderr)
+
+
+def test_a_channel_broken_by_the_guest_ends_early_and_says_why(tmp_path):
+    """A guest that breaks the channel's protocol (the net-bad-frame fault:
+    aegis-guest sends a frame of no known type first, as a broken or
+    subverted guest would) has its channel ended by the host: the
+    command's connections fail from then on, and the reason is in the
+    audit's run.end, in --json and on stderr, one line. The same command
+    without the fault reaches the server."""
+    reason = "netmux: malformed frame (type 0, stream 0, length 0): unknown frame type: Protocol error"
+    script = "sleep 1; curl -s -m 10 http://api.test:{port}/; echo curl=$?"
+    with http_server() as port:
+        opts = allow(f"api.test:{port}", hosts=("api.test=127.0.0.1",))
+        r = vm("sh", "-c", script.format(port=port), opts=opts + ("--json",), timeout=300)
+        assert json.loads(r.stdout)["stdout"] == "hello from the host\ncurl=0\n", (r.stdout, r.stderr)
+        assert "net_error" not in json.loads(r.stdout) and r.stderr == "", r.stderr
+        log = str(tmp_path / "audit.jsonl")
+        # a cold boot: the fault's kernel argument would key a snapshot of its own
+        env = dict(VM_ENV, AEGIS_VM_KERNEL_ARGS="AEGIS_FAULT=net-bad-frame", AEGIS_VM_SNAPSHOT="0")
+        before = run_dirs()
+        r = aegis("run", "--backend", "vm", *opts, "--json", "--audit", log, "--",
+                  "sh", "-c", script.format(port=port), env=env, timeout=300)
+        assert not left_behind(before)
+    res = json.loads(r.stdout)
+    assert r.returncode == 0 and "hello" not in res["stdout"] and "curl=0" not in res["stdout"], (r.stdout, r.stderr)
+    assert res["net_error"] == reason, res
+    assert r.stderr == f"aegis: vm: the network channel ended early: {reason}\n", r.stderr
+    evs = log_events(log)
+    assert evs[-1]["type"] == "run.end" and evs[-1]["net_error"] == reason, evs[-1]
+    assert not [e for e in evs if e["type"] == "net.connect"], evs  # nothing reached the proxy
+    assert aegis("audit", "verify", log).returncode == 0

@@ -24,11 +24,29 @@ struct guest_net {
 	int port, listen_fd;
 };
 
+/* Test-only fault injection, the daemon's AEGIS_FAULT pattern: the host
+ * puts AEGIS_FAULT=net-bad-frame on the guest kernel's command line
+ * (AEGIS_VM_KERNEL_ARGS), which the kernel hands PID 1 as its environment;
+ * the sandbox's clean environment never has it, nor can anything in the
+ * guest set it. A header of no known type goes out first, as a broken
+ * guest's would, so the host is seen to end the channel and say why. */
+static void guest_net_fault(int port)
+{
+	static const unsigned char bad[NETMUX_HEADER] = { 0 };	/* type 0: none */
+	const char *want = getenv("AEGIS_FAULT");
+
+	if (want && !strcmp(want, "net-bad-frame")) {
+		fprintf(stderr, "aegis-guest: fault injection: %s\n", want);
+		(void)!write(port, bad, sizeof bad);
+	}
+}
+
 static void *guest_net_main(void *arg)
 {
 	struct guest_net *g = arg;
 	struct aegis_error err = { 0 };
 
+	guest_net_fault(g->port);
 	if (netmux_run(g->mux, g->listen_fd, -1, &err) < 0)
 		fprintf(stderr, "aegis-guest: network channel: %s\n", err.msg);
 	/* The host is gone or broke the protocol: connecting fails from now on
