@@ -130,6 +130,14 @@ struct shim_record {
 	json_int_t started_unix;
 };
 
+static json_int_t unix_ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void shim_record(const struct shim_record *rec, bool command_started)
 {
 	json_t *j = json_pack("{s:i, s:I}", "pid", (int)getpid(), "started_unix", rec->started_unix);
@@ -143,14 +151,6 @@ static void shim_record(const struct shim_record *rec, bool command_started)
 	else
 		statefile_write(rec->dirfd, "shim.json", j);
 	json_decref(j);
-}
-
-static json_int_t unix_ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* spec.on_started: the command runs from now. */
