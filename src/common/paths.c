@@ -55,11 +55,13 @@ int paths_private_dir(const char *dir, struct aegis_error *err)
 	struct stat st;
 
 	if (mkdir(dir, 0700) < 0 && errno == ENOENT) {
+		/* the missing parents, as mkdir -p (a new user's ~/.local) */
 		snprintf(parent, sizeof parent, "%s", dir);
-		if ((slash = strrchr(parent, '/')) && slash != parent) {
+		for (slash = strchr(parent + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
 			*slash = '\0';
 			if (mkdir(parent, 0755) < 0 && errno != EEXIST)
 				return error_sys(err, "mkdir %s", parent);
+			*slash = '/';
 		}
 		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 			return error_sys(err, "mkdir %s", dir);

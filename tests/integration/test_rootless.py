@@ -60,7 +60,10 @@ def user():
                 os.chown(n, pw.pw_uid, pw.pw_gid)
     work = _public_dir("aegis-rootless-ws-")
     os.chown(work, pw.pw_uid, pw.pw_gid)
-    yield {"uid": pw.pw_uid, "gid": pw.pw_gid, "bin": bindir, "work": work}
+    home = _public_dir("aegis-rootless-home-")
+    os.chown(home, pw.pw_uid, pw.pw_gid)
+    yield {"uid": pw.pw_uid, "gid": pw.pw_gid, "bin": bindir, "work": work, "home": home}
+    shutil.rmtree(home)
     shutil.rmtree(bindir)
     shutil.rmtree(work)
     for d in _cgroup_dirs():
@@ -70,8 +73,14 @@ def user():
 
 
 def as_user(user, *args, **kw):
+    # the user's own HOME (a vm run keeps its /etc copy and snapshots in
+    # ~/.local/share/aegis), not root's from our environment
+    env = dict(kw.pop("env", os.environ), HOME=user["home"])
+    env.pop("XDG_DATA_HOME", None)
+    env.pop("XDG_RUNTIME_DIR", None)
     return subprocess.run(list(args), user=user["uid"], group=user["gid"], extra_groups=[],
-                          capture_output=True, text=True, timeout=60, cwd="/", **kw)
+                          capture_output=True, text=True, timeout=180 if TEST_BACKEND == "vm" else 60,
+                          cwd="/", env=env, **kw)
 
 
 def rootless(user, *argv, opts=()):
@@ -96,6 +105,12 @@ def test_rootless_sandbox_root_is_the_callers_uid(user):
     p = rootless(user, "sh", "-c", "id -u; cat /proc/self/uid_map")
     lines = p.stdout.split("\n")
     assert lines[0] == "0"
+    if TEST_BACKEND == "vm":
+        # the uid map is the guest kernel's: sandbox root is an unprivileged
+        # uid of the guest (the guest as a whole is QEMU, run by the caller)
+        inside, outside, count = lines[1].split()
+        assert inside == "0" and outside != "0" and count == "1", p.stdout
+        return
     assert lines[1].split() == ["0", str(user["uid"]), "1"], p.stdout
 
 
@@ -295,7 +310,9 @@ def test_rootless_mcp(user):
     try:
         m.init()
         s = m.ok("run", argv=["sh", "-c", "id -u; cat /proc/self/uid_map"])
-        assert s["stdout"].split()[:3] == ["0", "0", str(user["uid"])], s
+        # sandbox root is the user (ns), or an unprivileged uid of the guest (vm)
+        want = str(user["uid"]) if TEST_BACKEND == "ns" else s["stdout"].split()[2]
+        assert s["stdout"].split()[:3] == ["0", "0", want] and want != "0", s
         assert m.ok("instance_start", name="rl", argv=["sleep", "600"])["state"] == "running"
         m.ok("file_write", name="rl", path="in/x.txt", content="from mcp\n", create_dirs=True)
         s = m.ok("exec", name="rl", argv=["sh", "-c", "cat /workspace/in/x.txt; echo more >> /workspace/in/x.txt"])

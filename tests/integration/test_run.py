@@ -192,7 +192,7 @@ def test_usr_read_only_and_etc_filtered():
 
 
 def test_sandbox_root_is_unprivileged_on_host():
-    proc = subprocess.Popen([AEGIS, "run", "--", "sleep", "30"])
+    proc = subprocess.Popen([AEGIS, "run", "--backend", "ns", "--", "sleep", "30"])
     try:
         deadline = time.monotonic() + 10
         uid = None
@@ -329,7 +329,8 @@ def _spawn_with_pid(pid, argv):
 def test_stale_run_cgroup_is_replaced():
     """A supervisor killed by SIGKILL leaves its empty run cgroup behind; a
     later run that gets the same pid must replace it, not fail."""
-    proc = subprocess.Popen([AEGIS, "run", "--", "sleep", "30"])
+    # the ns backend's own run cgroup on the host (the vm's is QEMU's: test_vm)
+    proc = subprocess.Popen([AEGIS, "run", "--backend", "ns", "--", "sleep", "30"])
     stale = f"{_cgroup_base()}/aegis/run-{proc.pid}"
     deadline = time.monotonic() + 10
     while not os.path.isdir(stale):
@@ -341,7 +342,7 @@ def test_stale_run_cgroup_is_replaced():
     while open(f"{stale}/cgroup.procs").read().strip():
         assert time.monotonic() < deadline, "sandbox still populated"
         time.sleep(0.02)
-    again = _spawn_with_pid(proc.pid, [AEGIS, "run", "--", "echo", "reused"])
+    again = _spawn_with_pid(proc.pid, [AEGIS, "run", "--backend", "ns", "--", "echo", "reused"])
     out, err = again.communicate(timeout=30)
     assert again.returncode == 0 and out == "reused\n", err
     assert not os.path.isdir(stale)
@@ -349,7 +350,9 @@ def test_stale_run_cgroup_is_replaced():
 
 def test_parallel_runs_do_not_collide():
     """20 sandboxes at once: each its own uid, cgroup and result."""
-    procs = [subprocess.Popen([AEGIS, "run", "--json", "--", "sh", "-c", f"cat /proc/self/uid_map; exit {i % 7}"],
+    # host uids and cgroups of the ns backend (each vm guest is a machine of its own)
+    procs = [subprocess.Popen([AEGIS, "run", "--backend", "ns", "--json", "--", "sh", "-c",
+                               f"cat /proc/self/uid_map; exit {i % 7}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(20)]
     uids = set()
     for i, p in enumerate(procs):
