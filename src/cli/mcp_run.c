@@ -151,6 +151,7 @@ static int build(struct mcp_server *s, json_t *args, struct flags *f, int *ws_fd
 	add(f, mcp_arg_str(args, "cwd") ? "--cwd" : NULL, mcp_arg_str(args, "cwd"));
 	add(f, mcp_arg_str(args, "policy") ? "--policy" : NULL, mcp_arg_str(args, "policy"));
 	add(f, mcp_arg_str(args, "net") ? "--net" : NULL, mcp_arg_str(args, "net"));
+	add(f, mcp_arg_str(args, "backend") ? "--backend" : NULL, mcp_arg_str(args, "backend"));
 	json_array_foreach(json_object_get(args, "allow"), i, v)
 		add(f, "--allow", json_string_value(v));
 	json_object_foreach(json_object_get(args, "env"), key, v) {
@@ -414,6 +415,9 @@ static const char run_schema[] = "{"
 	"only) or allow: out through a filtering proxy to the allow rules only\"},"
 	" \"allow\": {\"type\": \"array\", \"maxItems\": 256, \"items\": {\"type\": \"string\", \"maxLength\": 260},"
 	"  \"description\": \"with net allow: destinations let out, as name[:port], *.name, an IP or a CIDR\"},"
+	" \"backend\": {\"type\": \"string\", \"enum\": [\"ns\", \"vm\"], \"description\": \"where it runs: ns "
+	"(namespaces on the host's kernel; the default unless the server's AEGIS_BACKEND says vm) or vm (the same "
+	"sandbox inside a QEMU microvm guest with its own kernel: slower to start, a boundary more)\"},"
 	" \"max_bytes\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 1048576, \"description\": \"bytes of stdout "
 	"and of stderr returned (default 65536); more is cut and flagged\"}"
 	"}}";

@@ -417,9 +417,16 @@ def test_instance_start_on_the_vm_backend(daemon_env):
             break
         s = m.ok("logs", name="guest", wait_ms=5000)
     assert s["stdout"] == guest_release + "\n", s
-    # and the default is the ns backend, on the host's kernel
-    assert m.ok("instance_start", name="host", argv=["sleep", "infinity"])["backend"] == "ns"
+    # and the default is the daemon's AEGIS_BACKEND, else ns
+    default = os.environ.get("AEGIS_BACKEND", "ns")
+    assert m.ok("instance_start", name="host", argv=["sleep", "infinity"])["backend"] == default
     m.ok("instance_delete", name="guest")
+    # the run tool takes it too: a one-shot run in a guest, and on the host
+    s = m.ok("run", argv=["uname", "-r"], backend="vm", timeout_ms=120000)
+    assert s["stdout"] == guest_release + "\n", s
+    s = m.ok("run", argv=["uname", "-r"], backend="ns")
+    assert s["stdout"] == os.uname().release + "\n", s
+    assert "backend" in m.fails("run", argv=["true"], backend="xen")
     m.close()
 
 
