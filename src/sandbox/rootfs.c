@@ -129,11 +129,15 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 	if (mounts_mkdir("etc", err) < 0)
 		return -1;
 	/* An instance (freezable: long-lived) binds them instead: a copy is
-	 * tmpfs memory (~180 KiB) charged for as long as it lives. */
+	 * tmpfs memory (~180 KiB) charged for as long as it lives. So does a
+	 * vm guest, whose /etc is a 9p share of the host's copy: each file
+	 * read through 9p under emulation costs more than a bind. */
+	bool copy = !spec->freezable && !sandbox_is_vm_guest();
+
 	for (int i = 0; rootfs_etc_allow[i]; i++) {
 		snprintf(host, sizeof host, "/etc/%s", rootfs_etc_allow[i]);
 		snprintf(dst, sizeof dst, "etc/%s", rootfs_etc_allow[i]);
-		if (expose_host_path(host, dst, !spec->freezable, err) < 0)
+		if (expose_host_path(host, dst, copy, err) < 0)
 			return -1;
 	}
 	/* host network mode: the host's resolver too (followed if a symlink,

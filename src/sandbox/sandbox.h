@@ -103,6 +103,7 @@ extern const char *const rootfs_etc_allow[];
  * owner's uid and gid instead, which is what the idmapped mount shows the
  * sandbox on the host. */
 void sandbox_in_vm_guest(void);
+bool sandbox_is_vm_guest(void);
 
 /* imageroot.c — an OCI image's layers as the root (spec.image_layers). */
 size_t imageroot_count(const struct aegis_spec *spec);

@@ -330,7 +330,9 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 	share(&sh->s[SHARE_WS], ws, paths->workspace, spec->workspace ? ws_ro : true, spec->workspace != NULL);
 	share(&sh->s[SHARE_ART], spec->artifacts_dir ? spec->artifacts_dir : empty, paths->artifacts,
 	      !spec->artifacts_dir, spec->artifacts_dir != NULL);
-	share(&sh->s[SHARE_IO], io, VM_GUEST_IO, false, true);
+	/* io carries the engine's audit events only: without an audit log
+	 * the guest need not mount it (each 9p mount is on the run's path). */
+	share(&sh->s[SHARE_IO], io, VM_GUEST_IO, false, spec->audit_path != NULL);
 	share(&sh->s[SHARE_IMG], paths->layers[0] ? paths->layers : empty,
 	      paths->layers[0] ? paths->layers : "/aegis/img", true, paths->layers[0] != '\0');
 	shares_tag(sh);

@@ -2,10 +2,12 @@
  *
  * It mounts the kernel filesystems, loads the few modules the Debian
  * kernel keeps out of its image (virtio, virtio-mmio, virtio_console, 9p,
- * overlay), finds the virtio-serial port QEMU names "aegis" and speaks the
- * exec stream (frames.h) with the host over it: HELLO first, then one
- * REQUEST {"spec", "mounts", "clock", "seed"}; then it sets the guest up
- * (setup.c) and runs the engine — aegis_run() on that spec, the same code
+ * overlay), does the set-up no request changes (setup.c: root, cgroup2,
+ * loopback; before the greeting, so a snapshot holds it done), finds the
+ * virtio-serial port QEMU names "aegis" and speaks the exec stream
+ * (frames.h) with the host over it: HELLO first, then one REQUEST
+ * {"spec", "mounts", "clock", "seed"}; then it sets the rest up (setup.c:
+ * clock, seed, shares) and runs the engine — aegis_run() on that spec, the same code
  * as the namespace backend's — in a child, relaying its STDOUT/STDERR out
  * and the host's STDIN, STDIN_CLOSE and SIGNAL in, and ends with RESULT
  * (the engine's result or error), STARTED first once it is set up. One run per boot: after RESULT the host
@@ -344,7 +346,7 @@ int main(void)
 	struct utsname u;
 	struct engine e = { -1, -1, -1, -1, -1 };
 	struct specjson_spec spec;
-	struct aegis_error err = { 0 };
+	struct aegis_error err = { 0 }, prep = { 0 };
 	static char buf[FRAME_MAX + 1];
 	enum frame_type type;
 	size_t len;
@@ -352,9 +354,13 @@ int main(void)
 	int port, sfd;
 	json_t *req;
 	struct guest_net *net = NULL;
+	bool prepared;
 
 	guest_mounts();
 	guest_load_modules();
+	/* A failure here is told as the answer to the request: the host hears
+	 * nothing from a guest before its greeting. */
+	prepared = guest_prepare(&prep) == 0;
 	if ((port = guest_port_open(PORT_NAME)) < 0)
 		guest_poweroff("no virtio-serial port named " PORT_NAME);
 	uname(&u);
@@ -365,7 +371,11 @@ int main(void)
 	    !(req = json_loads(buf, 0, NULL)))
 		guest_poweroff("no request from the host");
 	explicit_bzero(buf, len);	/* it held the secrets' values */
-	if (guest_setup(req, &err) < 0 || specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
+	if (!prepared)
+		guest_refuse(port, &prep);
+	if (guest_setup(req, &err) < 0)
+		guest_refuse(port, &err);
+	if (specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
 		guest_refuse(port, &err);
 	json_decref(req);
 	/* --net allow: the host's egress proxy answers the guest's
