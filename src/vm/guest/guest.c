@@ -47,6 +47,14 @@
 #define PORT_NAME "aegis"
 #define PORT_WAIT_MS 10000	/* the port appears once the host's control message lands */
 
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* PID 1 must not exit (the kernel panics): every dead end powers off. */
 static void __attribute__((noreturn)) guest_poweroff(const char *why)
 {
@@ -355,6 +363,7 @@ int main(void)
 	json_t *req;
 	struct guest_net *net = NULL;
 	bool prepared;
+	uint64_t t_req;
 
 	guest_mounts();
 	guest_load_modules();
@@ -370,6 +379,7 @@ int main(void)
 	if (frame_recv(port, &type, buf, &len) <= 0 || type != FRAME_REQUEST ||
 	    !(req = json_loads(buf, 0, NULL)))
 		guest_poweroff("no request from the host");
+	t_req = mono_us();
 	explicit_bzero(buf, len);	/* it held the secrets' values */
 	if (!prepared)
 		guest_refuse(port, &prep);
@@ -399,7 +409,7 @@ int main(void)
 	specjson_spec_free(&spec);
 	/* The host bounds the wait for this: a guest restored from a snapshot
 	 * greeted long ago, so here is where a hung clone shows. */
-	if (frame_send(port, FRAME_STARTED, NULL, 0) < 0)
+	if (send_json(port, FRAME_STARTED, json_pack("{s:f}", "setup_ms", (double)(mono_us() - t_req) / 1000.0)) < 0)
 		guest_poweroff("cannot answer the request");
 	if (net && netmux_guest_start(net, &err) < 0)
 		fprintf(stderr, "aegis-guest: %s\n", err.msg);	/* the command's connections fail */
