@@ -190,6 +190,8 @@ static int shares_etc(char *out, size_t cap, struct aegis_error *err)
 
 	if (etc < 0)
 		return free(m.buf), error_sys(err, "vm: open /etc");
+	/* Copies of another layout (before the identity placeholders) differ. */
+	sum_line(&m, "layout 2: allowlist, empty identity files\n");
 	for (int i = 0; rootfs_etc_allow[i]; i++)
 		sum_tree(&m, etc, "", rootfs_etc_allow[i], 0);
 	if (!m.buf)
@@ -216,6 +218,20 @@ static int shares_etc(char *out, size_t cap, struct aegis_error *err)
 			vm_remove_tree(rootfd, strrchr(build, '/') + 1);
 			return -1;
 		}
+	/* Empty stand-ins for the files that describe the sandbox (passwd,
+	 * hosts, ...): the engine in the guest binds this directory whole as
+	 * the sandbox's /etc and its own identity files over these. Nothing
+	 * of the host's accounts is copied. */
+	for (int i = 0; rootfs_etc_identity[i]; i++) {
+		int fd = openat(dst, rootfs_etc_identity[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+
+		if (fd < 0) {
+			error_sys(err, "vm: %s/%s", build, rootfs_etc_identity[i]);
+			vm_remove_tree(rootfd, strrchr(build, '/') + 1);
+			return -1;
+		}
+		close(fd);
+	}
 	if (rename(build, out) < 0) {
 		int e = errno;
 
