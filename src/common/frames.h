@@ -27,7 +27,8 @@ enum frame_type {
 	FRAME_HELLO = 7,	/* guest → host, first: JSON {"version", "kernel"} */
 	FRAME_REQUEST = 8,	/* host → guest, once: JSON {"spec", "mounts", "clock", "seed"} */
 	FRAME_RESULT = 9,	/* guest → host, last: JSON {"result": {...}} or {"error": {code, errno, message}} */
-	FRAME_STARTED = 10,	/* guest → host, first answer to REQUEST once set up (else RESULT): no payload */
+	FRAME_STARTED = 10,	/* guest → host, first answer to REQUEST once set up (else RESULT):
+				 * {"setup_ms"}, the guest's time from the request to its engine started */
 };
 
 /* Write one frame whole, to a socket or (the vm guest's virtio-serial

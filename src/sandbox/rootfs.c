@@ -41,7 +41,12 @@ const char *const rootfs_etc_allow[] = {
 	"protocols", "services", "shells", "ssl", NULL,
 };
 
+const char *const rootfs_etc_identity[] = { "passwd", "group", "hosts", "hostname", NULL };
+
 #define COPY_MAX (1 << 20)	/* larger regular files are bound instead */
+
+/* Where a vm guest's identity files are written before being bound. */
+#define IDENTITY_STAGE ".aegis-identity"
 
 static int copy_symlink(const char *host, const char *dst, struct aegis_error *err)
 {
@@ -122,10 +127,64 @@ static int write_new_file(const char *path, const char *content, struct aegis_er
 	return r < 0 ? error_sys(err, "write %s", path) : 0;
 }
 
+/* Identity files describe the sandbox, never the host's accounts. */
+static int write_identity(const struct aegis_spec *spec, const char *dir, struct aegis_error *err)
+{
+	char path[128], hosts[256];
+
+	snprintf(hosts, sizeof hosts,
+		 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n",
+		 spec->hostname);
+	snprintf(path, sizeof path, "%s/passwd", dir);
+	if (write_new_file(path,
+			   "root:x:0:0:root:/root:/bin/sh\n"
+			   "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", err) < 0)
+		return -1;
+	snprintf(path, sizeof path, "%s/group", dir);
+	if (write_new_file(path, "root:x:0:\nnogroup:x:65534:\n", err) < 0)
+		return -1;
+	snprintf(path, sizeof path, "%s/hosts", dir);
+	if (write_new_file(path, hosts, err) < 0)
+		return -1;
+	snprintf(hosts, sizeof hosts, "%s\n", spec->hostname);
+	snprintf(path, sizeof path, "%s/hostname", dir);
+	return write_new_file(path, hosts, err);
+}
+
+/* In a vm guest /etc is the host's copy of exactly the allowlist, with an
+ * empty file for each identity file (src/vm/shares.c): it is bound whole,
+ * read-only, in one mount rather than one lookup and mount per entry
+ * (each a 9p round trip under emulation), and the sandbox's identity
+ * files, written on a tmpfs of their own, are bound read-only over the
+ * empty ones. The tmpfs is then detached from the root: the binds keep
+ * its files, nothing else of it stays visible. */
+static int build_etc_vm(const struct aegis_spec *spec, struct aegis_error *err)
+{
+	char src[128], dst[128];
+
+	if (mounts_mkdir("etc", err) < 0 || mounts_bind("/etc", "etc", true, err) < 0 ||
+	    mounts_mkdir(IDENTITY_STAGE, err) < 0 ||
+	    mounts_tmpfs(IDENTITY_STAGE, "mode=0755,size=64k,nr_inodes=16", MS_NOSUID | MS_NODEV | MS_NOEXEC, err) < 0 ||
+	    write_identity(spec, IDENTITY_STAGE, err) < 0)
+		return -1;
+	for (int i = 0; rootfs_etc_identity[i]; i++) {
+		snprintf(src, sizeof src, IDENTITY_STAGE "/%s", rootfs_etc_identity[i]);
+		snprintf(dst, sizeof dst, "etc/%s", rootfs_etc_identity[i]);
+		if (mounts_bind(src, dst, true, err) < 0)
+			return -1;
+	}
+	if (umount2(IDENTITY_STAGE, MNT_DETACH) < 0 || rmdir(IDENTITY_STAGE) < 0)
+		return error_sys(err, "remove " IDENTITY_STAGE);
+	return 0;
+}
+
 static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 {
-	char host[PATH_MAX], dst[PATH_MAX], hosts[256];
+	char host[PATH_MAX], dst[PATH_MAX];
 
+	/* (The vm backend refuses host network mode, whose resolver is below.) */
+	if (sandbox_is_vm_guest() && netns_mode(spec->policy) != NET_HOST)
+		return build_etc_vm(spec, err);
 	if (mounts_mkdir("etc", err) < 0)
 		return -1;
 	/* An instance (freezable: long-lived) binds them instead: a copy is
@@ -145,18 +204,7 @@ static int build_etc(const struct aegis_spec *spec, struct aegis_error *err)
 		    copy_file(real, "etc/resolv.conf", st.st_size, err) < 0)
 			return -1;
 	}
-	/* Identity files describe the sandbox, never the host's accounts. */
-	snprintf(hosts, sizeof hosts,
-		 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n",
-		 spec->hostname);
-	if (write_new_file("etc/passwd",
-			   "root:x:0:0:root:/root:/bin/sh\n"
-			   "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", err) < 0 ||
-	    write_new_file("etc/group", "root:x:0:\nnogroup:x:65534:\n", err) < 0 ||
-	    write_new_file("etc/hosts", hosts, err) < 0)
-		return -1;
-	snprintf(hosts, sizeof hosts, "%s\n", spec->hostname);
-	return write_new_file("etc/hostname", hosts, err);
+	return write_identity(spec, "etc", err);
 }
 
 static bool same_dir(int a, int b)

@@ -97,12 +97,15 @@ int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_erro
  * exports exactly these to its guest (src/vm/shares.c). */
 extern const char *const rootfs_host_dirs[];
 extern const char *const rootfs_etc_allow[];
+/* The /etc files that describe the sandbox itself, written per run. */
+extern const char *const rootfs_etc_identity[];
 /* aegis-guest calls this once before aegis_run: the engine then runs as
  * PID 1's child in a vm-backend guest, where the workspace is a 9p share
  * (no idmapped mounts): sandbox root is mapped straight to the workspace
  * owner's uid and gid instead, which is what the idmapped mount shows the
  * sandbox on the host. */
 void sandbox_in_vm_guest(void);
+bool sandbox_is_vm_guest(void);
 
 /* imageroot.c — an OCI image's layers as the root (spec.image_layers). */
 size_t imageroot_count(const struct aegis_spec *spec);

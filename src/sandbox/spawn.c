@@ -279,6 +279,11 @@ void sandbox_in_vm_guest(void)
 	in_vm_guest = true;
 }
 
+bool sandbox_is_vm_guest(void)
+{
+	return in_vm_guest;
+}
+
 /* In a vm-backend guest the workspace is a 9p share, which has no
  * idmapped mounts: sandbox root becomes the owner itself (the uid and gid
  * the host's idmapped mount would show it as), and the child mounts the

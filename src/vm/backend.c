@@ -183,6 +183,8 @@ static void audit_relay(struct audit_log *log, const struct vm_result *r, const 
 		} else if (!strcmp(type, "run.end")) {
 			ended = true;
 			json_object_set_new(ev, "boot_ms", json_real((double)r->boot_us / 1000.0));
+			if (r->setup_us)
+				json_object_set_new(ev, "guest_setup_ms", json_real((double)r->setup_us / 1000.0));
 			vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
 			if (r->net_error[0])
 				json_object_set_new(ev, "net_error", json_string(r->net_error));
@@ -262,6 +264,8 @@ static void artifacts_note(const struct aegis_spec *spec, const struct aegis_res
 		json_object_set_new(doc, "isolation", json_string(isolation(res->vm_kvm)));
 		json_object_set_new(doc, "guest_kernel", json_string(res->vm_kernel));
 		json_object_set_new(doc, "boot_ms", json_real((double)res->vm_boot_us / 1000.0));
+		if (res->vm_guest_setup_us)
+			json_object_set_new(doc, "guest_setup_ms", json_real((double)res->vm_guest_setup_us / 1000.0));
 		vm_start_json(doc, res->vm_restored, res->vm_restore_us, res->vm_snapshot_build_us, res->vm_start_why);
 		if (ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
 			json_dumpfd(doc, fd, JSON_INDENT(2));
@@ -355,6 +359,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		res->vm_restored = r.start == VM_RESTORE;
 		res->vm_restore_us = r.restore_us;
 		res->vm_snapshot_build_us = r.build_us;
+		res->vm_guest_setup_us = r.setup_us;
 		snprintf(res->vm_start_why, sizeof res->vm_start_why, "%s", r.start_why);
 		snprintf(res->vm_net_error, sizeof res->vm_net_error, "%s", r.net_error);
 		if (spec->capture) {

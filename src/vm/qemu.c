@@ -175,10 +175,25 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	/* Kernel arguments added for debugging (and the tests of the guest
 	 * panic path, e.g. rdinit=/nonexistent). */
 	const char *extra = getenv("AEGIS_VM_KERNEL_ARGS");
-	char tsc[48] = "";
+	char tcg[96] = "";
 
-	if (khz && !q->kvm)
-		snprintf(tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
+	/* Under TCG only (KVM runs the guest on the real CPU and keeps the
+	 * kernel's defaults):
+	 * - tsc_early_khz: skips the delay calibration.
+	 * - tsc=reliable: the guest's TSC is the host's, as steady as the
+	 *   host's clock; its jiffies are not (timer interrupts come late
+	 *   whenever the host is busy). Without it the clocksource watchdog
+	 *   compares the two, declares the TSC unstable on a loaded host and
+	 *   falls back to jiffies: 4 ms clock resolution and low-resolution
+	 *   timers, for every clone of a snapshot built then.
+	 * The guest kernel's speculative-execution defences stay on, even
+	 * under TCG (~30 ms of a restore's CPU): translated guest code does
+	 * run on the physical CPU, and the guest kernel is the boundary
+	 * around the command there; the VM adds a boundary, it removes none. */
+	if (!q->kvm && khz)
+		snprintf(tcg, sizeof tcg, " tsc_early_khz=%lu tsc=reliable", khz);
+	else if (!q->kvm)
+		snprintf(tcg, sizeof tcg, " tsc=reliable");
 	arg(a, qemu);
 	/* No firmware ROMs, PIT or PIC: less to emulate and boot. The RTC stays
 	 * (without it the kernel waits 1 s twice probing for it). The
@@ -201,7 +216,7 @@ static void qemu_argv(struct qemu_args *a, const char *qemu, const struct vm_qem
 	arg(a, "-kernel"), arg(a, g->vmlinux);
 	arg(a, "-initrd"), arg(a, g->initramfs);
 	arg(a, "-append");
-	argf(a, "console=ttyS0 quiet cryptomgr.notests panic=-1 oops=panic%s%s%s", tsc,
+	argf(a, "console=ttyS0 quiet cryptomgr.notests panic=-1 oops=panic%s%s%s", tcg,
 	     extra && *extra ? " " : "", extra && *extra ? extra : "");
 	/* The console goes to aegis, not to a file a guest could grow without
 	 * bound: aegis keeps its tail. wait=on here too, so a panic during the
@@ -349,7 +364,7 @@ static int qemu_connect(struct vm_qemu *q, const char *name, int *out, struct ae
 		if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
 			return *out = fd, 0;
 		close(fd);
-		if (poll(&(struct pollfd){ q->pidfd, POLLIN, 0 }, 1, 5) > 0) {
+		if (poll(&(struct pollfd){ q->pidfd, POLLIN, 0 }, 1, 1) > 0) {
 			vm_qemu_diagnose(q, why, sizeof why);
 			return error_set(err, AEGIS_E_SETUP, 0, "vm: QEMU exited before the guest started: %s", why);
 		}

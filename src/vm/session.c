@@ -209,6 +209,7 @@ static int session_started(struct session *s, uint64_t deadline, struct aegis_er
 {
 	enum frame_type type;
 	size_t len;
+	json_t *j;
 	int r = recv_bounded(s, deadline, "answer to the request", "the guest ended before the command started",
 			     &type, &len, err);
 
@@ -218,6 +219,14 @@ static int session_started(struct session *s, uint64_t deadline, struct aegis_er
 		return result_frame(s, len) < 0 ? error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: the result") : 0;
 	if (type != FRAME_STARTED)
 		return error_set(err, AEGIS_E_SETUP, EPROTO, "vm: the guest broke the exec stream protocol (killed)");
+	/* The guest's own figure: a statistic, never trusted for anything else. */
+	if (len && (j = json_loads(s->buf, 0, NULL))) {
+		double ms = json_number_value(json_object_get(j, "setup_ms"));
+
+		if (ms > 0 && ms < 3600e3)
+			s->r->setup_us = (uint64_t)(ms * 1000.0);
+		json_decref(j);
+	}
 	return 0;
 }
 

@@ -190,6 +190,8 @@ static int shares_etc(char *out, size_t cap, struct aegis_error *err)
 
 	if (etc < 0)
 		return free(m.buf), error_sys(err, "vm: open /etc");
+	/* Copies of another layout (before the identity placeholders) differ. */
+	sum_line(&m, "layout 2: allowlist, empty identity files\n");
 	for (int i = 0; rootfs_etc_allow[i]; i++)
 		sum_tree(&m, etc, "", rootfs_etc_allow[i], 0);
 	if (!m.buf)
@@ -216,6 +218,20 @@ static int shares_etc(char *out, size_t cap, struct aegis_error *err)
 			vm_remove_tree(rootfd, strrchr(build, '/') + 1);
 			return -1;
 		}
+	/* Empty stand-ins for the files that describe the sandbox (passwd,
+	 * hosts, ...): the engine in the guest binds this directory whole as
+	 * the sandbox's /etc and its own identity files over these. Nothing
+	 * of the host's accounts is copied. */
+	for (int i = 0; rootfs_etc_identity[i]; i++) {
+		int fd = openat(dst, rootfs_etc_identity[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+
+		if (fd < 0) {
+			error_sys(err, "vm: %s/%s", build, rootfs_etc_identity[i]);
+			vm_remove_tree(rootfd, strrchr(build, '/') + 1);
+			return -1;
+		}
+		close(fd);
+	}
 	if (rename(build, out) < 0) {
 		int e = errno;
 
@@ -330,7 +346,9 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 	share(&sh->s[SHARE_WS], ws, paths->workspace, spec->workspace ? ws_ro : true, spec->workspace != NULL);
 	share(&sh->s[SHARE_ART], spec->artifacts_dir ? spec->artifacts_dir : empty, paths->artifacts,
 	      !spec->artifacts_dir, spec->artifacts_dir != NULL);
-	share(&sh->s[SHARE_IO], io, VM_GUEST_IO, false, true);
+	/* io carries the engine's audit events only: without an audit log
+	 * the guest need not mount it (each 9p mount is on the run's path). */
+	share(&sh->s[SHARE_IO], io, VM_GUEST_IO, false, spec->audit_path != NULL);
 	share(&sh->s[SHARE_IMG], paths->layers[0] ? paths->layers : empty,
 	      paths->layers[0] ? paths->layers : "/aegis/img", true, paths->layers[0] != '\0');
 	shares_tag(sh);

@@ -125,6 +125,7 @@ struct vm_result {
 	uint64_t boot_us;	/* QEMU start to the guest's greeting (cold) or running again (restore) */
 	enum vm_start start;
 	uint64_t restore_us;	/* restore: QEMU start to the guest running (0: cold) */
+	uint64_t setup_us;	/* the guest's own count, request to engine started (STARTED) */
 	uint64_t build_us;	/* this run built the snapshot first: how long it took (0: it did not) */
 	char start_why[256];	/* cold although snapshots are on: why ("" otherwise) */
 	uint64_t wall_us;

@@ -119,6 +119,9 @@ def test_first_run_builds_later_runs_restore(tmp_path):
     # boot_ms is QEMU start to a guest ready for its request, here the restore;
     # wall_ms is the command's own, as the engine in the guest measured it.
     assert 0 < second["restore_ms"] == second["boot_ms"]
+    # guest_setup_ms is the guest's own count from the request to its engine
+    # started (clock, seed, shares), told in STARTED.
+    assert 0 < second["guest_setup_ms"] < 30000, second
     # Private: 0700 directories, 0600 files, ours.
     (snap,) = snapshots(state)
     for d in (os.path.dirname(snap), snap):
@@ -356,7 +359,7 @@ def test_audit_says_how_the_guest_started(shared_state, tmp_path):
         events = [json.loads(line) for line in f]  # the engine's, exec events between
     start, end = events[0], events[-1]
     assert start["type"] == "run.start" and start["start"] == "restore" and start["restore_ms"] > 0
-    assert end["type"] == "run.end" and end["start"] == "restore"
+    assert end["type"] == "run.end" and end["start"] == "restore" and end["guest_setup_ms"] > 0
 
 
 def test_clones_differ_in_rng(shared_state):

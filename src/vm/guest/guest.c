@@ -2,10 +2,12 @@
  *
  * It mounts the kernel filesystems, loads the few modules the Debian
  * kernel keeps out of its image (virtio, virtio-mmio, virtio_console, 9p,
- * overlay), finds the virtio-serial port QEMU names "aegis" and speaks the
- * exec stream (frames.h) with the host over it: HELLO first, then one
- * REQUEST {"spec", "mounts", "clock", "seed"}; then it sets the guest up
- * (setup.c) and runs the engine — aegis_run() on that spec, the same code
+ * overlay), does the set-up no request changes (setup.c: root, cgroup2,
+ * loopback; before the greeting, so a snapshot holds it done), finds the
+ * virtio-serial port QEMU names "aegis" and speaks the exec stream
+ * (frames.h) with the host over it: HELLO first, then one REQUEST
+ * {"spec", "mounts", "clock", "seed"}; then it sets the rest up (setup.c:
+ * clock, seed, shares) and runs the engine — aegis_run() on that spec, the same code
  * as the namespace backend's — in a child, relaying its STDOUT/STDERR out
  * and the host's STDIN, STDIN_CLOSE and SIGNAL in, and ends with RESULT
  * (the engine's result or error), STARTED first once it is set up. One run per boot: after RESULT the host
@@ -45,6 +47,14 @@
 
 #define PORT_NAME "aegis"
 #define PORT_WAIT_MS 10000	/* the port appears once the host's control message lands */
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 /* PID 1 must not exit (the kernel panics): every dead end powers off. */
 static void __attribute__((noreturn)) guest_poweroff(const char *why)
@@ -351,7 +361,7 @@ int main(void)
 	struct utsname u;
 	struct engine e = { -1, -1, -1, -1, -1 };
 	struct specjson_spec spec;
-	struct aegis_error err = { 0 };
+	struct aegis_error err = { 0 }, prep = { 0 };
 	static char buf[FRAME_MAX + 1];
 	enum frame_type type;
 	size_t len;
@@ -362,9 +372,14 @@ int main(void)
 	struct guest_ctl *ctl = NULL;
 	bool control;
 	int ctl_listen = -1;
+	bool prepared;
+	uint64_t t_req;
 
 	guest_mounts();
 	guest_load_modules();
+	/* A failure here is told as the answer to the request: the host hears
+	 * nothing from a guest before its greeting. */
+	prepared = guest_prepare(&prep) == 0;
 	if ((port = guest_port_open(PORT_NAME)) < 0)
 		guest_poweroff("no virtio-serial port named " PORT_NAME);
 	uname(&u);
@@ -374,8 +389,13 @@ int main(void)
 	if (frame_recv(port, &type, buf, &len) <= 0 || type != FRAME_REQUEST ||
 	    !(req = json_loads(buf, 0, NULL)))
 		guest_poweroff("no request from the host");
+	t_req = mono_us();
 	explicit_bzero(buf, len);	/* it held the secrets' values */
-	if (guest_setup(req, &err) < 0 || specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
+	if (!prepared)
+		guest_refuse(port, &prep);
+	if (guest_setup(req, &err) < 0)
+		guest_refuse(port, &err);
+	if (specjson_to_spec(json_object_get(req, "spec"), &spec, &err) < 0)
 		guest_refuse(port, &err);
 	control = json_is_true(json_object_get(req, "control"));
 	json_decref(req);
@@ -407,7 +427,7 @@ int main(void)
 		close(ctl_listen);	/* the engine's now */
 	/* The host bounds the wait for this: a guest restored from a snapshot
 	 * greeted long ago, so here is where a hung clone shows. */
-	if (frame_send(port, FRAME_STARTED, NULL, 0) < 0)
+	if (send_json(port, FRAME_STARTED, json_pack("{s:f}", "setup_ms", (double)(mono_us() - t_req) / 1000.0)) < 0)
 		guest_poweroff("cannot answer the request");
 	if (net && netmux_guest_start(net, &err) < 0)
 		fprintf(stderr, "aegis-guest: %s\n", err.msg);	/* the command's connections fail */

@@ -6,8 +6,12 @@
 
 #include <aegis/aegis.h>
 
-/* setup.c: the REQUEST's clock, seed and 9p shares; cgroup2 and loopback.
- * -1 with err: the run cannot go ahead. */
+/* setup.c: what needs no request, done before the greeting (and so
+ * before a snapshot): the tmpfs root, cgroup2, overcommit, loopback. */
+int guest_prepare(struct aegis_error *err);
+
+/* setup.c: the REQUEST's clock, seed and 9p shares. -1 with err: the run
+ * cannot go ahead. */
 int guest_setup(json_t *req, struct aegis_error *err);
 
 /* guest.c: the virtio-serial port named port, opened (O_CLOEXEC), waiting

@@ -1,10 +1,15 @@
-/* setup.c — what aegis-guest does with a REQUEST before the engine runs:
- * the host's clock and entropy, the 9p shares, cgroup2 and loopback.
+/* setup.c — the guest's own set-up, in two halves around the greeting.
  *
- * None of it happens before the REQUEST: a guest waiting for its request
- * has no 9p share mounted and has touched nothing under /usr, so QEMU can
- * snapshot it there (a mounted 9p share blocks migration) and many runs
- * can be restored from one snapshot, each reseeded here. */
+ * Before it (guest_prepare): what no request changes — the tmpfs root,
+ * cgroup2 with its controllers, overcommit, loopback. A snapshot is taken
+ * after the greeting, so every clone starts with this done instead of
+ * doing it again under emulation on each run's path.
+ *
+ * After the REQUEST (guest_setup): the host's clock and entropy and the
+ * 9p shares. A guest waiting for its request has no 9p share mounted and
+ * has touched nothing under /usr, so QEMU can snapshot it there (a
+ * mounted 9p share blocks migration) and many runs can be restored from
+ * one snapshot, each reseeded here. */
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -155,19 +160,32 @@ static int setup_root(struct aegis_error *err)
 	return 0;
 }
 
-/* The engine bounds each run with a cgroup of its own under /aegis, as on
- * the host; the controllers it uses must reach there. */
-static int setup_cgroup(struct aegis_error *err)
+static int enable_controllers(const char *dir, struct aegis_error *err)
 {
 	static const char ctrls[] = "+memory +pids +cpu";
+	char path[128];
 	_cleanup_close_ int fd = -1;
 
+	snprintf(path, sizeof path, "%s/cgroup.subtree_control", dir);
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 ||
+	    write(fd, ctrls, sizeof ctrls - 1) != (ssize_t)(sizeof ctrls - 1))
+		return error_sys(err, "cgroup2: enable %s in %s", ctrls, dir);
+	return 0;
+}
+
+/* The engine bounds each run with a cgroup of its own under /aegis, as on
+ * the host (cgroup.c's parent for root); the controllers it uses must
+ * reach there. The parent is made here, before the snapshot: the engine
+ * finds it and makes only the run's own cgroup. */
+static int setup_cgroup(struct aegis_error *err)
+{
 	if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate") < 0)
 		return error_sys(err, "mount cgroup2");
-	if ((fd = open("/sys/fs/cgroup/cgroup.subtree_control", O_WRONLY | O_CLOEXEC)) < 0 ||
-	    write(fd, ctrls, sizeof ctrls - 1) != (ssize_t)(sizeof ctrls - 1))
-		return error_sys(err, "cgroup2: enable %s", ctrls);
-	return 0;
+	if (enable_controllers("/sys/fs/cgroup", err) < 0)
+		return -1;
+	if (mkdir("/sys/fs/cgroup/aegis", 0755) < 0)
+		return error_sys(err, "cgroup2: mkdir /aegis");
+	return enable_controllers("/sys/fs/cgroup/aegis", err);
 }
 
 /* The guest's RAM is the run's memory limit plus a little: the kernel's
@@ -198,12 +216,18 @@ static int setup_loopback(struct aegis_error *err)
 	return 0;
 }
 
+int guest_prepare(struct aegis_error *err)
+{
+	if (setup_root(err) < 0 || setup_cgroup(err) < 0 || setup_overcommit(err) < 0 || setup_loopback(err) < 0)
+		return error_prefix(err, "guest");
+	return 0;
+}
+
 int guest_setup(json_t *req, struct aegis_error *err)
 {
 	if (setup_clock(json_object_get(req, "clock"), err) < 0 ||
 	    setup_seed(json_string_value(json_object_get(req, "seed")), err) < 0 ||
-	    setup_root(err) < 0 || setup_mounts(json_object_get(req, "mounts"), err) < 0 || setup_cgroup(err) < 0 ||
-	    setup_overcommit(err) < 0 || setup_loopback(err) < 0)
+	    setup_mounts(json_object_get(req, "mounts"), err) < 0)
 		return error_prefix(err, "guest");
 	return 0;
 }
