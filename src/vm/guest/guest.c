@@ -177,22 +177,38 @@ struct engine {
 	pid_t pid;
 	int in, out, err;	/* our ends of its stdin, stdout, stderr; -1 once closed */
 	int res;		/* its result, as JSON text, at its exit */
+	int started;		/* a byte once the command runs; EOF if it never does */
 };
+
+/* spec.on_started in the engine: the sandbox is set up and the command
+ * started; PID 1 says STARTED to the host only then (an instance is
+ * "running", and its idle clock starts, from that moment). */
+static void engine_started(void *arg)
+{
+	int fd = *(int *)arg;
+
+	(void)!write(fd, "1", 1);
+	close(fd);
+}
 
 /* In the engine's process: the decoded spec run by aegis_run(), exactly as
  * `aegis run` would, its output on our pipes; the result (or the error) as
  * JSON on res. */
-static void __attribute__((noreturn)) engine_main(struct specjson_spec *s, int res)
+static void __attribute__((noreturn)) engine_main(struct specjson_spec *s, int res, int started)
 {
+	static int started_fd;
 	struct aegis_result r;
 	struct aegis_error err = { 0 };
 	json_t *out;
 	char *text;
 
+	started_fd = started;
 	sandbox_in_vm_guest();
 	s->spec.backend = AEGIS_BACKEND_NS;	/* in here the engine is the namespace backend */
 	s->spec.capture = false;		/* the host captures what STDOUT/STDERR frames bring */
 	s->spec.out_fd = s->spec.err_fd = 0;
+	s->spec.on_started = engine_started;
+	s->spec.on_started_arg = &started_fd;
 	if (aegis_run(&s->spec, &r, &err) < 0)
 		out = error_json(&err);
 	else
@@ -206,10 +222,10 @@ static void __attribute__((noreturn)) engine_main(struct specjson_spec *s, int r
 /* ctl: the control socket the engine serves (spec.control_fd), or -1. */
 static int engine_start(struct specjson_spec *s, struct engine *e, int ctl)
 {
-	int pin[2], pout[2], perr[2], pres[2];
+	int pin[2], pout[2], perr[2], pres[2], pstart[2];
 
 	if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
-	    pipe2(pres, O_CLOEXEC) < 0)
+	    pipe2(pres, O_CLOEXEC) < 0 || pipe2(pstart, O_CLOEXEC) < 0)
 		return -1;
 	e->pid = fork();
 	if (e->pid == 0) {
@@ -218,21 +234,25 @@ static int engine_start(struct specjson_spec *s, struct engine *e, int ctl)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		/* out of the way of the dup2s below */
-		if (ctl >= 0 && (ctl = fcntl(ctl, F_DUPFD_CLOEXEC, 64)) < 0)
+		if ((ctl >= 0 && (ctl = fcntl(ctl, F_DUPFD_CLOEXEC, 64)) < 0) ||
+		    (pstart[1] = fcntl(pstart[1], F_DUPFD_CLOEXEC, 64)) < 0)
 			_exit(125);
-		/* 0, 1, 2, the result pipe (3) and the control socket (4):
-		 * nothing else of PID 1's, or the command would never see its
-		 * stdin end (our write end). */
+		/* 0, 1, 2, the result pipe (3), the control socket (4) and
+		 * the started pipe (5): nothing else of PID 1's, or the command
+		 * would never see its stdin end (our write end). */
 		if (dup2(pin[0], 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0 || dup2(pres[1], 3) < 0 ||
-		    (ctl >= 0 && dup3(ctl, 4, O_CLOEXEC) < 0) || syscall(SYS_close_range, 5, ~0U, 0) < 0)
+		    (ctl >= 0 && dup3(ctl, 4, O_CLOEXEC) < 0) || dup3(pstart[1], 5, O_CLOEXEC) < 0 ||
+		    syscall(SYS_close_range, 6, ~0U, 0) < 0)
 			_exit(125);
 		s->spec.control_fd = ctl >= 0 ? 4 : 0;
-		engine_main(s, 3);
+		engine_main(s, 3, 5);
 	}
 	close(pin[0]);
 	close(pout[1]);
 	close(perr[1]);
 	close(pres[1]);
+	close(pstart[1]);
+	e->started = pstart[0];
 	e->in = pin[1];
 	e->out = pout[0];
 	e->err = perr[0];
@@ -359,7 +379,7 @@ static void __attribute__((noreturn)) guest_refuse(int port, const struct aegis_
 int main(void)
 {
 	struct utsname u;
-	struct engine e = { -1, -1, -1, -1, -1 };
+	struct engine e = { -1, -1, -1, -1, -1, -1 };
 	struct specjson_spec spec;
 	struct aegis_error err = { 0 }, prep = { 0 };
 	static char buf[FRAME_MAX + 1];
@@ -425,8 +445,16 @@ int main(void)
 	specjson_spec_free(&spec);
 	if (ctl_listen >= 0)
 		close(ctl_listen);	/* the engine's now */
-	/* The host bounds the wait for this: a guest restored from a snapshot
-	 * greeted long ago, so here is where a hung clone shows. */
+	/* STARTED once the command runs (the engine's on_started), or once
+	 * the engine ended without it (its RESULT then says why). The host
+	 * bounds the wait for this: a guest restored from a snapshot greeted
+	 * long ago, so here is where a hung clone shows. */
+	{
+		char one;
+		while (read(e.started, &one, 1) < 0 && errno == EINTR)
+			;
+		close_fd(&e.started);
+	}
 	if (send_json(port, FRAME_STARTED, json_pack("{s:f}", "setup_ms", (double)(mono_us() - t_req) / 1000.0)) < 0)
 		guest_poweroff("cannot answer the request");
 	if (net && netmux_guest_start(net, &err) < 0)
