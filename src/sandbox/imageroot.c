@@ -12,8 +12,10 @@
  * An image is data from elsewhere: before the root is pivoted into, any
  * name in it may be a symlink aimed at the host. Every mount point and
  * every file aegis writes there is opened component by component without
- * following a symlink; one found where aegis needs a directory or a file
- * is removed from the run's layer (the image is untouched) and replaced. */
+ * following a symlink; one found where aegis needs a file is removed from
+ * the run's layer (the image is untouched) and replaced, one found where it
+ * needs a directory is hidden by a directory made in the run's layer before
+ * the overlay is mounted again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -30,8 +32,21 @@
 #include "../common/util.h"
 #include "sandbox.h"
 
-#define LAYERS_MAX 128
-#define KEPT (-2)		/* overlayfs allows 500; images rarely have 30 */
+#define LAYERS_MAX 128		/* overlayfs allows 500; images rarely have 30 */
+#define KEPT (-2)
+#define DEPTH_MAX 4		/* real_dirs[] are two names deep at most */
+
+/* The directories aegis mounts on or writes in before the root is pivoted
+ * into: each must be a real directory of the root, never an image's link. */
+static const char *const real_dirs[] = { "etc", "proc", "dev", "tmp", "workspace", "run/secrets", NULL };
+
+/* A name of the image that is a symlink or a file where aegis needs a
+ * directory: its path, and the directories above it as the image has them. */
+struct replace {
+	char path[256];
+	size_t depth;
+	struct stat above[DEPTH_MAX];
+};
 
 size_t imageroot_count(const struct aegis_spec *spec)
 {
@@ -98,18 +113,29 @@ static int layer_tree(const struct sandbox_ctx *ctx, size_t i, struct aegis_erro
 	return tree;
 }
 
+static int mount_root_overlay(const char *opts, size_t n, struct aegis_error *err)
+{
+	if (mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+		return error_sys(err, "image: overlay of %zu layers", n);
+	return 0;
+}
+
 /* The overlay at STAGE/root: the layers' trees attached at STAGE/l<i>, the
  * run's layer in STAGE/upper on the staging tmpfs (which is
  * limits.disk_bytes: the disk limit of everything the command writes
- * outside /tmp). trees[] are ours: each is closed here. */
-static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, struct aegis_error *err)
+ * outside /tmp). trees[] are ours: each is closed here. *optsp gets the
+ * mount options (to mount it again), the caller's to free. */
+static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
 {
 	size_t n = imageroot_count(ctx->spec), off;
 	char *opts = malloc(64 + n * 8), name[16];
 	int r = -1;
 
-	if (!opts)
+	if (!opts) {
+		for (size_t i = 0; i < n; i++)
+			close(trees[i]);
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+	}
 	/* lowerdir lists the top layer first */
 	off = (size_t)sprintf(opts, "lowerdir=");
 	for (size_t i = 0; i < n; i++) {
@@ -130,10 +156,9 @@ static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, struct aegis
 	sprintf(opts + off, ",upperdir=upper,workdir=work,userxattr");
 	if (mounts_mkdir("upper", err) < 0 || mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
 		goto out;
-	if (mount("overlay", "root", "overlay", MS_NOSUID | MS_NODEV, opts) < 0) {
-		error_sys(err, "image: overlay of %zu layers", n);
+	if (mount_root_overlay(opts, n, err) < 0)
 		goto out;
-	}
+	*optsp = opts, opts = NULL;
 	r = 0;
 out:
 	for (size_t i = 0; i < n; i++)
@@ -142,10 +167,137 @@ out:
 	return r;
 }
 
-/* dirfd/name as a real directory of the run's layer: a symlink or a file
- * of the image there is removed (whited out) first, unless keep: then
- * KEPT says "not a directory here" and the image is left as it is. The
- * directory's fd, KEPT, or -1 with err. */
+/* Walks path in the mounted root (cwd) without following anything: 1 with
+ * *r filled at the first name that is not a directory, 0 when there is none
+ * (a missing name is made later, a plain mkdir in the overlay), or -1. */
+static int find_nondir(const char *path, struct replace *r, struct aegis_error *err)
+{
+	char copy[256], *save = NULL;
+	size_t off = 0;
+	int dir = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dir < 0)
+		return error_sys(err, "image: open the root");
+	snprintf(copy, sizeof copy, "%s", path);
+	r->depth = 0;
+	for (char *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+		int next = openat(dir, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), e = errno;
+
+		off += (size_t)snprintf(r->path + off, sizeof r->path - off, "%s%s", off ? "/" : "", part);
+		if (next < 0) {
+			close(dir);
+			if (e == ENOENT)
+				return 0;
+			if (e == ELOOP || e == ENOTDIR)
+				return 1;
+			errno = e;
+			return error_sys(err, "image: open /%s", r->path);
+		}
+		if (r->depth == DEPTH_MAX) {
+			close(next), close(dir);
+			return error_set(err, AEGIS_E_SETUP, 0, "image: /%s: too deep", r->path);
+		}
+		if (fstat(next, &r->above[r->depth]) < 0) {
+			error_sys(err, "image: stat /%s", r->path);
+			close(next), close(dir);
+			return -1;
+		}
+		r->depth++;
+		close(dir);
+		dir = next;
+	}
+	close(dir);
+	return 0;
+}
+
+/* r->path made a directory in the run's layer (upper, not mounted): the
+ * directories above it with the mode and times the image gives them, as a
+ * copy-up makes them, and r->path itself new and empty. A directory in the
+ * upper layer over a symlink or a file of a lower one hides it: overlayfs
+ * looks no further down past a non-directory. That takes no whiteout and no
+ * opaque xattr: removing the link and making the directory through the
+ * overlay does, and an upper filesystem without user xattrs (tmpfs before
+ * Linux 6.6, the vm guest's) cannot hold one, so that mkdir fails EIO. */
+static int upper_dirs(int upper, const struct replace *r, struct aegis_error *err)
+{
+	char copy[256], *save = NULL;
+	int fds[DEPTH_MAX + 1], n = 0, rc = -1;
+
+	snprintf(copy, sizeof copy, "%s", r->path);
+	for (char *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+		bool last = (size_t)n == r->depth;
+		int dir = n ? fds[n - 1] : upper;
+
+		if (mkdirat(dir, part, 0755) < 0 && errno != EEXIST) {
+			error_sys(err, "image: make /%s a directory", r->path);
+			goto out;
+		}
+		fds[n] = openat(dir, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fds[n] < 0) {
+			error_sys(err, "image: open /%s in the run's layer", r->path);
+			goto out;
+		}
+		n++;
+		if (last)
+			break;
+	}
+	/* times last: each mkdir below a directory moved its mtime */
+	for (int i = 0; i < n - 1; i++) {
+		const struct stat *st = &r->above[i];
+		struct timespec times[2] = { st->st_atim, st->st_mtim };
+
+		if (fchmod(fds[i], st->st_mode & 07777) < 0 || futimens(fds[i], times) < 0) {
+			error_sys(err, "image: /%s in the run's layer", r->path);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	while (n--)
+		close(fds[n]);
+	return rc;
+}
+
+/* Every real_dirs[] name that is an image's symlink or file made a
+ * directory of the run's layer: the overlay (at root, cwd) is taken down,
+ * the upper layer given those directories, and the overlay mounted again.
+ * Nothing has been made through the overlay yet, so its upper layer holds
+ * nothing else that could be out of step. */
+static int replace_nondirs(const struct aegis_spec *spec, const char *opts, struct aegis_error *err)
+{
+	struct replace reps[sizeof real_dirs / sizeof *real_dirs];
+	size_t n = 0;
+	_cleanup_close_ int upper = -1;
+
+	for (size_t i = 0; real_dirs[i]; i++) {
+		int r;
+
+		if (!strcmp(real_dirs[i], "run/secrets") && !(spec->secret_files && spec->secret_files[0]))
+			continue;
+		if ((r = find_nondir(real_dirs[i], &reps[n], err)) < 0)
+			return -1;
+		n += (size_t)r;
+	}
+	if (!n)
+		return 0;
+	if (chdir("..") < 0)
+		return error_sys(err, "image: leave the root");
+	if (umount2("root", UMOUNT_NOFOLLOW) < 0)
+		return error_sys(err, "image: unmount the overlay to replace /%s", reps[0].path);
+	if ((upper = open("upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return error_sys(err, "image: open the run's layer");
+	for (size_t i = 0; i < n; i++)
+		if (upper_dirs(upper, &reps[i], err) < 0)
+			return -1;
+	if (mount_root_overlay(opts, imageroot_count(spec), err) < 0)
+		return -1;
+	return chdir("root") < 0 ? error_sys(err, "chdir into the image root") : 0;
+}
+
+/* dirfd/name as a directory of the root, made when missing; keep: a
+ * symlink or a file there is left as it is (KEPT). Otherwise one there is
+ * an error: replace_nondirs made every real_dirs[] name a directory, and
+ * nothing is ever followed. The directory's fd, KEPT, or -1 with err. */
 static int real_dir_at(int dirfd, const char *name, bool keep, struct aegis_error *err)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -154,12 +306,10 @@ static int real_dir_at(int dirfd, const char *name, bool keep, struct aegis_erro
 		return fd;
 	if ((errno == ELOOP || errno == ENOTDIR) && keep)
 		return KEPT;
-	if (errno == ELOOP || errno == ENOTDIR) {
-		if (unlinkat(dirfd, name, 0) < 0)
-			return error_sys(err, "image: replace /%s", name);
-	} else if (errno != ENOENT) {
+	if (errno == ELOOP || errno == ENOTDIR)
+		return error_sys(err, "image: /%s is not a directory", name);
+	if (errno != ENOENT)
 		return error_sys(err, "image: open /%s", name);
-	}
 	if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
 		return error_sys(err, "image: mkdir /%s", name);
 	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -223,7 +373,7 @@ static int write_identity(const struct aegis_spec *spec, struct aegis_error *err
 
 int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aegis_error *err)
 {
-	static const char *const mount_points[] = { "proc", "dev", "tmp", "workspace", "run/secrets", NULL };
+	_cleanup_free_ char *overlay_opts = NULL;
 	char opts[64];
 
 	size_t n = imageroot_count(ctx->spec);
@@ -246,15 +396,17 @@ int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aeg
 			close(trees[i]);
 		return -1;
 	}
-	if (mount_overlay(ctx, trees, err) < 0)
+	if (mount_overlay(ctx, trees, &overlay_opts, err) < 0)
 		return -1;
 	if (chdir("root") < 0)
 		return error_sys(err, "chdir into the image root");
-	for (int i = 0; mount_points[i]; i++) {
-		if (!strcmp(mount_points[i], "run/secrets") &&
+	if (replace_nondirs(ctx->spec, overlay_opts, err) < 0)
+		return -1;
+	for (int i = 0; real_dirs[i]; i++) {
+		if (!strcmp(real_dirs[i], "run/secrets") &&
 		    !(ctx->spec->secret_files && ctx->spec->secret_files[0]))
 			continue;
-		if (real_path(mount_points[i], false, err) < 0)
+		if (real_path(real_dirs[i], false, err) < 0)
 			return -1;
 	}
 	/* the working directory, made if the image lacks it (as docker does) */

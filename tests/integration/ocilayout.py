@@ -49,7 +49,7 @@ def _tar(entries):
             info = tarfile.TarInfo(name.rstrip("/") if kind != "dir" else name)
             info.mtime = 1700000000
             if kind == "dir":
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                info.type, info.mode = tarfile.DIRTYPE, e[2] if len(e) > 2 else 0o755
                 t.addfile(info)
             elif kind == "symlink":
                 info.type, info.linkname = tarfile.SYMTYPE, e[2]
@@ -72,7 +72,7 @@ def _blob(root, data):
 
 def build(root, layers, env=(), workdir=None, tag="latest"):
     """An OCI layout at root: layers is a list of entry lists (bottom first),
-    each entry (name, "dir"|"file"|"symlink", data or target[, mode])."""
+    each entry (name, "dir"[, mode]) or (name, "file"|"symlink", data or target[, mode])."""
     os.makedirs(os.path.join(root, "blobs", "sha256"), exist_ok=True)
     with open(os.path.join(root, "oci-layout"), "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)

@@ -26,12 +26,15 @@ BASE_EXTRA = [("gone.txt", "file", b"in the base\n"), ("base.txt", "file", b"bas
               ("opq/old", "file", b"old\n")]
 HOSTILE = [("etc", "symlink", "/etc"), ("proc", "symlink", "/etc"), ("workspace", "symlink", "/root"),
            ("tmp", "symlink", "/var/tmp"), ("run", "symlink", "/etc"), ("srv", "symlink", "/etc")]
+# a real /run of its own mode and time whose secrets/ is a link to the host's /etc
+HOSTILE_BELOW = [("run/", "dir", 0o750), ("run/keep", "file", b"kept\n"), ("run/secrets", "symlink", "/etc")]
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """A state dir with three imported images: test/img:1 (two layers),
-    test/img:2 (another base file), test/hostile:1 (symlinks at the host)."""
+    """A state dir with four imported images: test/img:1 (two layers),
+    test/img:2 (another base file), test/hostile:1 and test/hostile:2
+    (symlinks at the host)."""
     d = tmp_path_factory.mktemp("images")
     env = dict(os.environ, AEGIS_STATE_DIR=str(d / "state"), AEGIS_SOCKET=str(d / "run" / "aegisd.sock"))
     base = ocilayout.base_entries()
@@ -39,7 +42,9 @@ def images(tmp_path_factory):
     ocilayout.build(str(d / "img1"), [base + BASE_EXTRA, top], env=ENV, workdir="/srv/app")
     ocilayout.build(str(d / "img2"), [base + [("base.txt", "file", b"second image\n")]], env=ENV)
     ocilayout.build(str(d / "hostile"), [base, HOSTILE], env=ENV, workdir="/srv")
-    for src, ref in [("img1", "test/img:1"), ("img2", "test/img:2"), ("hostile", "test/hostile:1")]:
+    ocilayout.build(str(d / "hostile2"), [base, HOSTILE_BELOW], env=ENV)
+    for src, ref in [("img1", "test/img:1"), ("img2", "test/img:2"), ("hostile", "test/hostile:1"),
+                     ("hostile2", "test/hostile:2")]:
         p = run([*IMAGE, "import", "--quiet", "--name", ref, str(d / src)], env=env)
         assert p.returncode == 0, p
     return d, env
@@ -137,6 +142,22 @@ def test_hostile_symlinks_never_reach_the_host(images):
     links = [os.readlink(os.path.join(layers, l, "etc")) for l in os.listdir(layers)
              if os.path.islink(os.path.join(layers, l, "etc"))]
     assert links == ["/etc"], links
+
+
+def test_hostile_symlink_below_a_real_directory(images):
+    """/run is the image's own directory and /run/secrets a link to the
+    host's /etc: the secrets' mount point is made a directory of the run's
+    layer, and /run keeps what the image gives it (its entries, mode and
+    time, as a copy-up would)."""
+    _, env = images
+    etc_before = set(os.listdir("/etc"))
+    assert run([AEGIS, "secret", "set", "HK2"], env=env, input="below-secret").returncode == 0
+    p = run([AEGIS, "run", "--image", "test/hostile:2", "--secret", "HK2:file", "--", "sh", "-c",
+             "stat -c '%a %Y' /run; cat /run/keep; ls /run/secrets; readlink /run/secrets || echo real; "
+             "wc -c < /run/secrets/HK2"], env=env)
+    assert p.returncode == 0, p
+    assert p.stdout.split("\n") == ["750 1700000000", "kept", "HK2", "real", "12", ""], p
+    assert set(os.listdir("/etc")) == etc_before and "HK2" not in etc_before
 
 
 def test_missing_image_is_one_clear_error(images):
