@@ -310,7 +310,7 @@ bool cgroup_oom_killed(struct cgroup *cg)
 
 /* v2: memory.pressure's "full" stall total (µs): the time every task of
  * the run waited on memory at once. v1 has no per-cgroup pressure: 0. */
-uint64_t cgroup_memory_full_stall_us(struct cgroup *cg)
+static uint64_t memory_full_stall_us(struct cgroup *cg)
 {
 	char path[512], buf[512], *p;
 
@@ -321,6 +321,39 @@ uint64_t cgroup_memory_full_stall_us(struct cgroup *cg)
 	    !(p = strstr(p, "total=")))
 		return 0;
 	return strtoull(p + 6, NULL, 10);
+}
+
+/* "name N" in a memory.stat already read; 0 if absent. */
+static uint64_t stat_value(const char *stat, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = stat; (p = strstr(p, name)); p += n)
+		if ((p == stat || p[-1] == '\n') && p[n] == ' ')
+			return strtoull(p + n + 1, NULL, 10);
+	return 0;
+}
+
+/* The rest of what thrash.c judges (the caller read memory.current first:
+ * the only file read far from the limit). v2's memory.stat counts the
+ * run's whole subtree, v1's does under the total_ names; refaults are
+ * counted in pages. */
+void cgroup_memory_sample(struct cgroup *cg, struct memory_sample *s)
+{
+	char path[512], stat[8192];
+	const char *pre = cg->version == 2 ? "" : "total_";
+	char active[48], inactive[48], refault[48];
+
+	s->full_stall_us = memory_full_stall_us(cg);
+	s->file_lru = s->refault_bytes = 0;
+	knob_path(cg, "memory", "memory.stat", "memory.stat", path, sizeof path);
+	if (read_file_at(AT_FDCWD, path, stat, sizeof stat) <= 0)
+		return;
+	snprintf(active, sizeof active, "%sactive_file", pre);
+	snprintf(inactive, sizeof inactive, "%sinactive_file", pre);
+	snprintf(refault, sizeof refault, "%sworkingset_refault_file", pre);
+	s->file_lru = stat_value(stat, active) + stat_value(stat, inactive);
+	s->refault_bytes = stat_value(stat, refault) * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 uint64_t cgroup_memory_current(struct cgroup *cg)

@@ -84,8 +84,9 @@ int cgroup_enter(struct cgroup *cg, pid_t pid, struct aegis_error *err);
 uint64_t cgroup_peak_memory(struct cgroup *cg);
 bool cgroup_oom_killed(struct cgroup *cg);
 bool cgroup_pids_hit(struct cgroup *cg);
-uint64_t cgroup_memory_full_stall_us(struct cgroup *cg);
 uint64_t cgroup_memory_current(struct cgroup *cg);
+struct memory_sample;
+void cgroup_memory_sample(struct cgroup *cg, struct memory_sample *s);
 uint64_t cgroup_cpu_usage_us(struct cgroup *cg);
 void cgroup_destroy(struct cgroup *cg);
 bool cgroup_can_create(const char *parent, char *controllers, size_t len);
@@ -222,6 +223,25 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 int artifacts_finish(const struct aegis_spec *spec, const struct aegis_result *res,
 		     struct artifacts *a, struct record *rec, struct aegis_error *err);
 void artifacts_close(struct artifacts *a);
+
+/* thrash.c — a run at its memory limit that lives on re-reading what
+ * reclaim took, counted as out of memory. */
+struct memory_sample {
+	uint64_t at_us;		/* when it was taken */
+	uint64_t current;	/* bytes charged to the run */
+	uint64_t file_lru;	/* bytes of page cache it could give back */
+	uint64_t refault_bytes;	/* re-read soon after eviction, in total */
+	uint64_t full_stall_us;	/* v2: all its tasks waited on memory, in total; 0 on v1 */
+};
+struct thrash_watch {
+	uint64_t next_us;	/* when to look again */
+	struct memory_sample last;
+	bool have_last;
+	unsigned windows;	/* thrashing windows in a row */
+};
+bool thrash_near_limit(uint64_t current, uint64_t limit);
+bool thrash_due(const struct thrash_watch *w, uint64_t now_us);
+bool thrash_update(struct thrash_watch *w, const struct memory_sample *now, uint64_t limit);
 
 /* supervise.c — the parent side after clone. */
 struct supervise_io {

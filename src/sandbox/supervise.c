@@ -36,13 +36,6 @@ struct stream {
 	struct redactor red;	/* injected secrets cut out (red.n: how many) */
 };
 
-#define THRASH_SECONDS 3
-
-struct thrash {
-	uint64_t window_start, stall_start;	/* µs: now and the stall total, a window ago */
-	unsigned windows;			/* windows in a row spent thrashing */
-};
-
 struct run_state {
 	const struct aegis_spec *spec;
 	struct artifacts *arts;
@@ -56,7 +49,7 @@ struct run_state {
 	int pidfd;
 	const char *limit;	/* first limit hit */
 	bool stopped;		/* we killed the sandbox */
-	struct thrash thrash;
+	struct thrash_watch thrash;
 };
 
 static int send_signal(int pidfd, int sig)
@@ -146,33 +139,19 @@ static void pump(struct run_state *st, struct stream *s)
 	}
 }
 
-/* A run at its memory limit can live on without ever being OOM-killed:
- * reclaim keeps evicting its program's pages, which it reads back at once
- * (slow media, an emulated guest), so the kernel sees progress while the
- * run does nothing else. Like systemd-oomd, count that as out of memory:
- * every task stalled on memory at least half of the time for
- * THRASH_SECONDS windows of a second in a row, while within 10% of the
- * limit (so pressure on the whole host does not count). v2 only. */
+/* Out of memory without the OOM killer (thrash.c). The run's usage is
+ * read once a window; the rest of its memory files only near the limit. */
 static bool thrashing(struct run_state *st, uint64_t now)
 {
-	struct thrash *t = &st->thrash;
-	uint64_t stall, limit = st->spec->limits.memory_bytes;
+	uint64_t limit = st->spec->limits.memory_bytes;
+	struct memory_sample s = { .at_us = now };
 
-	/* the pressure file is read once a window, not at every tick */
-	if (t->window_start && now - t->window_start < 1000000)
+	if (!thrash_due(&st->thrash, now))
 		return false;
-	stall = cgroup_memory_full_stall_us(st->cg);
-	if (!t->window_start) {
-		t->window_start = now, t->stall_start = stall;
-		return false;
-	}
-	if (limit && (stall - t->stall_start) * 2 >= now - t->window_start &&
-	    cgroup_memory_current(st->cg) >= limit - limit / 10)
-		t->windows++;
-	else
-		t->windows = 0;
-	t->window_start = now, t->stall_start = stall;
-	return t->windows >= THRASH_SECONDS;
+	s.current = cgroup_memory_current(st->cg);
+	if (thrash_near_limit(s.current, limit))
+		cgroup_memory_sample(st->cg, &s);
+	return thrash_update(&st->thrash, &s, limit);
 }
 
 /* Limits enforced by watching: pids exhaustion, total CPU time, OOM kills. */
