@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ctlwire.h"
+#include "util.h"
 
 void ctlwire_header(unsigned char h[CTLWIRE_HEADER], size_t len, bool with_fd)
 {
@@ -45,29 +46,12 @@ json_t *ctlwire_parse_json(const char *text, size_t len, const char **why)
 	return NULL;
 }
 
-static int write_all_nosig(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int ctlwire_send(int fd, const char *json, size_t len, bool with_fd)
 {
 	unsigned char h[CTLWIRE_HEADER];
 
 	ctlwire_header(h, len, with_fd);
-	return write_all_nosig(fd, h, sizeof h) < 0 || write_all_nosig(fd, json, len) < 0 ? -1 : 0;
+	return send_all(fd, h, sizeof h) < 0 || send_all(fd, json, len) < 0 ? -1 : 0;
 }
 
 /* Exactly len bytes; 0, or -1 with *why. */

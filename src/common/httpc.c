@@ -33,21 +33,6 @@ static int connect_unix(const char *path, struct aegis_error *err)
 	return fd;
 }
 
-/* A daemon that closes on us is an error to report, not SIGPIPE to die of. */
-static int send_all(int fd, const void *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		buf = (const char *)buf + n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int read_all(int fd, unsigned timeout_ms, struct httpc_response *resp, struct aegis_error *err)
 {
 	uint64_t deadline = now_us() + timeout_ms * 1000ULL;

@@ -23,6 +23,12 @@ bool name_valid(const char *name);
 /* Write all of buf to the file at dirfd/path (O_WRONLY|O_CLOEXEC). -1 with errno. */
 int write_file_at(int dirfd, const char *path, const char *buf, size_t len);
 int write_all(int fd, const void *buf, size_t len);
+/* The same on a socket, MSG_NOSIGNAL: a peer that closes on us is an
+ * error to report, not SIGPIPE to die of. 0 or -1 (errno). */
+int send_all(int fd, const void *buf, size_t len);
+/* The peer of a unix socket is our own user or root (SO_PEERCRED): who
+ * may ask a control socket for an exec or a connection. */
+bool peer_is_us_or_root(int fd);
 /* Read up to cap-1 bytes of a file into buf, NUL-terminate. Returns length or -1. */
 ssize_t read_file_at(int dirfd, const char *path, char *buf, size_t cap);
 

@@ -28,6 +28,7 @@
 #include "../common/error.h"
 #include "../common/fdpass.h"
 #include "../common/frames.h"
+#include "../common/util.h"
 #include "execserve.h"
 #include "redact.h"
 #include "sandbox.h"
@@ -640,16 +641,6 @@ static void *session_main(void *arg)
 	return NULL;
 }
 
-/* Only the daemon's user (or root) may ask for an exec. */
-static bool peer_allowed(int fd)
-{
-	struct ucred cred;
-	socklen_t len = sizeof cred;
-
-	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-	       (cred.uid == geteuid() || cred.uid == 0);
-}
-
 void execserve_accept(struct execserve *srv, int listen_fd)
 {
 	struct session *s;
@@ -659,7 +650,7 @@ void execserve_accept(struct execserve *srv, int listen_fd)
 
 	if (conn < 0)
 		return;
-	if (!peer_allowed(conn) || !(s = calloc(1, sizeof *s))) {
+	if (!peer_is_us_or_root(conn) || !(s = calloc(1, sizeof *s))) {
 		close(conn);
 		return;
 	}

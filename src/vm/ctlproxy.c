@@ -34,6 +34,7 @@
 #include "../common/fdpass.h"
 #include "../common/frames.h"
 #include "../common/netmux.h"
+#include "../common/util.h"
 #include "vm.h"
 
 #define REQUEST_WAIT_MS 5000	/* aegisd sends its one message at once */
@@ -186,16 +187,6 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* Only the daemon's user (or root) may ask, as execserve.c checks. */
-static bool peer_allowed(int fd)
-{
-	struct ucred cred;
-	socklen_t len = sizeof cred;
-
-	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-	       (cred.uid == geteuid() || cred.uid == 0);
-}
-
 static void accept_one(struct ctlproxy *px)
 {
 	int conn = accept4(px->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -205,7 +196,7 @@ static void accept_one(struct ctlproxy *px)
 
 	if (conn < 0)
 		return;
-	if (!peer_allowed(conn) || !(w = calloc(1, sizeof *w))) {
+	if (!peer_is_us_or_root(conn) || !(w = calloc(1, sizeof *w))) {
 		close(conn);
 		return;
 	}

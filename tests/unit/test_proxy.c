@@ -36,22 +36,6 @@ static size_t up_last_in;	/* bytes it read on that connection */
 static size_t up_last_out;	/* bytes it wrote */
 static int up_handlers;		/* running handler threads */
 
-static int send_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Everything until EOF (or error/timeout); *len gets the size. */
 static char *read_all(int fd, size_t *len)
 {
