@@ -13,6 +13,8 @@ import contextlib
 import http.server
 import json
 import os
+import pty
+import select
 import socket
 import subprocess
 import tempfile
@@ -173,3 +175,25 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def tty_exec(env, name, *argv):
+    """aegis exec -t on a terminal of our own: (exit status, what it printed)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(AEGIS, [AEGIS, "exec", "-t", name, "--", *argv], env)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([fd], [], [], 60 * SLOW)
+            if not r:
+                break
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out

@@ -4,8 +4,6 @@ terminal with -t) and gets exactly the instance's confinement."""
 import hashlib
 import json
 import os
-import pty
-import select
 import signal
 import socket
 import subprocess
@@ -14,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, api, run
+from conftest import AEGIS, api, run, tty_exec
 
 
 @pytest.fixture
@@ -99,23 +97,8 @@ def test_exec_gets_the_instance_confinement(env, tmp_path):
 
 def test_terminal_with_t(env):
     start(env, "box")
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(AEGIS, [AEGIS, "exec", "-t", "box", "--", "sh", "-c", "tty; stty size; exit 3"], env)
-    out = b""
-    while True:
-        try:
-            r, _, _ = select.select([fd], [], [], 10)
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3, out
+    code, out = tty_exec(env, "box", "sh", "-c", "tty; stty size; exit 3")
+    assert code == 3, out
     assert b"/dev/pts/0" in out, out  # the sandbox's own devpts, not the host's
     p = aegis(env, "exec", "-t", "box", "--", "true")  # stdin is not a terminal here
     assert p.returncode == 125 and "-t needs a terminal" in p.stderr

@@ -19,9 +19,7 @@ import glob
 import hashlib
 import json
 import os
-import pty
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -32,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import AEGIS, api, free_port, http_server, run, instance_info as info, wait_instance
+from conftest import AEGIS, api, free_port, http_server, run, tty_exec, instance_info as info, wait_instance
 from test_vm import guest_files  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
 
 BOOT_S = 120  # a TCG boot on a loaded 2-CPU machine, with room to spare
@@ -247,28 +245,6 @@ def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
     assert aegis(env, "audit", "verify", log).returncode == 0
     assert aegis(env, "instance", "delete", "idler").returncode == 0
     assert not [d for d in glob.glob("/tmp/aegis-vm-*") if d == run_dir]
-
-
-def tty_exec(env, name, *argv):
-    """aegis exec -t on a terminal of our own: (exit status, what it printed)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(AEGIS, [AEGIS, "exec", "-t", name, "--", *argv], env)
-    out = b""
-    while True:
-        try:
-            r, _, _ = select.select([fd], [], [], 60)
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
 
 
 def test_exec_runs_in_the_guest_sandbox_of_the_main_command(env):
