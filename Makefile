@@ -46,6 +46,8 @@ fuzz:
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_logrecord.c src/common/logrecord.c -o $(FUZZ_BUILD)/fuzz_logrecord
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_netmux.c src/common/error.c -o $(FUZZ_BUILD)/fuzz_netmux
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_ctlwire.c src/common/util.c -ljansson -o $(FUZZ_BUILD)/fuzz_ctlwire
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_auditrelay.c src/common/audit.c src/common/hash.c src/common/util.c \
+		src/common/error.c -ljansson -lcrypto -lpthread -o $(FUZZ_BUILD)/fuzz_auditrelay
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_image.c src/common/imageref.c src/common/ocispec.c \
 		src/common/error.c -ljansson -o $(FUZZ_BUILD)/fuzz_image
 	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_mcp.c src/cli/mcp_rpc.c src/cli/mcp_schema.c -ljansson \

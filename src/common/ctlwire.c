@@ -108,6 +108,11 @@ struct relay_dir {
 
 int ctlwire_relay(int outer, int inner)
 {
+	return ctlwire_relay_each(outer, inner, NULL, NULL);
+}
+
+int ctlwire_relay_each(int outer, int inner, void (*heard)(void *), void *arg)
+{
 	const int fds[2] = { outer, inner };
 	/* d[0]: what outer sends, on its way to inner; d[1]: the other way */
 	struct relay_dir *d = calloc(2, sizeof *d);
@@ -151,6 +156,8 @@ int ctlwire_relay(int outer, int inner)
 
 			if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) && (p[i].events & POLLIN)) {
 				n = recv(fds[i], in->buf, sizeof in->buf, MSG_DONTWAIT);
+				if (n > 0 && i == 1 && heard)
+					heard(arg);
 				if (n > 0)
 					in->off = 0, in->len = (size_t)n;
 				else if (n == 0)

@@ -50,5 +50,10 @@ json_t *ctlwire_recv(int fd, size_t max, int timeout_ms, bool *with_fd, const ch
  * and the relay goes on (the other side answers it). 0 at inner's EOF, -1
  * on an error. */
 int ctlwire_relay(int outer, int inner);
+/* The same, with heard(arg) called each time bytes came from inner, before
+ * they go to outer (the vm's control channel takes the guest's new audit
+ * events there, so an exec's events are on the chain before its user
+ * reads how it ended). */
+int ctlwire_relay_each(int outer, int inner, void (*heard)(void *), void *arg);
 
 #endif

@@ -6,12 +6,12 @@
  * watch, secrets, overlay), relays the output, and turns the guest's
  * RESULT back into a struct aegis_result or the engine's own error. The
  * engine's audit events come back through the io share and are appended
- * to the host's log here, so the chain is the host's. With --net allow
- * the host's egress proxy serves the guest (netproxy.c); its net.connect
- * events are held here and go into the log among the engine's, by time. */
+ * to the host's log as they come (auditrelay.c), so the chain is the
+ * host's. With --net allow the host's egress proxy serves the guest
+ * (netproxy.c); its net.connect events go into the log among the
+ * engine's, by time. */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,115 +97,6 @@ void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build
 		json_object_set_new(o, "start_reason", json_string(why));
 }
 
-/* The host proxy's net.connect events, held until the engine's come back
- * (the proxy's threads report while the run goes on). */
-struct net_heard {
-	pthread_mutex_t lock;
-	json_t *events;		/* [{"ts", "event"}], in the order heard */
-	size_t next;		/* the first not yet in the log */
-	char id[64];		/* the run's id, from the engine's run.start */
-};
-
-/* proxy_report_fn: one connection through the host's proxy. */
-static void net_heard(void *arg, const struct proxy_conn_report *c)
-{
-	struct net_heard *h = arg;
-	char ts[32];
-
-	audit_timestamp(ts);
-	pthread_mutex_lock(&h->lock);
-	json_array_append_new(h->events, json_pack("{s:s, s:o}", "ts", ts, "event", record_connection_json("", c)));
-	pthread_mutex_unlock(&h->lock);
-}
-
-/* The held net.connect events up to the time before (NULL: all), into
- * the log with the run's id. The guest's clock is the host's, set by the
- * REQUEST, so the two sets of times compare. */
-static void net_flush(struct audit_log *log, struct net_heard *h, const char *before)
-{
-	struct aegis_error ignored;
-
-	for (; h && h->next < json_array_size(h->events); h->next++) {
-		json_t *e = json_array_get(h->events, h->next), *ev;
-
-		if (before && strcmp(json_string_value(json_object_get(e, "ts")), before) > 0)
-			break;
-		ev = json_deep_copy(json_object_get(e, "event"));
-		if (h->id[0])
-			json_object_set_new(ev, "id", json_string(h->id));
-		else
-			json_object_del(ev, "id");
-		audit_append(log, "net.connect", ev, &ignored);
-	}
-}
-
-/* The guest's audit events, appended to the host's log: its chain, its
- * sequence and its clock; run.start says how the guest ran. The host
- * proxy's net.connect events go in among them by time, after run.start
- * and before run.end. A run that failed before the engine said anything
- * still gets its start and end on record. */
-static void audit_relay(struct audit_log *log, const struct vm_result *r, const struct aegis_error *failure,
-			struct net_heard *net)
-{
-	static const char *const reserved[] = { "v", "seq", "ts", "type", "prev", NULL };
-	struct aegis_error ignored;
-	bool started = false, ended = false;
-	char *save = NULL;
-
-	for (char *line = r->audit ? strtok_r(r->audit, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
-		json_t *ev = json_loads(line, 0, NULL);
-		const char *t = json_string_value(json_object_get(ev, "type"));
-		const char *ts = json_string_value(json_object_get(ev, "ts"));
-		char type[64], when[40];
-
-		if (!t || !json_is_object(ev) || strlen(t) >= sizeof type) {
-			json_decref(ev);
-			continue;
-		}
-		snprintf(type, sizeof type, "%s", t);
-		snprintf(when, sizeof when, "%s", ts ? ts : "");
-		for (const char *const *k = reserved; *k; k++)
-			json_object_del(ev, *k);
-		if (strcmp(type, "run.start"))
-			net_flush(log, net, !strcmp(type, "run.end") ? NULL : when);
-		if (!strcmp(type, "run.start")) {
-			const char *id = json_string_value(json_object_get(ev, "id"));
-
-			if (net && id)
-				snprintf(net->id, sizeof net->id, "%s", id);
-			started = true;
-			json_object_set_new(ev, "backend", json_string("vm"));
-			json_object_set_new(ev, "accel", json_string(r->kvm ? "kvm" : "tcg"));
-			json_object_set_new(ev, "isolation", json_string(isolation(r->kvm)));
-			json_object_set_new(ev, "guest_kernel", json_string(r->kernel));
-			json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
-			vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
-		} else if (!strcmp(type, "run.end")) {
-			ended = true;
-			json_object_set_new(ev, "boot_ms", json_real((double)r->boot_us / 1000.0));
-			if (r->setup_us)
-				json_object_set_new(ev, "guest_setup_ms", json_real((double)r->setup_us / 1000.0));
-			vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
-			if (r->net_error[0])
-				json_object_set_new(ev, "net_error", json_string(r->net_error));
-		}
-		audit_append(log, type, ev, &ignored);
-	}
-	if (!started)
-		audit_append(log, "run.start", json_pack("{s:o, s:s, s:s, s:s, s:s}", "argv", json_array(),
-						   "backend", "vm", "accel", r->kvm ? "kvm" : "tcg",
-						   "isolation", isolation(r->kvm), "guest_kernel", r->kernel), &ignored);
-	net_flush(log, net, NULL);
-	if (!ended) {
-		json_t *ev = failure ? json_pack("{s:s, s:s}", "end", "error", "error", failure->msg)
-				     : json_pack("{s:s, s:i}", "end", "timeout", "exit_code", 124);
-
-		if (r->net_error[0])
-			json_object_set_new(ev, "net_error", json_string(r->net_error));
-		audit_append(log, "run.end", ev, &ignored);
-	}
-}
-
 /* The guest's RESULT: the engine's result, or its error as it was. */
 static int take_result(struct vm_result *r, struct aegis_result *res, struct aegis_error *err)
 {
@@ -281,7 +172,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	struct audit_log *log = NULL;
 	struct cgroup cg;
 	struct net_rules rules = { 0 };
-	struct net_heard heard = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct auditrelay *relay = NULL;
 	bool allow = netns_mode(spec->policy) == NET_ALLOW, hostcg;
 	int rc;
 
@@ -312,10 +203,16 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		free(o);
 		goto early;
 	}
+	if (log && !(relay = auditrelay_new(log, allow))) {
+		free(o);
+		error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: audit relay");
+		goto early;
+	}
+	o->audit = relay;
 	if (allow) {
 		o->net_rules = &rules;
-		if (log && (heard.events = json_array()))
-			o->net_report = net_heard, o->net_report_arg = &heard;
+		if (relay)
+			o->net_report = auditrelay_net_heard, o->net_report_arg = relay;
 	}
 	o->memory_bytes = spec->limits.memory_bytes + GUEST_OVERHEAD;
 	o->vcpus = spec->limits.cpus_milli ? (spec->limits.cpus_milli + 999) / 1000 : 1;
@@ -330,6 +227,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	hostcg = spec->freezable || spec->cgroup_parent;
 	if (hostcg && vm_hostcg_create(&cg, o, err) < 0) {
 		free(o);
+		auditrelay_free(relay);
 		netrules_free(&rules);
 		if (log)
 			audit_close(log);
@@ -341,10 +239,10 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	free(o);
 	netrules_free(&rules);
 	if (log) {
-		audit_relay(log, &r, rc < 0 ? err : NULL, heard.events ? &heard : NULL);
+		auditrelay_end(relay, &r, rc < 0 ? err : NULL);
+		auditrelay_free(relay);
 		audit_close(log);
 	}
-	json_decref(heard.events);
 	if (rc == 0 && r.end == VM_TIMEOUT) {	/* the host's deadline: the guest never answered */
 		res->end = AEGIS_END_TIMEOUT;
 		res->exit_code = 124;

@@ -52,6 +52,7 @@ struct ctlproxy {
 	pthread_cond_t idle;
 	unsigned workers;
 	bool stopping;		/* the channel is ending: a stream cut now is the instance's end */
+	struct auditrelay *audit;	/* NULL: the run keeps no audit */
 	int rc;
 	struct aegis_error err;
 };
@@ -159,8 +160,10 @@ static void worker_run(struct worker *w)
 		goto out;
 	}
 	/* an exec: its frames both ways until the guest's engine closes it;
-	 * cut by the channel's end instead, the user is told why */
-	ctlwire_relay(user, stream);
+	 * cut by the channel's end instead, the user is told why. The engine
+	 * wrote the exec's events before the bytes that say it ended: they
+	 * are taken first, so the user finds them on the chain, as with ns */
+	ctlwire_relay_each(user, stream, px->audit ? auditrelay_poll_hook : NULL, px->audit);
 	if (px_stopping(px))
 		tell_stopped(user, true);
 out:
@@ -273,7 +276,8 @@ static int mux_listener(struct ctlproxy *px, const char *dir, struct aegis_error
 	return fd;
 }
 
-int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct aegis_error *err)
+int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct auditrelay *audit,
+		   struct aegis_error *err)
 {
 	struct ctlproxy *px = calloc(1, sizeof *px);
 	sigset_t pipe, saved;
@@ -284,6 +288,7 @@ int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *d
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: control channel");
 	px->chan = chan;
 	px->listen_fd = listen_fd;
+	px->audit = audit;
 	pthread_mutex_init(&px->lock, NULL);
 	pthread_cond_init(&px->idle, NULL);
 	if ((px->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {

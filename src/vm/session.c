@@ -2,7 +2,8 @@
  *
  * The host side of the exec stream over the guest's virtio-serial port:
  * aegis-guest sends HELLO when it is up, we send the REQUEST, then relay
- * stdin and forwarded signals in, stdout and stderr out, until its EXIT.
+ * stdin and forwarded signals in, stdout and stderr out, until its EXIT,
+ * and with --audit takes the engine's events as they come (auditrelay.c).
  * Every way a VM can fail without an EXIT — QEMU not starting, a guest
  * panic, a guest that never greets, QEMU killed — ends as one error line
  * with the reason, and QEMU and its run directory are gone either way. */
@@ -29,6 +30,10 @@
 
 /* A guest that has not greeted by then is hung (TCG boots take ~1-4 s). */
 #define HELLO_MS_DEFAULT 30000
+/* With --audit, how often the loop takes the guest's new audit events
+ * when nothing else woke it (auditrelay.c): an instance's chain shows its
+ * current boot within this. */
+#define AUDIT_TICK_MS 250
 
 static int guest_file(char *out, size_t cap, const char *dir, const char *name, struct aegis_error *err)
 {
@@ -79,6 +84,7 @@ struct session {
 				 * SIGTSTP pauses the VM */
 	int in;			/* our stdin; -1 once its end is sent */
 	bool exited;
+	uint64_t audit_at;	/* when the guest's audit file was last read (µs) */
 	char buf[FRAME_MAX + 1];
 };
 
@@ -322,14 +328,24 @@ static int session_relay(struct session *s, uint64_t deadline, struct aegis_erro
 				       { s->q.console, POLLIN, 0 }, { s->in, POLLIN, 0 } };
 		uint64_t now = now_us();
 		int ms = deadline ? (now >= deadline ? 0 : (int)((deadline - now + 999) / 1000)) : -1;
-		int n = poll(p, s->in >= 0 ? 5 : 4, ms);
+		int n;
 		enum frame_type type;
 		size_t len;
 
+		if (s->o->audit && (ms < 0 || ms > AUDIT_TICK_MS))
+			ms = AUDIT_TICK_MS;
+		n = poll(p, s->in >= 0 ? 5 : 4, ms);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return error_sys(err, "vm: poll");
+		/* at most once a tick, however much output comes */
+		if (s->o->audit && (now = now_us()) - s->audit_at >= AUDIT_TICK_MS * 1000ULL) {
+			auditrelay_poll(s->o->audit);
+			s->audit_at = now;
+		}
+		if (n == 0 && (!deadline || now_us() < deadline))
+			continue;	/* the audit tick */
 		if (n == 0) {
 			s->r->end = VM_TIMEOUT;
 			s->r->exit_code = 124;
@@ -533,42 +549,6 @@ static int session_start(struct session *s, const struct vm_guest *g, uint64_t d
 	return session_cold(s, g, deadline, err);
 }
 
-/* The engine's audit events, from the io share: a regular file only (the
- * guest made it; a link to a host file must not be read), bounded. */
-#define AUDIT_MAX (16u << 20)
-static char *read_guest_audit(const struct vm_qemu *q)
-{
-	char path[128];
-	struct stat st;
-	char *buf;
-	int fd;
-	ssize_t n;
-
-	snprintf(path, sizeof path, "%s/io/audit.jsonl", q->dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0)
-		return NULL;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > AUDIT_MAX ||
-	    !(buf = malloc((size_t)st.st_size + 1))) {
-		close(fd);
-		return NULL;
-	}
-	for (size_t got = 0; got < (size_t)st.st_size; got += (size_t)n) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR) {
-			n = 0;
-			continue;
-		}
-		if (n <= 0) {
-			st.st_size = (off_t)got;
-			break;
-		}
-	}
-	close(fd);
-	buf[st.st_size] = '\0';
-	return buf;
-}
-
 int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 {
 	struct session s = { .o = o, .r = r, .sig = -1, .in = 0 };
@@ -597,26 +577,33 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	if (o->net_rules && netproxy_start(&net, s.q.net, s.q.dir, o->net_rules, o->net_report, o->net_report_arg,
 					   err) < 0)
 		goto out;
+	r->kvm = s.q.kvm;
+	if (up == 0 && o->audit)	/* r now says how the guest started: run.start's fields */
+		auditrelay_begin(o->audit, s.q.dir, r);
 	/* an instance's execs and --expose connections (the guest's engine
 	 * serves them once it runs: until then they wait on the port) */
-	if (up == 0 && o->spec->control_fd > 0 && ctlproxy_start(&ctl, s.q.ctl, o->spec->control_fd, s.q.dir, err) < 0)
+	if (up == 0 && o->spec->control_fd > 0 &&
+	    ctlproxy_start(&ctl, s.q.ctl, o->spec->control_fd, s.q.dir, o->audit, err) < 0)
 		goto out;
-	r->kvm = s.q.kvm;
 	if (up > 0) {	/* --timeout ran out during the boot */
 		rc = 0;
 		goto out;
 	}
 	if (session_request(&s, err) < 0 || (up = session_started(&s, deadline, err)) < 0)
 		goto out;
-	/* STARTED, not a RESULT refusing the request: the command runs */
+	/* STARTED, not a RESULT refusing the request: the command runs, and
+	 * its run.start (secret.use, ...) is on the chain before anyone is
+	 * told it runs */
+	auditrelay_poll(o->audit);
 	if (up == 0 && !r->result && o->spec->on_started)
 		o->spec->on_started(o->spec->on_started_arg);
 	rc = up > 0 ? 0 : session_relay(&s, deadline, err);
 out:
 	ctlproxy_stop(ctl);	/* before QEMU goes: the guest's last exec statuses get through */
 	netproxy_stop(net, r->net_error, sizeof r->net_error);	/* an early end: the caller records why */
-	if (s.q.dir[0])
-		r->audit = read_guest_audit(&s.q);
+	/* the guest's file opened (if it is there) before its directory goes:
+	 * the backend's auditrelay_end reads the rest of it */
+	auditrelay_poll(o->audit);
 	vm_qemu_stop(&s.q);	/* the command is done (or failed): nothing in the guest outlives it */
 	r->wall_us = now_us() - t0;
 	if (s.sig >= 0)
@@ -630,6 +617,5 @@ void vm_result_free(struct vm_result *r)
 	free(r->out);
 	free(r->err);
 	free(r->result);
-	free(r->audit);
-	r->out = r->err = r->result = r->audit = NULL;
+	r->out = r->err = r->result = NULL;
 }

@@ -91,6 +91,7 @@ json_t *vm_shares_mounts(const struct vm_shares *sh);
 void vm_remove_tree(int dirfd, const char *name);
 
 #define VM_CGROUP_JOIN_MAX 5	/* v1: memory, pids, cpu, freezer, cpuacct */
+struct auditrelay;
 struct vm_opts {
 	const struct aegis_spec *spec;	/* the host's spec (paths are the host's) */
 	uint64_t memory_bytes;		/* the VM's RAM */
@@ -111,6 +112,9 @@ struct vm_opts {
 	const struct net_rules *net_rules;
 	proxy_report_fn net_report;
 	void *net_report_arg;
+	/* --audit: the engine's events into the host's log as they come
+	 * (auditrelay.c); NULL: none kept. */
+	struct auditrelay *audit;
 };
 
 enum vm_end { VM_EXITED, VM_SIGNALED, VM_TIMEOUT };
@@ -130,7 +134,6 @@ struct vm_result {
 	char start_why[256];	/* cold although snapshots are on: why ("" otherwise) */
 	uint64_t wall_us;
 	char *result;		/* the RESULT frame's JSON text (malloc'd) */
-	char *audit;		/* the engine's audit events (io/audit.jsonl), malloc'd; NULL: none */
 	char *out, *err;	/* capture: the bytes kept */
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
@@ -288,12 +291,33 @@ int netproxy_start(struct netproxy **out, int chan, const char *dir, const struc
  * early (the guest broke the protocol) in why. */
 int netproxy_stop(struct netproxy *np, char *why, size_t cap);
 
+/* auditrelay.c: the engine's audit events, from the guest's
+ * io/audit.jsonl (hostile input, bounded) into log as they come, with the
+ * host proxy's net.connect events (net: held, by time). Thread-safe. */
+struct audit_log;
+struct auditrelay *auditrelay_new(struct audit_log *log, bool net);
+void auditrelay_free(struct auditrelay *a);
+/* proxy_report_fn, arg an auditrelay made with net */
+void auditrelay_net_heard(void *arg, const struct proxy_conn_report *c);
+/* The guest runs in dir and started as r says (r outlives the relay's use). */
+void auditrelay_begin(struct auditrelay *a, const char *dir, const struct vm_result *r);
+/* The new complete lines onto the chain (run.end held for the end); held
+ * net.connect events old enough too. NULL: nothing. */
+void auditrelay_poll(struct auditrelay *a);
+void auditrelay_poll_hook(void *a);
+/* The run is over (r final; failure: why it failed, or NULL): the rest of
+ * the file, the net events left, run.end; a run.start and run.end of the
+ * host's own when the engine said nothing. */
+void auditrelay_end(struct auditrelay *a, const struct vm_result *r, const struct aegis_error *failure);
+
 /* ctlproxy.c: the host's end of an instance's control channel. Each
  * connection to listen_fd (the shim's control.sock: aegisd's execs and
  * --expose connections) becomes a stream over the "aegis-ctl" port chan to
- * the guest's engine. -1 with err. */
+ * the guest's engine. audit (NULL: none) takes the guest's new events
+ * before an exec's bytes go to its user. -1 with err. */
 struct ctlproxy;
-int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct aegis_error *err);
+int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct auditrelay *audit,
+		   struct aegis_error *err);
 /* The guest is ending: execs still running are told the instance stopped;
  * every connection is closed. NULL: nothing to do. */
 void ctlproxy_stop(struct ctlproxy *px);

@@ -316,7 +316,7 @@ def test_exec_runs_in_the_guest_sandbox_of_the_main_command(env):
     # stopped: a clear refusal, nothing hangs
     p = aegis(env, "exec", "box", "--", "true")
     assert p.returncode == 125 and p.stderr == "aegis: exec: the instance is not running\n", p
-    # the guest engine's events came back with the boot's end: each exec's argv on the chain
+    # the guest engine's events are on the instance's chain: each exec's argv
     log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "box", "audit.jsonl")
     events = [json.loads(line) for line in open(log)]
     argvs = [e["argv"] for e in events if e["type"] == "exec"]
@@ -416,6 +416,55 @@ def test_allow_policy_goes_through_the_host_proxy_onto_the_chain(env, tmp_path):
     assert "net_error" not in events[-1], events[-1]
     assert aegis(env, "audit", "verify", log).returncode == 0
     assert aegis(env, "instance", "delete", "net").returncode == 0
+
+
+def test_the_chain_shows_the_running_boot(env, tmp_path):
+    """The guest engine's events are relayed as they come, not at the boot's
+    end: while the instance runs its chain has run.start (backend vm), a
+    connection through the host's proxy (net.connect, held no longer than
+    its lag), and an exec's argv as soon as the exec returns; run.end (with
+    boot_ms) only once it stops, after the daemon's own events; one chain
+    that verifies throughout."""
+    with http_server() as port:
+        policy = tmp_path / "allow.json"
+        policy.write_text(json.dumps({"network": {"mode": "allow", "allow": [f"api.test:{port}"],
+                                                  "hosts": {"api.test": "127.0.0.1"}}}))
+        p = aegis(env, "instance", "start", "--backend", "vm", "--name", "live", "--idle-pause", "0",
+                  "--policy", str(policy), "--", "sh", "-c",
+                  f"curl -s -m 60 http://api.test:{port}/; exec sleep 600")
+        assert p.returncode == 0, p
+        i = wait_state(env, "live", "running")
+        log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "live", "audit.jsonl")
+
+        def events():
+            return [json.loads(line) for line in open(log)]
+
+        start = events()[0]
+        assert start["type"] == "run.start" and start["backend"] == "vm" and start["accel"] == "tcg", start
+        conn = wait_for("net.connect on the running boot's chain",
+                        lambda: [e for e in events() if e["type"] == "net.connect"], timeout=60)
+        assert conn[0]["host"] == "api.test" and conn[0]["id"] == start["id"], conn
+    p = aegis(env, "exec", "live", "--", "sh", "-c", "echo marked-exec")
+    assert p.returncode == 0 and p.stdout == "marked-exec\n", p
+    running = events()
+    assert ["sh", "-c", "echo marked-exec"] in [e["argv"] for e in running if e["type"] == "exec"], running
+    assert "run.end" not in [e["type"] for e in running], running
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "pause", "live").returncode == 0
+    assert aegis(env, "instance", "resume", "live").returncode == 0
+    # (the daemon records a pause and a resume from a thread of their own)
+    wait_for("instance.resume on the chain", lambda: "instance.resume" in [e["type"] for e in events()], 30)
+    qemu, run_dir = qemu_of(i["shim_pid"])
+    assert aegis(env, "instance", "disable", "live").returncode == 0
+    gone(i["shim_pid"], qemu, run_dir)
+    done = events()
+    types = [e["type"] for e in done]
+    assert types.count("run.start") == 1 and types.count("run.end") == 1, types
+    assert types.index("instance.pause") < types.index("instance.resume") < types.index("run.end"), types
+    assert done[-1]["type"] == "run.end" and done[-1]["boot_ms"] > 0, done[-1]
+    assert [e["seq"] for e in done] == list(range(done[0]["seq"], done[0]["seq"] + len(done))), done
+    assert aegis(env, "audit", "verify", log).returncode == 0
+    assert aegis(env, "instance", "delete", "live").returncode == 0
 
 
 def test_idle_clock_starts_when_the_command_does(env):
