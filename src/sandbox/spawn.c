@@ -425,7 +425,14 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 
 	pid = clone_sandbox(&cg, &pidfd);
 	if (pid == 0) {
-		sigprocmask(SIG_SETMASK, &saved, NULL);
+		/* The forwarded signals stay blocked until PID 1 reads them from
+		 * its signalfd (harness_run): a namespace's PID 1 drops a signal
+		 * left at its default action, and the supervisor forwards from the
+		 * moment the run counts as started (on_started, right after GO),
+		 * while the sandbox is still being built. Unblocked, a SIGTERM in
+		 * that window (~0.5 s in a TCG guest) was lost and a stop waited
+		 * for its SIGKILL; blocked, it is queued and reaches the command.
+		 * The command itself starts with an empty mask (command_launch). */
 		close(sv[0]);
 		ctx.sync_fd = sv[1];
 		if (dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
