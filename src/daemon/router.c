@@ -14,10 +14,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/relay.h"
@@ -133,31 +136,131 @@ json_t *router_list(const char *name)
 	return out;
 }
 
+/* One prober per instance and port while its server is not listening yet.
+ *
+ * Each look is a connect made by the sandbox's PID 1 — for a vm instance a
+ * round trip into the guest — so clients that each looked on their own
+ * would make the work grow with their number: 30 clients of a waking vm
+ * instance under TCG made ~1,600 looks and took the guest's CPU from the
+ * server starting up (5 s instead of 1). The first client refused probes;
+ * the others wait until it is answered (or gives up), then try at once. */
+struct probe {
+	struct probe *next;
+	char name[INSTANCE_NAME_MAX + 1];
+	uint16_t guest;
+	bool busy;		/* a client probes for all */
+	unsigned refs;		/* the prober and its waiters */
+	uint64_t gen;		/* bumped when a prober is done */
+};
+
+static struct probe *probes;
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t probe_done;	/* CLOCK_MONOTONIC, set in router_start */
+
+static struct probe *probe_get(const char *name, uint16_t guest)
+{
+	struct probe *p;
+
+	for (p = probes; p; p = p->next)
+		if (p->guest == guest && !strcmp(p->name, name))
+			break;
+	if (!p && (p = calloc(1, sizeof *p))) {
+		snprintf(p->name, sizeof p->name, "%s", name);
+		p->guest = guest;
+		p->next = probes;
+		probes = p;
+	}
+	if (p)
+		p->refs++;
+	return p;
+}
+
+static void probe_put(struct probe *p)
+{
+	if (--p->refs)
+		return;
+	for (struct probe **pp = &probes; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	free(p);
+}
+
+/* After a refused look: true when this client is to probe now (it holds
+ * the probe until probe_end), false when another prober was answered or
+ * gave up, or the deadline came, meanwhile: look again at once. */
+static bool probe_begin(const char *name, uint16_t guest, uint64_t deadline, struct probe **mine)
+{
+	struct timespec until = { .tv_sec = (time_t)(deadline / 1000000), .tv_nsec = (long)(deadline % 1000000) * 1000 };
+	struct probe *p;
+	uint64_t gen;
+
+	pthread_mutex_lock(&probe_lock);
+	if (!(p = probe_get(name, guest))) {
+		pthread_mutex_unlock(&probe_lock);
+		return true;	/* no memory for a probe: probe alone, as before */
+	}
+	if (!p->busy) {
+		p->busy = true;
+		*mine = p;
+		pthread_mutex_unlock(&probe_lock);
+		return true;
+	}
+	gen = p->gen;
+	while (p->gen == gen && pthread_cond_timedwait(&probe_done, &probe_lock, &until) == 0)
+		;
+	probe_put(p);
+	pthread_mutex_unlock(&probe_lock);
+	return false;
+}
+
+static void probe_end(struct probe **mine)
+{
+	if (!*mine)
+		return;
+	pthread_mutex_lock(&probe_lock);
+	(*mine)->busy = false;
+	(*mine)->gen++;
+	probe_put(*mine);
+	pthread_cond_broadcast(&probe_done);
+	pthread_mutex_unlock(&probe_lock);
+	*mine = NULL;
+}
+
 /* A connection to the instance's GUEST port, made inside it; -1 when the
  * instance cannot be woken or its server did not accept in time. */
 static int guest_connection(const char *name, uint16_t guest)
 {
 	uint64_t deadline = now_us() + wake_wait_ms * 1000ULL;
 	useconds_t backoff = 2000;
+	struct probe *mine = NULL;
+	bool probing = false;
+	int fd = -1;
 
 	while (now_us() < deadline) {
 		json_t *req, *reply;
-		int dirfd, fd = -1;
+		int dirfd;
 		if (instances_wake(name) < 0)
-			return -1;	/* disabled, deleted, or ended on its own */
+			break;	/* disabled, deleted, or ended on its own */
 		if ((dirfd = instances_dirfd(name)) < 0)
-			return -1;
+			break;
 		req = json_pack("{s:i}", "connect", guest);
 		reply = control_call(dirfd, req, &fd, 5000);
 		close(dirfd);
 		json_decref(req);
 		if (fd >= 0) {
 			json_decref(reply);
-			return fd;
+			break;
 		}
 		if (reply) {
 			/* the sandbox is up, its server not yet listening: look
-			 * again soon, a server is usually a few ms from listening */
+			 * again soon, a server is usually a few ms from listening
+			 * (one client looks for all, see struct probe) */
+			if (!probing && !(probing = probe_begin(name, guest, deadline, &mine))) {
+				json_decref(reply);
+				continue;
+			}
 			usleep(1000);
 		} else {
 			/* no shim to ask yet (starting, or being stopped) */
@@ -167,7 +270,8 @@ static int guest_connection(const char *name, uint16_t guest)
 		}
 		json_decref(reply);
 	}
-	return -1;
+	probe_end(&mine);
+	return fd;
 }
 
 struct conn {
@@ -284,6 +388,13 @@ int router_start(void)
 		return daemon_log("error", "AEGIS_WAKE_WAIT_MS must be 100 to 600000", "value", wait), -1;
 	if (wait)
 		wake_wait_ms = ms;
+
+	/* the probe's waiters wait until a deadline of now_us()'s clock */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&probe_done, &ca);
+	pthread_condattr_destroy(&ca);
 
 	changed_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (changed_fd < 0)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, free_port, http_server, run, instance_info as info, wait_instance as wait_state
+from conftest import AEGIS, SLOW, free_port, http_server, run, instance_info as info, wait_instance as wait_state
 
 # A tiny server for inside the instance: GET / answers "hello from NAME",
 # PUT-like raw uploads (first line "SHA") get the sha256 of everything
@@ -55,7 +55,9 @@ def env(daemon_env, tmp_path):
     ws.mkdir()
     (ws / "server.py").write_text(SERVER)
     daemon_env["TEST_WS"] = str(ws)
-    daemon_env["AEGIS_WAKE_WAIT_MS"] = "3000"  # a server that never listens is given up on sooner
+    # a server that never listens is given up on sooner; a TCG guest takes
+    # longer to restore, and to serve each of a burst of connections
+    daemon_env["AEGIS_WAKE_WAIT_MS"] = str(3000 * SLOW)
     return daemon_env
 
 
@@ -171,7 +173,7 @@ def test_slow_clients_and_a_thousand_dropped_connections(env):
     slow.sendall(b"TP/1.0\r\n\r\n")
     assert slow.recv(100).startswith(b"HTTP/1.0 200 OK")
     slow.close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10 * SLOW
     while len(os.listdir(f"/proc/{daemon_pid}/fd")) > fds_before + 2:
         assert time.monotonic() < deadline, "descriptors left behind"
         time.sleep(0.1)
