@@ -23,7 +23,7 @@ for b in "$build" "$asan"; do
 	AEGIS_BIN="$b/aegis" AEGIS_PROBE="$build/tests/probe/aegis-probe" \
 		/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1
 done
-# The suites of `aegis run` and some of instances once more with the vm backend
+# The suites of `aegis run` and of instances once more with the vm backend
 # (TCG here: a test mode). conftest sets AEGIS_BACKEND=vm for every aegis
 # and aegisd they start, and sandboxed() adds --backend vm. Left out: the
 # vm's own suites (test_vm*, run above), and those with no backend in them
@@ -38,8 +38,8 @@ AEGIS_BIN="$build/aegis" AEGIS_PROBE="$build/tests/probe/aegis-probe" AEGIS_TEST
 	tests/integration/test_artifacts.py tests/integration/test_audit.py \
 	tests/integration/test_secrets.py tests/integration/test_network.py \
 	tests/integration/test_daemon.py tests/integration/test_workspaces.py tests/integration/test_api_abuse.py \
-	tests/integration/test_rootless.py tests/integration/test_image_run.py || status=1
-# Not yet here (issue 10 open): test_instances, test_logs, test_exec,
-# test_expose, test_recovery, test_secrets_daemon and test_mcp under the vm
-# still have failures being fixed.
+	tests/integration/test_rootless.py tests/integration/test_image_run.py \
+	tests/integration/test_instances.py tests/integration/test_logs.py tests/integration/test_exec.py \
+	tests/integration/test_expose.py tests/integration/test_recovery.py \
+	tests/integration/test_secrets_daemon.py tests/integration/test_mcp.py || status=1
 exit $status

@@ -207,7 +207,8 @@ def test_a_network_policy_is_refused_in_one_line_and_exec_expose_are_not(env, tm
     assert "policy" in p.stderr and "refuses the policy's network mode 'host'" in p.stderr
     assert info(env, "web") is None  # nothing was made
     # the same request on the ns backend is taken: the refusal is the vm's
-    p = aegis(env, "instance", "start", "--name", "nsweb", "--policy", str(policy), "--", "sleep", "600")
+    p = aegis(env, "instance", "start", "--backend", "ns", "--name", "nsweb", "--policy", str(policy), "--",
+              "sleep", "600")
     assert p.returncode == 0, p
     # the API: a bad backend is invalid; an expose on vm is taken now
     status, body = api(env, "POST", "/v1/instances", {"name": "x", "argv": ["true"], "backend": "xen"})
