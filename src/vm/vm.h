@@ -186,6 +186,10 @@ int vm_qmp_getfd(struct vm_qmp *m, const char *name, int fd, struct aegis_error 
 /* query-status: "running", "paused", "internal-error", ... into out. */
 int vm_qmp_status(struct vm_qmp *m, char *out, size_t cap, struct aegis_error *err);
 void vm_qmp_close(struct vm_qmp *m);
+/* One command without arguments ("stop", "cont") on a connection of its
+ * own to dir/qmp.sock (QEMU serves one client at a time: none is held).
+ * -1 with err. */
+int vm_qmp_once(const char *dir, const char *command, struct aegis_error *err);
 
 /* How a guest's RAM is backed and how it starts (NULL or zeroed:
  * anonymous RAM, cold boot). */
