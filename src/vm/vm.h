@@ -318,7 +318,9 @@ void auditrelay_end(struct auditrelay *a, const struct vm_result *r, const struc
  * connection to listen_fd (the shim's control.sock: aegisd's execs and
  * --expose connections) becomes a stream over the "aegis-ctl" port chan to
  * the guest's engine. audit (NULL: none) takes the guest's new events
- * before an exec's bytes go to its user. -1 with err. */
+ * before an exec's bytes go to its user. aegisd's {"vm": "stop"} and
+ * {"vm": "cont"} (pause, resume) are served here, by QMP on dir/qmp.sock.
+ * -1 with err. */
 struct ctlproxy;
 int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct auditrelay *audit,
 		   struct aegis_error *err);
