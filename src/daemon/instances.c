@@ -691,9 +691,13 @@ static void stop_instance(const char *dir)
 			uint64_t deadline = now_us() + STOP_GRACE_MS * 1000ULL;
 			struct aegis_error ignored;
 			/* frozen tasks cannot even die: thaw first (a paused instance,
-			 * or one a failed pause left freezing); a vm instance's guest
-			 * runs again too, so it ends as when it is stopped running */
-			pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm_running(dir, shim), false, &ignored);
+			 * or one a failed pause left freezing); a paused vm instance's
+			 * guest runs again too (the idle stop has marked it "stopped"
+			 * by now), so it ends as a running one does */
+			bool asleep = flag(dir, "paused") || flag(dir, "stopped");
+
+			pause_run(dir, pid, parent_of(dir, parent, sizeof parent), asleep && vm_running(dir, shim), false,
+				  &ignored);
 			syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			while (live_shim(dir, shim) && now_us() < deadline)
 				usleep(10000);

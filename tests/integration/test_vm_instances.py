@@ -316,14 +316,18 @@ def test_a_network_policy_is_refused_in_one_line_and_exec_expose_are_not(env, tm
 
 def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
     p = aegis(env, "instance", "start", "--backend", "vm", "--name", "idler", "--idle-pause", "2s",
-              "--idle-stop", "5s", "--", "sh", "-c", COUNTER)
+              "--idle-stop", "8s", "--", "sh", "-c", COUNTER)
     assert p.returncode == 0, p
     i = wait_state(env, "idler", "running", "paused")
     qemu, run_dir = wait_for("QEMU under the shim", lambda: qemu_of(i["shim_pid"]), timeout=30)
-    wait_state(env, "idler", "paused")  # the daemon's idle sweep froze it
+    wait_state(env, "idler", "paused")  # the daemon's idle sweep stopped and froze it
+    assert is_frozen(i["shim_pid"]) and qmp_status_frozen_free(i["shim_pid"], run_dir) == "paused"
     stopped = wait_state(env, "idler", "stopped")
     assert stopped["activity"]["paused_s"] >= 2, stopped
     gone(i["shim_pid"], qemu, run_dir)
+    # the idle stop let the guest run first: it ended as a running one does, not killed
+    with open(os.path.join(env["AEGIS_STATE_DIR"], "instances", "idler", "exit.json")) as f:
+        assert json.load(f)["end"] in ("exited", "signaled")
     assert aegis(env, "instance", "start", "--name", "idler").returncode == 0
     again = wait_state(env, "idler", "running", "paused")
     assert again["shim_pid"] != i["shim_pid"] and again["backend"] == "vm"
