@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctlwire.h"
@@ -44,6 +45,36 @@ json_t *ctlwire_parse_json(const char *text, size_t len, const char **why)
 	json_decref(j);
 	*why = "a control message that is not one JSON object";
 	return NULL;
+}
+
+json_t *ctlwire_clock_now(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return json_pack("{s:{s:I, s:I}}", "clock", "sec", (json_int_t)now.tv_sec, "nsec", (json_int_t)now.tv_nsec);
+}
+
+const char *ctlwire_clock_value(json_t *clock, struct timespec *ts)
+{
+	json_t *sec = json_object_get(clock, "sec"), *nsec = json_object_get(clock, "nsec");
+
+	if (!json_is_object(clock) || json_object_size(clock) != 2 || !json_is_integer(sec) || !json_is_integer(nsec))
+		return "clock: an object of exactly the integers sec and nsec expected";
+	if (json_integer_value(sec) < CTLWIRE_CLOCK_SEC_MIN || json_integer_value(sec) > CTLWIRE_CLOCK_SEC_MAX)
+		return "clock.sec: out of range";
+	if (json_integer_value(nsec) < 0 || json_integer_value(nsec) >= 1000000000LL)
+		return "clock.nsec: out of range";
+	ts->tv_sec = (time_t)json_integer_value(sec);
+	ts->tv_nsec = (long)json_integer_value(nsec);
+	return NULL;
+}
+
+const char *ctlwire_clock_parse(json_t *msg, struct timespec *ts)
+{
+	if (!json_is_object(msg) || json_object_size(msg) != 1 || !json_object_get(msg, "clock"))
+		return "a clock message has the one key clock";
+	return ctlwire_clock_value(json_object_get(msg, "clock"), ts);
 }
 
 int ctlwire_send(int fd, const char *json, size_t len, bool with_fd)

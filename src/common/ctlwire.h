@@ -9,13 +9,21 @@
  * stream), three zero bytes — then the JSON. What the guest sends is not
  * trusted: a bad header, a length over the bound or text that is not one
  * JSON object is refused with the reason. Bump CTLWIRE_VERSION with any
- * incompatible change. */
+ * incompatible change.
+ *
+ * One message the host sends of its own, on a stream of its own: the
+ * clock, {"clock": {"sec": S, "nsec": N}} (the host's CLOCK_REALTIME),
+ * after a resume (QMP cont), whose guest's clock stood while it was
+ * stopped. aegis-guest (PID 1) sets its clock and answers {"ok": true},
+ * or {"error", "errno"}. The same JSON is the exec stream's FRAME_CLOCK
+ * (frames.h) for `aegis run`, which has no control channel. */
 #ifndef AEGIS_COMMON_CTLWIRE_H
 #define AEGIS_COMMON_CTLWIRE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -35,6 +43,21 @@ const char *ctlwire_parse_header(const unsigned char h[CTLWIRE_HEADER], size_t m
 /* The JSON of a message: one object, no duplicate keys. NULL when not,
  * with *why. */
 json_t *ctlwire_parse_json(const char *text, size_t len, const char **why);
+
+/* Bounds of a clock the guest takes: not before 2000-01-01, not past
+ * 2^40 s (no time_t overflow anywhere); nsec below 10^9. */
+#define CTLWIRE_CLOCK_SEC_MIN 946684800LL
+#define CTLWIRE_CLOCK_SEC_MAX (1LL << 40)
+
+/* {"clock": {"sec", "nsec"}} with the host's CLOCK_REALTIME now; NULL
+ * when out of memory. */
+json_t *ctlwire_clock_now(void);
+/* A clock value {"sec": S, "nsec": N}: exactly those two integers, in
+ * their bounds, into *ts. NULL when valid, else what is wrong. */
+const char *ctlwire_clock_value(json_t *clock, struct timespec *ts);
+/* A clock message: an object whose one key is "clock", its value as
+ * ctlwire_clock_value takes it. NULL when valid, else what is wrong. */
+const char *ctlwire_clock_parse(json_t *msg, struct timespec *ts);
 
 /* Send one message on a blocking stream fd. 0, or -1 with errno. */
 int ctlwire_send(int fd, const char *json, size_t len, bool with_fd);

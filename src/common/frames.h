@@ -29,6 +29,8 @@ enum frame_type {
 	FRAME_RESULT = 9,	/* guest → host, last: JSON {"result": {...}} or {"error": {code, errno, message}} */
 	FRAME_STARTED = 10,	/* guest → host, first answer to REQUEST once set up (else RESULT):
 				 * {"setup_ms"}, the guest's time from the request to its engine started */
+	FRAME_CLOCK = 11,	/* host → guest, after a resume from ^Z (QMP cont): JSON {"clock": {"sec",
+				 * "nsec"}} (ctlwire.h), the host's time for the guest's stopped clock */
 };
 
 /* Write one frame whole, to a socket or (the vm guest's virtio-serial

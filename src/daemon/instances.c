@@ -38,6 +38,7 @@
 #include "../common/secretinject.h"
 #include "../common/imagestore.h"
 #include "control.h"
+#include "pause.h"
 #include "shim.h"
 #include "statefile.h"
 #include "../vm/vm.h"
@@ -97,6 +98,7 @@ static uint64_t wall_ms(void);
 static void event_later(const char *dir, const char *type, json_t *fields, int wait_ms);
 static void mark(const char *dir, const char *name);
 static bool dir_is_vm(const char *dir);
+static bool vm_running(const char *dir, json_t *shim);
 
 /* True when the request's policy puts the instance on the host's network. */
 static bool expose_needs_own_net(json_t *req)
@@ -689,8 +691,13 @@ static void stop_instance(const char *dir)
 			uint64_t deadline = now_us() + STOP_GRACE_MS * 1000ULL;
 			struct aegis_error ignored;
 			/* frozen tasks cannot even die: thaw first (a paused instance,
-			 * or one a failed pause left freezing) */
-			aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), false, &ignored);
+			 * or one a failed pause left freezing); a paused vm instance's
+			 * guest runs again too (the idle stop has marked it "stopped"
+			 * by now), so it ends as a running one does */
+			bool asleep = flag(dir, "paused") || flag(dir, "stopped");
+
+			pause_run(dir, pid, parent_of(dir, parent, sizeof parent), asleep && vm_running(dir, shim), false,
+				  &ignored);
 			syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 			while (live_shim(dir, shim) && now_us() < deadline)
 				usleep(10000);
@@ -809,8 +816,9 @@ bool instance_ended(const char *dir)
 	return ended;
 }
 
-/* Pause or resume a running instance (the cgroup freezer: memory kept, no
- * CPU). Remembered in the instance's directory as a "paused" file. */
+/* Pause or resume a running instance (pause.c: the cgroup freezer, and
+ * QMP stop/cont for a vm instance; memory kept, no CPU). Remembered in the
+ * instance's directory as a "paused" file. */
 unsigned instances_pause(const char *name, bool pause, json_t **body)
 {
 	char parent[256];
@@ -818,7 +826,7 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	char dir[4400];
 	json_t *shim, *a;
 	pid_t pid = 0;
-	bool was;
+	bool was, vm, starting;
 
 	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
@@ -826,14 +834,22 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
+	vm = dir_is_vm(dir);
+	starting = vm && !vm_running(dir, shim);
 	json_decref(shim);
 	if (!pid) {
 		pthread_mutex_unlock(&transition);
 		return *body = err_body("not_running", "the instance is not running", "name"), 409;
 	}
-	if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), pause, &err) < 0) {
+	/* a vm instance's guest is paused through the shim's control channel,
+	 * which serves once the guest runs the command */
+	if (starting) {
 		pthread_mutex_unlock(&transition);
-		return *body = err_body("freezer", err.msg, NULL), 500;
+		return *body = err_body("not_running", "the instance is still starting", "name"), 409;
+	}
+	if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, pause, &err) < 0) {
+		pthread_mutex_unlock(&transition);
+		return *body = err_body(vm ? "vm" : "freezer", err.msg, NULL), 500;
 	}
 	/* the time asleep counts the same whoever put it to sleep */
 	was = flag(dir, "paused");
@@ -864,6 +880,13 @@ static bool dir_is_vm(const char *dir)
 
 	json_decref(config);
 	return vm;
+}
+
+/* A vm instance whose shim said its command runs: the shim's control
+ * channel is up (pause.c pauses its guest through it). */
+static bool vm_running(const char *dir, json_t *shim)
+{
+	return json_object_get(shim, "running_unix_ms") && dir_is_vm(dir);
 }
 
 /* For an exec: the directory (O_DIRECTORY fd) of a running, unpaused
@@ -1223,6 +1246,7 @@ int instances_wake(const char *name)
 	const char *woke = NULL;
 	json_t *shim;
 	pid_t pid = 0;
+	bool vm;
 	int r = 0;
 
 	if (!existing_dir(name, dir, sizeof dir))
@@ -1231,11 +1255,13 @@ int instances_wake(const char *name)
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
+	vm = vm_running(dir, shim);
 	json_decref(shim);
 	if (flag(dir, "deleting") || flag(dir, "disabled")) {
 		r = -1;
 	} else if (pid && flag(dir, "paused")) {
-		if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), false, &err) < 0) {
+		if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, false, &err) < 0) {
+			daemon_log("warn", "instance not woken", "error", err.msg);
 			r = -1;
 		} else {
 			unlink_in(dir, "paused");
@@ -1277,6 +1303,7 @@ static void idle_one(const char *name)
 	uint64_t idle_ms, last;
 	int holds;
 	pid_t pid = 0;
+	bool vm;
 
 	if (!existing_dir(name, dir, sizeof dir) || !(config = load(dir, "config.json")))
 		return;
@@ -1299,10 +1326,13 @@ static void idle_one(const char *name)
 		pid = 0;
 	else if (wall_ms() - (uint64_t)running < idle_ms)
 		idle_ms = wall_ms() - (uint64_t)running;
+	vm = vm_running(dir, shim);
 	json_decref(shim);
 	a = activity_load(dir);
 	if (pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000) {
-		if (aegis_freeze_run((int)pid, parent_of(dir, parent, sizeof parent), true, &err) == 0) {
+		/* one that fails stays running (pause.c) and is tried again at
+		 * the next sweep */
+		if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, true, &err) == 0) {
 			mark(dir, "paused");
 			json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
 			activity_save(dir, a);

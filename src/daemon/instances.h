@@ -26,7 +26,8 @@ unsigned instances_delete(const char *name, json_t **body);
 /* Stop and keep the config (no auto-start); start again from the config. */
 unsigned instances_disable(const char *name, json_t **body);
 unsigned instances_start(const char *name, json_t **body);
-/* Pause (freezer) or resume a running instance. */
+/* Pause or resume a running instance (pause.c: the freezer; QMP stop and
+ * cont around it for a vm instance). */
 unsigned instances_pause(const char *name, bool pause, json_t **body);
 /* The directory of an existing instance; false for a bad or unknown name. */
 bool instance_dir(const char *name, char *dir, size_t len);

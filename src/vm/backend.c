@@ -221,7 +221,8 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	o->capture_max = spec->capture_max;
 	o->out_fd = spec->out_fd ? spec->out_fd : 1;
 	o->err_fd = spec->err_fd ? spec->err_fd : 2;
-	/* An instance is paused by freezing its run cgroup: QEMU goes there;
+	/* An instance is paused by QMP stop and freezing its run cgroup
+	 * (src/daemon/pause.c): QEMU goes there;
 	 * and --cgroup-parent (a delegated tree, rootless) is where QEMU's
 	 * own cgroup goes, bounding it as a whole. */
 	hostcg = spec->freezable || spec->cgroup_parent;

@@ -13,6 +13,11 @@
  *    stream, checked (bounded, one JSON object) before aegisd sees it; when
  *    it says a connection came with it, the stream itself is that
  *    connection, handed to aegisd.
+ * One message is the host's own and never goes to the guest: aegisd's
+ * pause and resume of the instance, {"vm": "stop"} and {"vm": "cont"}
+ * (QMP, on QEMU's socket in the run directory); after a cont the guest's
+ * clock, which stood while it was stopped, is set to the host's on a
+ * stream of its own (ctlwire.h).
  * Here the host opens the streams and the guest serves them: a guest can
  * only answer what was asked, never start anything on the host. What it
  * sends is not trusted: a malformed frame ends the channel (every exec
@@ -40,6 +45,7 @@
 #define REQUEST_WAIT_MS 5000	/* aegisd sends its one message at once */
 #define ANSWER_WAIT_MS 10000	/* the guest's answer to a connect (aegisd itself waits 5 s) */
 #define DRAIN_MS 1500		/* at the end: execs still telling their users how they ended */
+#define CLOCK_WAIT_MS 5000	/* the guest's PID 1 sets its clock at once */
 
 struct ctlproxy {
 	struct netmux *mux;
@@ -53,6 +59,7 @@ struct ctlproxy {
 	unsigned workers;
 	bool stopping;		/* the channel is ending: a stream cut now is the instance's end */
 	struct auditrelay *audit;	/* NULL: the run keeps no audit */
+	char dir[64];		/* QEMU's run directory: its qmp.sock */
 	int rc;
 	struct aegis_error err;
 };
@@ -134,6 +141,83 @@ static void serve_call(struct worker *w, int stream)
 	json_decref(ans);
 }
 
+/* The host's clock to the guest's PID 1, which answers whether it took
+ * it. 0, or -1 with why. */
+static int clock_to_guest(struct ctlproxy *px, char *why, size_t cap)
+{
+	json_t *msg = ctlwire_clock_now(), *ans = NULL;
+	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+	const char *bad = NULL;
+	bool with_fd = false;
+	int stream = -1;
+
+	if (!text)
+		bad = "out of memory";
+	else if ((stream = stream_open(px)) < 0 || ctlwire_send(stream, text, strlen(text), false) < 0)
+		bad = "the control channel is gone";
+	else if ((ans = ctlwire_recv(stream, CTLWIRE_ANSWER_MAX, CLOCK_WAIT_MS, &with_fd, &bad)) &&
+		 (with_fd || !json_is_true(json_object_get(ans, "ok"))))
+		bad = json_string_value(json_object_get(ans, "error")) ?: "the guest's answer is malformed";
+	if (bad)	/* copied before ans goes: bad may be its text (bounded) */
+		snprintf(why, cap, "the guest's clock was not set: %s", bad);
+	if (stream >= 0)
+		close(stream);
+	json_decref(ans);
+	json_decref(msg);
+	free(text);
+	return bad ? -1 : 0;
+}
+
+/* QMP op ("stop", "cont") on QEMU's socket; a cont only when the guest is
+ * not running (*was_stopped says if it was): aegisd's stop of an instance
+ * resumes it first whatever its state, and a running guest's clock is
+ * right. -1 with err. */
+static int qmp_op(struct ctlproxy *px, const char *op, bool *was_stopped, struct aegis_error *err)
+{
+	struct vm_qmp m = { .fd = -1 };
+	char path[128], status[64];
+	int rc;
+
+	*was_stopped = true;
+	snprintf(path, sizeof path, "%s/qmp.sock", px->dir);
+	rc = vm_qmp_open(&m, path, err);
+	if (rc == 0 && !strcmp(op, "cont") && (rc = vm_qmp_status(&m, status, sizeof status, err)) == 0)
+		*was_stopped = strcmp(status, "running") != 0;
+	if (rc == 0 && *was_stopped)
+		rc = vm_qmp_execute(&m, op, NULL, err);
+	vm_qmp_close(&m);
+	return rc;
+}
+
+/* aegisd's {"vm": "stop"} or {"vm": "cont"}: QMP here, on the host. The
+ * answer is {"ok": true}, with "clock_error" when a cont could not set the
+ * guest's clock (the guest runs either way), or {"error", "errno"}. */
+static void serve_vm(struct ctlproxy *px, int conn, json_t *req, int user)
+{
+	const char *op = json_string_value(json_object_get(req, "vm"));
+	struct aegis_error err = { 0 };
+	bool was_stopped;
+	char why[300];
+	json_t *ans;
+	char *text;
+
+	if (user >= 0 || json_object_size(req) != 1 || !op || (strcmp(op, "stop") && strcmp(op, "cont"))) {
+		answer_error(conn, "a vm request is {\"vm\": \"stop\"} or {\"vm\": \"cont\"}", EINVAL);
+		return;
+	}
+	if (qmp_op(px, op, &was_stopped, &err) < 0) {
+		answer_error(conn, err.msg, err.sys_errno ? err.sys_errno : EIO);
+		return;
+	}
+	ans = json_pack("{s:b}", "ok", 1);
+	if (!strcmp(op, "cont") && was_stopped && clock_to_guest(px, why, sizeof why) < 0)
+		json_object_set_new(ans, "clock_error", json_string(why));
+	if ((text = ans ? json_dumps(ans, JSON_COMPACT) : NULL))
+		(void)fdpass_send(conn, text, strlen(text), -1);
+	free(text);
+	json_decref(ans);
+}
+
 static void worker_run(struct worker *w)
 {
 	struct ctlproxy *px = w->px;
@@ -148,6 +232,10 @@ static void worker_run(struct worker *w)
 		n = fdpass_recv(w->conn, text, CTLWIRE_REQUEST_MAX, &user);
 	if (n <= 0 || !(req = ctlwire_parse_json(text, (size_t)n, &why)))
 		goto out;	/* aegisd sees the connection close: no answer */
+	if (json_object_get(req, "vm")) {	/* ours, not the guest's */
+		serve_vm(px, w->conn, req, user);
+		goto out;
+	}
 	if ((stream = stream_open(px)) < 0 || ctlwire_send(stream, text, (size_t)n, user >= 0) < 0) {
 		if (user >= 0)
 			tell_stopped(user, false);
@@ -289,6 +377,7 @@ int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *d
 	px->chan = chan;
 	px->listen_fd = listen_fd;
 	px->audit = audit;
+	snprintf(px->dir, sizeof px->dir, "%s", dir);
 	pthread_mutex_init(&px->lock, NULL);
 	pthread_cond_init(&px->idle, NULL);
 	if ((px->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {

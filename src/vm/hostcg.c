@@ -1,13 +1,14 @@
 /* hostcg.c — the host cgroup QEMU runs in when the run is an instance's.
  *
  * An instance is paused with the cgroup freezer on its run cgroup,
- * run-<supervisor pid> (aegisd: aegis_freeze_run), and that cgroup is also
+ * run-<supervisor pid> (aegisd: aegis_freeze_run; for a vm instance after
+ * QMP stop, src/daemon/pause.c), and that cgroup is also
  * where `instance info` reads its memory and CPU and what aegisd kills when
  * the shim was killed. On the ns backend the engine puts the sandbox there;
  * on the vm backend the sandbox is the whole QEMU process, so QEMU joins
  * the same cgroup (before it execs: every page and thread of it is
  * counted). The daemon's pause, resume, usage and cleanup paths then work
- * unchanged: a frozen QEMU runs no vCPU and no thread of its own, and the
+ * as for ns: a frozen QEMU runs no vCPU and no thread of its own, and the
  * guest's memory stays where it is. The run's own limits are enforced in
  * the guest's cgroup; this one only bounds QEMU as a whole. */
 #include <errno.h>

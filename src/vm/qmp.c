@@ -8,6 +8,7 @@
  * device code, so it is not trusted to be well-formed. */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -190,4 +191,16 @@ void vm_qmp_close(struct vm_qmp *m)
 	if (m->fd >= 0)
 		close(m->fd);
 	m->fd = -1;
+}
+
+int vm_qmp_once(const char *dir, const char *command, struct aegis_error *err)
+{
+	struct vm_qmp m = { .fd = -1 };
+	char path[128];
+	int r;
+
+	snprintf(path, sizeof path, "%s/qmp.sock", dir);
+	r = vm_qmp_open(&m, path, err) < 0 ? -1 : vm_qmp_execute(&m, command, NULL, err);
+	vm_qmp_close(&m);
+	return r;
 }

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/ctlwire.h"
 #include "../common/error.h"
 #include "../common/frames.h"
 #include "../common/specjson.h"
@@ -286,27 +287,21 @@ static int pump_stdin(struct session *s)
 	return frame_send(s->q.chan, FRAME_STDIN_CLOSE, NULL, 0);
 }
 
-/* One QMP command on a connection of its own (QEMU serves one at a time). */
-static int qmp_once(struct session *s, const char *command, struct aegis_error *err)
-{
-	struct vm_qmp m = { .fd = -1 };
-	char path[128];
-	int r;
-
-	snprintf(path, sizeof path, "%s/qmp.sock", s->q.dir);
-	r = vm_qmp_open(&m, path, err) < 0 ? -1 : vm_qmp_execute(&m, command, NULL, err);
-	vm_qmp_close(&m);
-	return r;
-}
-
 /* ^Z: the whole VM stops (QMP stop: no vCPU runs, the guest's clock with
- * them), then aegis itself; fg or SIGCONT: aegis resumes it (QMP cont). */
+ * them), then aegis itself; fg or SIGCONT: aegis resumes it (QMP cont) and
+ * sets the guest's clock to the host's (it is behind by the time it
+ * stood): the frame goes before any stdin that follows, so the command
+ * reads the time right from its first input after the pause. */
 static int pause_vm(struct session *s, struct aegis_error *err)
 {
-	if (qmp_once(s, "stop", err) < 0)
+	if (vm_qmp_once(s->q.dir, "stop", err) < 0)
 		return -1;
 	raise(SIGSTOP);
-	return qmp_once(s, "cont", err);
+	if (vm_qmp_once(s->q.dir, "cont", err) < 0)
+		return -1;
+	if (send_json(s->q.chan, FRAME_CLOCK, ctlwire_clock_now()) < 0)
+		return error_sys(err, "vm: send the clock to the guest");
+	return 0;
 }
 
 static int forward_signal(struct session *s, struct aegis_error *err)

@@ -186,6 +186,10 @@ int vm_qmp_getfd(struct vm_qmp *m, const char *name, int fd, struct aegis_error 
 /* query-status: "running", "paused", "internal-error", ... into out. */
 int vm_qmp_status(struct vm_qmp *m, char *out, size_t cap, struct aegis_error *err);
 void vm_qmp_close(struct vm_qmp *m);
+/* One command without arguments ("stop", "cont") on a connection of its
+ * own to dir/qmp.sock (QEMU serves one client at a time: none is held).
+ * -1 with err. */
+int vm_qmp_once(const char *dir, const char *command, struct aegis_error *err);
 
 /* How a guest's RAM is backed and how it starts (NULL or zeroed:
  * anonymous RAM, cold boot). */
@@ -314,7 +318,9 @@ void auditrelay_end(struct auditrelay *a, const struct vm_result *r, const struc
  * connection to listen_fd (the shim's control.sock: aegisd's execs and
  * --expose connections) becomes a stream over the "aegis-ctl" port chan to
  * the guest's engine. audit (NULL: none) takes the guest's new events
- * before an exec's bytes go to its user. -1 with err. */
+ * before an exec's bytes go to its user. aegisd's {"vm": "stop"} and
+ * {"vm": "cont"} (pause, resume) are served here, by QMP on dir/qmp.sock.
+ * -1 with err. */
 struct ctlproxy;
 int ctlproxy_start(struct ctlproxy **out, int chan, int listen_fd, const char *dir, struct auditrelay *audit,
 		   struct aegis_error *err);

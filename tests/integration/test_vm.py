@@ -417,13 +417,20 @@ def qmp_status(run_dir):
 
 
 def test_sigtstp_pauses_the_vm_and_sigcont_resumes_it():
+    """^Z stops the whole VM (QMP stop: its vCPUs and its clock) and aegis
+    with it; fg (SIGCONT) runs it on (QMP cont) and sets the guest's wall
+    clock to the host's, which stood still for as long as it was stopped."""
+    pause_s = 3
     before = run_dirs()
     p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--", "sh", "-c",
-                          "echo up; read line; echo got-$line"],
+                          "date +%s.%N; read line; echo got-$line; date +%s.%N"],
                          env=VM_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     try:
-        assert p.stdout.readline() == "up\n"
+        t0 = time.time()
+        first = float(p.stdout.readline())
+        # the measure itself: the guest's clock is the host's before the pause
+        assert t0 - 1 < first < time.time() + 1, (first, t0)
         (run_dir,) = dirs_of(p.pid, before)
         assert qmp_status(run_dir) == "running"
         p.send_signal(signal.SIGTSTP)
@@ -434,19 +441,26 @@ def test_sigtstp_pauses_the_vm_and_sigcont_resumes_it():
                     break
             time.sleep(0.02)
         assert qmp_status(run_dir) == "paused"
+        time.sleep(pause_s)  # the guest's clock stands meanwhile
         p.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 5
         while qmp_status(run_dir) != "running" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert qmp_status(run_dir) == "running"
+        sent = time.time()
         out, err = p.communicate("x\n", timeout=30)
+        done = time.time()
     finally:
         if p.poll() is None:  # a failed check must not leave a stopped aegis and its VM
             p.send_signal(signal.SIGCONT)
             p.kill()
             p.wait()
     assert p.returncode == 0, err
-    assert out == "got-x\n"
+    got, after = out.splitlines()
+    assert got == "got-x"
+    # the guest's date was taken after the input was sent
+    assert sent - 1 < float(after) < done + 1, \
+        f"the guest's clock is {float(after) - sent:+.2f} s off the host's after a {pause_s} s pause"
     assert not left_behind(before)
 
 

@@ -3,8 +3,9 @@
 `aegis instance start --backend vm` runs the instance's command in a QEMU
 microvm guest under its shim: start, logs, stop and start again, delete, a
 daemon killed meanwhile (the shim and QEMU live on and are adopted), a shim
-killed (QEMU goes with it, nothing is left), pause/resume by the same
-host freezer as the ns backend (QEMU is in the run's host cgroup), exec
+killed (QEMU goes with it, nothing is left), pause/resume by QMP stop and
+the same host freezer as the ns backend (QEMU is in the run's host cgroup;
+the guest's clock is set right after a resume), exec
 and --expose over the guest's control channel (port aegis-ctl), and a
 policy's network mode allow through the host's egress proxy; the host's
 network is refused in one line.
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import AEGIS, api, free_port, http_server, run, tty_exec, instance_info as info, wait_instance
-from test_vm import guest_files  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
+from test_vm import guest_files, qmp_status  # noqa: F401 (the autouse fixture: vm-guest.sh for this build)
 
 BOOT_S = 120  # a TCG boot on a loaded 2-CPU machine, with room to spare
 COUNTER = "i=0; while :; do echo n=$i; i=$((i+1)); sleep 0.2; done"
@@ -148,23 +149,116 @@ def test_start_logs_info_stop_restart_delete(env, guest_files):
     gone(i2["shim_pid"], qemu2, run_dir2)
 
 
+def set_frozen(shim_pid, frozen):
+    """The run's host cgroup frozen or thawed by hand (v1 freezer.state, v2 cgroup.freeze)."""
+    done = False
+    for d in host_cgroups(shim_pid):
+        for f, v in (("freezer.state", "FROZEN" if frozen else "THAWED"), ("cgroup.freeze", "1" if frozen else "0")):
+            if os.path.exists(os.path.join(d, f)):
+                with open(os.path.join(d, f), "w") as out:
+                    out.write(v)
+                done = True
+    assert done, "no freezer for the run's cgroup"
+
+
+def is_frozen(shim_pid):
+    for d in host_cgroups(shim_pid):
+        for f, v in (("freezer.state", "FROZEN"), ("cgroup.events", "frozen 1")):
+            if os.path.exists(os.path.join(d, f)) and v in open(os.path.join(d, f)).read():
+                return True
+    return False
+
+
+def qmp_status_frozen_free(shim_pid, run_dir):
+    """QEMU's status while its cgroup is frozen: thawed a moment to ask."""
+    set_frozen(shim_pid, False)
+    try:
+        return qmp_status(run_dir)
+    finally:
+        set_frozen(shim_pid, True)
+
+
+def clock_skew(env, name):
+    """The guest's wall clock (`date` in an exec) minus the host's, in s: 0
+    when it is within the host's times just before and after the exec."""
+    before = time.time()
+    p = aegis(env, "exec", name, "--", "date", "+%s.%N")
+    after = time.time()
+    assert p.returncode == 0, p
+    guest = float(p.stdout)
+    return guest - before if guest < before else guest - after if guest > after else 0.0
+
+
 def test_pause_stops_the_guest_and_resume_goes_on(env):
+    """Pause is QMP stop, then the host freezer (docs/vm.md, Instances): the
+    guest makes no progress, QEMU takes no CPU; with the freezer lifted by
+    hand QEMU answers "paused" and the guest still stands (stop alone holds
+    it). Resume: QMP "running", the counter goes on, and the guest's wall
+    clock, which stood for the whole pause, is the host's again."""
     i, (qemu, run_dir) = start_vm(env, "tick", "sh", "-c", COUNTER)
     wait_for("the counter runs", lambda: counter(env, "tick") >= 3)
+    assert qmp_status(run_dir) == "running"
+    assert abs(clock_skew(env, "tick")) < 1  # the measure itself, before any pause
     assert aegis(env, "instance", "pause", "tick").stdout == "tick: paused\n"
+    paused_at = time.monotonic()
     assert info(env, "tick")["state"] == "paused"
+    assert is_frozen(i["shim_pid"])
     time.sleep(1)  # what was on its way to the log is in it
     n, ticks = counter(env, "tick"), cpu_ticks(qemu)
-    time.sleep(4)  # 20 counts' worth, were it running
+    time.sleep(3)  # 15 counts' worth, were it running
     assert counter(env, "tick") == n, "the guest ran while paused"
     assert cpu_ticks(qemu) == ticks, "QEMU used CPU while paused"
     assert os.path.exists(f"/proc/{qemu}")  # its memory kept: the same process
+    # the freezer lifted by hand: QEMU answers, its guest stopped by QMP
+    set_frozen(i["shim_pid"], False)
+    assert qmp_status(run_dir) == "paused"
+    time.sleep(2)
+    assert counter(env, "tick") == n, "the guest ran under QMP stop"
+    set_frozen(i["shim_pid"], True)  # as the daemon left it
     assert aegis(env, "instance", "resume", "tick").stdout == "tick: running\n"
-    assert info(env, "tick")["state"] == "running"
+    stood = time.monotonic() - paused_at
+    assert info(env, "tick")["state"] == "running" and not is_frozen(i["shim_pid"])
+    assert qmp_status(run_dir) == "running"
+    skew = clock_skew(env, "tick")
+    assert abs(skew) < 1, f"the guest's clock is {skew:+.2f} s off the host's after a {stood:.1f} s pause"
     wait_for("the counter goes on after resume", lambda: counter(env, "tick") >= n + 5, timeout=60)
-    # a paused vm instance is thawed, then stopped
+    # a paused vm instance is thawed and its guest let run, then stopped:
+    # it ends as a running one does (its shim tells how), not killed
     assert aegis(env, "instance", "pause", "tick").returncode == 0
+    assert aegis(env, "instance", "disable", "tick").returncode == 0
+    assert info(env, "tick")["state"] == "disabled"
+    with open(os.path.join(env["AEGIS_STATE_DIR"], "instances", "tick", "exit.json")) as f:
+        assert json.load(f)["end"] in ("exited", "signaled"), "the shim was killed, not stopped"
+    gone(i["shim_pid"], qemu, run_dir)
     assert aegis(env, "instance", "delete", "tick").returncode == 0
+
+
+def test_a_pause_that_qmp_refuses_leaves_it_running(env):
+    """No half pause: when QMP cannot stop the guest (its socket moved away
+    here), the pause fails in one line naming QMP, nothing is frozen, the
+    command runs on and no instance.pause is recorded; with QMP back the
+    same pause works."""
+    i, (qemu, run_dir) = start_vm(env, "stubborn", "sh", "-c", COUNTER)
+    wait_for("the counter runs", lambda: counter(env, "stubborn") >= 3)
+    sock = os.path.join(run_dir, "qmp.sock")
+    os.rename(sock, sock + ".away")
+    try:
+        p = aegis(env, "instance", "pause", "stubborn")
+        assert p.returncode != 0 and "QMP" in p.stderr and len(p.stderr.splitlines()) == 1, p
+        assert info(env, "stubborn")["state"] == "running"
+        assert not is_frozen(i["shim_pid"])
+        n = counter(env, "stubborn")
+        wait_for("the counter goes on", lambda: counter(env, "stubborn") >= n + 3, timeout=60)
+    finally:
+        os.rename(sock + ".away", sock)
+    assert aegis(env, "instance", "pause", "stubborn").returncode == 0
+    assert qmp_status_frozen_free(i["shim_pid"], run_dir) == "paused"
+    assert aegis(env, "instance", "resume", "stubborn").returncode == 0
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "stubborn", "audit.jsonl")
+    wait_for("instance.resume on the chain", lambda: '"instance.resume"' in open(log).read(), timeout=30)
+    types = [json.loads(line)["type"] for line in open(log)]
+    assert types.count("instance.pause") == 1 and types.count("instance.resume") == 1, types
+    assert aegis(env, "instance", "delete", "stubborn").returncode == 0
     gone(i["shim_pid"], qemu, run_dir)
 
 
@@ -223,14 +317,18 @@ def test_a_network_policy_is_refused_in_one_line_and_exec_expose_are_not(env, tm
 
 def test_idle_pause_then_stop_and_a_start_boots_it_again(env):
     p = aegis(env, "instance", "start", "--backend", "vm", "--name", "idler", "--idle-pause", "2s",
-              "--idle-stop", "5s", "--", "sh", "-c", COUNTER)
+              "--idle-stop", "8s", "--", "sh", "-c", COUNTER)
     assert p.returncode == 0, p
     i = wait_state(env, "idler", "running", "paused")
     qemu, run_dir = wait_for("QEMU under the shim", lambda: qemu_of(i["shim_pid"]), timeout=30)
-    wait_state(env, "idler", "paused")  # the daemon's idle sweep froze it
+    wait_state(env, "idler", "paused")  # the daemon's idle sweep stopped and froze it
+    assert is_frozen(i["shim_pid"]) and qmp_status_frozen_free(i["shim_pid"], run_dir) == "paused"
     stopped = wait_state(env, "idler", "stopped")
     assert stopped["activity"]["paused_s"] >= 2, stopped
     gone(i["shim_pid"], qemu, run_dir)
+    # the idle stop let the guest run first: it ended as a running one does, not killed
+    with open(os.path.join(env["AEGIS_STATE_DIR"], "instances", "idler", "exit.json")) as f:
+        assert json.load(f)["end"] in ("exited", "signaled")
     assert aegis(env, "instance", "start", "--name", "idler").returncode == 0
     again = wait_state(env, "idler", "running", "paused")
     assert again["shim_pid"] != i["shim_pid"] and again["backend"] == "vm"

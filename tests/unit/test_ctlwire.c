@@ -1,14 +1,18 @@
 /* test_ctlwire.c — the header of a vm instance's control messages
  * (ctlwire.h): a round trip over a socketpair that leaves the bytes after
  * the message unread (they are the relayed connection's), and every way a
- * guest's answer can be malformed, refused with its reason. Also the relay
+ * guest's answer can be malformed, refused with its reason; the host's
+ * clock message after a resume, and every kind of junk the guest must
+ * refuse instead of setting its clock from it. Also the relay
  * used on both sides: both ways, the outer side's half-close passed on,
  * and its end at the inner side's EOF. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../src/common/ctlwire.h"
@@ -102,6 +106,69 @@ static void test_refusals(void)
 	}
 }
 
+static const char *clock_why(const char *text)
+{
+	static char why[128];
+	struct timespec ts = { -1, -1 };
+	json_t *j = json_loads(text, JSON_DECODE_ANY, NULL);
+	const char *w = ctlwire_clock_parse(j, &ts);
+
+	snprintf(why, sizeof why, "%s", w ? w : "");
+	json_decref(j);
+	if (!w && (ts.tv_sec < CTLWIRE_CLOCK_SEC_MIN || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000L))
+		abort();	/* taken, yet out of its bounds */
+	return w ? why : NULL;
+}
+
+static void test_clock(void)
+{
+	static const char *const junk[] = {
+		"{}",						/* no clock */
+		"[1]", "null", "\"clock\"",			/* not an object */
+		"{\"clock\":{\"sec\":1700000000,\"nsec\":0},\"argv\":[\"sh\"]}",	/* more than the clock */
+		"{\"clock\":null}", "{\"clock\":[1700000000,0]}",
+		"{\"clock\":{\"sec\":1700000000}}",		/* nsec missing */
+		"{\"clock\":{\"sec\":1700000000,\"nsec\":0,\"tz\":1}}",	/* a key more */
+		"{\"clock\":{\"sec\":\"1700000000\",\"nsec\":0}}",	/* a string */
+		"{\"clock\":{\"sec\":1700000000.5,\"nsec\":0}}",	/* a real */
+		"{\"clock\":{\"sec\":true,\"nsec\":0}}",
+		"{\"clock\":{\"sec\":1700000000,\"nsec\":-1}}",
+		"{\"clock\":{\"sec\":1700000000,\"nsec\":1000000000}}",
+		"{\"clock\":{\"sec\":0,\"nsec\":0}}",		/* 1970: before the bound */
+		"{\"clock\":{\"sec\":-1,\"nsec\":0}}",
+		"{\"clock\":{\"sec\":1099511627777,\"nsec\":0}}",	/* past 2^40 */
+		"{\"clock\":{\"sec\":9223372036854775807,\"nsec\":0}}",
+	};
+	struct timespec now, ts = { 0, 0 };
+	json_t *j = ctlwire_clock_now(), *bad;
+	char *text;
+	size_t refused = 0;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	ok(j && !ctlwire_clock_parse(j, &ts) && ts.tv_sec >= now.tv_sec - 1 && ts.tv_sec <= now.tv_sec,
+	   "the host's clock message is taken, with the host's time");
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	ok(text && !strncmp(text, "{\"clock\":{\"sec\":", 16), "it is {\"clock\": {\"sec\", \"nsec\"}} (%s)",
+	   text ? text : "none");
+	free(text);
+	json_decref(j);
+	ok(!clock_why("{\"clock\":{\"nsec\":999999999,\"sec\":1700000000}}"), "keys in any order, nsec up to 10^9 - 1");
+	bad = json_pack("{s:I, s:I}", "sec", (json_int_t)1700000000, "nsec", (json_int_t)7);
+	ok(!ctlwire_clock_value(bad, &ts) && ts.tv_sec == 1700000000 && ts.tv_nsec == 7,
+	   "the bare value (the REQUEST's clock) is taken as it is");
+	json_decref(bad);
+	for (size_t i = 0; i < sizeof junk / sizeof *junk; i++)
+		if (clock_why(junk[i]))
+			refused++;
+		else
+			printf("# taken: %s\n", junk[i]);
+	ok(refused == sizeof junk / sizeof *junk, "every malformed clock is refused with a reason (%zu of %zu)",
+	   refused, sizeof junk / sizeof *junk);
+	ok(clock_why("{\"clock\":{\"sec\":1700000000,\"nsec\":1000000000}}") &&
+		   strstr(clock_why("{\"clock\":{\"sec\":1700000000,\"nsec\":1000000000}}"), "nsec"),
+	   "the reason names the field");
+}
+
 static void test_timeout(void)
 {
 	int sp[2];
@@ -177,6 +244,7 @@ int main(void)
 {
 	test_round_trip();
 	test_refusals();
+	test_clock();
 	test_timeout();
 	test_relay();
 	return tap_done();

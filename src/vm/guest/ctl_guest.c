@@ -14,7 +14,9 @@
  *    end of a socketpair, the stream is relayed to the other until the
  *    engine closes it (the exec is over);
  *  - without ({"connect": PORT}): the engine's answer goes back on the
- *    stream, and the connection that came with it is relayed there. */
+ *    stream, and the connection that came with it is relayed there;
+ *  - the host's clock after a resume ({"clock": ...}): PID 1 sets its own
+ *    and answers; the engine never sees it. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -110,6 +112,19 @@ static void serve_call(int stream, int conn, const char *text)
 		close(fd);
 }
 
+/* The host's clock after a resume (ctlwire.h): set here, in PID 1, never
+ * passed to the engine; the answer says whether it was taken. */
+static void serve_clock(int stream, json_t *req)
+{
+	static const char done[] = "{\"ok\":true}";
+	struct aegis_error err = { 0 };
+
+	if (guest_clock_set(req, &err) < 0)
+		reply_error(stream, err.msg, err.sys_errno ? err.sys_errno : EINVAL);
+	else
+		ctlwire_send(stream, done, sizeof done - 1, false);
+}
+
 static void *stream_main(void *arg)
 {
 	int stream = (int)(intptr_t)arg, conn = -1;
@@ -120,6 +135,8 @@ static void *stream_main(void *arg)
 
 	if (!text)
 		fprintf(stderr, "aegis-guest: control stream: %s\n", why ? why : "out of memory");
+	else if (!with_fd && json_object_get(req, "clock"))
+		serve_clock(stream, req);
 	else if ((conn = engine_connect()) < 0)
 		reply_error(stream, "the sandbox is not running", ESRCH);
 	else if (with_fd)

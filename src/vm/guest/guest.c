@@ -267,8 +267,9 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-/* One frame from the host: stdin bytes, its end, or a signal for the run
- * (the engine forwards it to the command as `aegis run` does). */
+/* One frame from the host: stdin bytes, its end, a signal for the run
+ * (the engine forwards it to the command as `aegis run` does), or the
+ * host's clock after a pause. */
 static int guest_from_host(int port, struct engine *e)
 {
 	static char buf[FRAME_MAX + 1];
@@ -293,6 +294,14 @@ static int guest_from_host(int port, struct engine *e)
 		}
 	} else if (type == FRAME_STDIN_CLOSE) {
 		close_fd(&e->in);
+	} else if (type == FRAME_CLOCK) {
+		json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+		struct aegis_error err = { 0 };
+
+		/* `aegis run` resumed from ^Z: our clock stood while stopped */
+		if (guest_clock_set(j, &err) < 0)
+			fprintf(stderr, "aegis-guest: clock: %s\n", err.msg);
+		json_decref(j);
 	} else if (type == FRAME_SIGNAL) {
 		json_t *j = json_loads(buf, 0, NULL);
 		int sig = (int)json_integer_value(json_object_get(j, "signal"));

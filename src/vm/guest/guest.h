@@ -14,6 +14,12 @@ int guest_prepare(struct aegis_error *err);
  * cannot go ahead. */
 int guest_setup(json_t *req, struct aegis_error *err);
 
+/* setup.c: the host's clock message {"clock": {"sec", "nsec"}}
+ * (ctlwire.h), checked, as the guest's CLOCK_REALTIME: after a resume
+ * (QMP cont) the guest's clock is behind by the time it stood. -1 with
+ * err (junk is refused, nothing set). */
+int guest_clock_set(json_t *msg, struct aegis_error *err);
+
 /* guest.c: the virtio-serial port named port, opened (O_CLOEXEC), waiting
  * a while for it to appear. -1 when it never did. */
 int guest_port_open(const char *port);

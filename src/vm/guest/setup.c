@@ -24,6 +24,7 @@
 #include <linux/random.h>
 
 #include "../../common/cleanup.h"
+#include "../../common/ctlwire.h"
 #include "../../common/error.h"
 #include "../../common/logrecord.h"
 #include "guest.h"
@@ -32,15 +33,23 @@
  * a snapshot, from whenever the snapshot was taken: the host's time wins. */
 static int setup_clock(json_t *clock, struct aegis_error *err)
 {
-	json_t *sec = json_object_get(clock, "sec"), *nsec = json_object_get(clock, "nsec");
 	struct timespec ts;
+	const char *why = ctlwire_clock_value(clock, &ts);
 
-	if (!json_is_integer(sec) || !json_is_integer(nsec))
-		return error_set(err, AEGIS_E_INVALID, EINVAL, "request.clock: sec and nsec integers expected");
-	ts.tv_sec = (time_t)json_integer_value(sec);
-	ts.tv_nsec = (long)json_integer_value(nsec);
-	if (ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000L)
-		return error_set(err, AEGIS_E_INVALID, EINVAL, "request.clock.nsec: out of range");
+	if (why)
+		return error_set(err, AEGIS_E_INVALID, EINVAL, "request.%s", why);
+	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+		return error_sys(err, "set the clock");
+	return 0;
+}
+
+int guest_clock_set(json_t *msg, struct aegis_error *err)
+{
+	struct timespec ts;
+	const char *why = ctlwire_clock_parse(msg, &ts);
+
+	if (why)
+		return error_set(err, AEGIS_E_INVALID, EINVAL, "the host's %s", why);
 	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
 		return error_sys(err, "set the clock");
 	return 0;
