@@ -277,7 +277,8 @@ static int find_nondir(const char *path, struct replace *r, struct aegis_error *
  * looks no further down past a non-directory. That takes no whiteout and no
  * opaque xattr: removing the link and making the directory through the
  * overlay does, and an upper filesystem without user xattrs (tmpfs before
- * Linux 6.6, the vm guest's) cannot hold one, so that mkdir fails EIO. */
+ * Linux 6.6) cannot hold one under a userxattr overlay: that mkdir fails
+ * EIO. */
 static int upper_dirs(int upper, const struct replace *r, const struct sandbox_ctx *owner,
 		      struct aegis_error *err)
 {
@@ -497,16 +498,15 @@ static int guest_root_tree(const struct sandbox_ctx *ctx, struct aegis_error *er
  * The guest's root, in the initial user namespace, can mount an overlay
  * that marks them trusted.overlay.*, which 6.1's tmpfs holds; its lower
  * layer is a read-only userxattr overlay of the layers, which reads the
- * store's user.overlay.opaque (stacking two overlays is within the
- * kernel's depth of two over 9p). The alternative, an upper layer on a
+ * store's user.overlay.opaque (two overlays over 9p: the kernel's
+ * stacking depth, 2, allows it). The alternative, an upper layer on a
  * filesystem with user xattrs (ext4 on a ram disk), needs a block device
  * and a mkfs of the run's --disk size in every guest and keeps the
  * disk's pages after files are removed; the tmpfs stays the disk limit
- * here. Copy-ups then run with the guest root's credentials, as they
- * do with the host's root in docker: the command's own access is still
- * checked against its credentials first, and it cannot set trusted.*
- * xattrs. The host keeps the single overlay: this would mount in its
- * namespace as its root.
+ * here. Copy-ups then run with the guest root's credentials (the
+ * mounter's, as for any overlay): the command's own access is checked
+ * with its credentials first, and it cannot set trusted.* xattrs. The
+ * host keeps the single overlay: this would mount as the host's root.
  *
  * A helper process builds it, so neither the staging mounts nor its
  * working directory touch the engine's; *root_fd gets the root as a
