@@ -22,9 +22,9 @@
  * it whole. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -143,6 +143,7 @@ static int attach_layers(const struct sandbox_ctx *ctx, int *trees, char **lower
 		error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
 		goto out;
 	}
+	lowers[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
 		size_t layer = n - 1 - i;
 
