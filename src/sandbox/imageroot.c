@@ -15,15 +15,22 @@
  * following a symlink; one found where aegis needs a file is removed from
  * the run's layer (the image is untouched) and replaced, one found where it
  * needs a directory is hidden by a directory made in the run's layer before
- * the overlay is mounted again. */
+ * the overlay is mounted again.
+ *
+ * In a vm guest the guest's root builds the same root before clone, from
+ * two overlays (imageroot_prepare_guest says why), and the child attaches
+ * it whole. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/mount.h>
 
@@ -35,6 +42,9 @@
 #define LAYERS_MAX 128		/* overlayfs allows 500; images rarely have 30 */
 #define KEPT (-2)
 #define DEPTH_MAX 4		/* real_dirs[] are two names deep at most */
+/* where a vm guest's helper stages the root: the guest's /tmp, covered in
+ * the helper's own mount namespace only */
+#define GUEST_STAGE "/tmp"
 
 /* The directories aegis mounts on or writes in before the root is pivoted
  * into: each must be a real directory of the root, never an image's link. */
@@ -120,51 +130,102 @@ static int mount_root_overlay(const char *opts, size_t n, struct aegis_error *er
 	return 0;
 }
 
-/* The overlay at STAGE/root: the layers' trees attached at STAGE/l<i>, the
- * run's layer in STAGE/upper on the staging tmpfs (which is
- * limits.disk_bytes: the disk limit of everything the command writes
- * outside /tmp). trees[] are ours: each is closed here. *optsp gets the
- * mount options (to mount it again), the caller's to free. */
-static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
+/* The layers' trees attached at l<i> on the staging tmpfs (cwd); *lowersp
+ * gets them as lowerdir lists them, the top layer first ("l1:l0"), the
+ * caller's to free. trees[] are ours: each is closed here. */
+static int attach_layers(const struct sandbox_ctx *ctx, int *trees, char **lowersp, struct aegis_error *err)
 {
-	size_t n = imageroot_count(ctx->spec), off;
-	char *opts = malloc(64 + n * 8), name[16];
+	size_t n = imageroot_count(ctx->spec), off = 0;
+	char *lowers = malloc(n * 8 + 1), name[16];	/* "l127:" at most per layer */
 	int r = -1;
 
-	if (!opts) {
-		for (size_t i = 0; i < n; i++)
-			close(trees[i]);
-		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+	if (!lowers) {
+		error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+		goto out;
 	}
-	/* lowerdir lists the top layer first */
-	off = (size_t)sprintf(opts, "lowerdir=");
+	lowers[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
 		size_t layer = n - 1 - i;
-		int moved;
+
 		snprintf(name, sizeof name, "l%zu", layer);
 		if (mounts_mkdir(name, err) < 0)
 			goto out;
-		moved = (int)syscall(SYS_move_mount, trees[layer], "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH);
-		if (moved < 0) {
+		if (syscall(SYS_move_mount, trees[layer], "", AT_FDCWD, name, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
 			error_sys(err, "image: attach layer %s", ctx->spec->image_layers[layer]);
 			goto out;
 		}
-		off += (size_t)sprintf(opts + off, "%s%s", i ? ":" : "", name);
+		off += (size_t)sprintf(lowers + off, "%s%s", i ? ":" : "", name);
 	}
-	/* userxattr: overlay in a user namespace reads user.overlay.* (the
-	 * store writes opaque directories that way) */
-	sprintf(opts + off, ",upperdir=upper,workdir=work,userxattr");
-	if (mounts_mkdir("upper", err) < 0 || mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
-		goto out;
-	if (mount_root_overlay(opts, n, err) < 0)
-		goto out;
-	*optsp = opts, opts = NULL;
+	*lowersp = lowers, lowers = NULL;
 	r = 0;
 out:
 	for (size_t i = 0; i < n; i++)
 		close(trees[i]);
-	free(opts);
+	free(lowers);
 	return r;
+}
+
+/* The overlay at STAGE/root (cwd: STAGE, the staging tmpfs, which is
+ * limits.disk_bytes: the disk limit of everything the command writes
+ * outside /tmp): the layers under the run's layer in STAGE/upper. trees[]
+ * are ours. *optsp gets the mount options (to mount it again), the
+ * caller's to free. */
+static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
+{
+	_cleanup_free_ char *lowers = NULL, *opts = NULL;
+
+	if (attach_layers(ctx, trees, &lowers, err) < 0)
+		return -1;
+	/* userxattr: overlay in a user namespace reads user.overlay.* (the
+	 * store writes opaque directories that way) */
+	if (asprintf(&opts, "lowerdir=%s,upperdir=upper,workdir=work,userxattr", lowers) < 0) {
+		opts = NULL;	/* undefined after a failure */
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+	}
+	if (mounts_mkdir("upper", err) < 0 || mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0 ||
+	    mount_root_overlay(opts, imageroot_count(ctx->spec), err) < 0)
+		return -1;
+	*optsp = opts, opts = NULL;
+	return 0;
+}
+
+/* vm guest, as the guest's root: the same root from two overlays (see
+ * imageroot_prepare_guest). STAGE/lower: the layers read-only, with
+ * userxattr, so the store's user.overlay.opaque and 0:0 whiteouts apply;
+ * STAGE/root: that under the run's layer, with the overlay's trusted.*
+ * xattrs, which tmpfs holds on 6.1. Every overlay feature that would make
+ * it behave otherwise than the ns backend's userxattr overlay is off, by
+ * name rather than by the kernel's defaults: redirect_dir (a directory of
+ * the image renamed gives EXDEV, as there; nofollow: no redirect in a
+ * layer is followed either), index, metacopy. */
+static int mount_guest_overlays(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
+{
+	_cleanup_free_ char *lowers = NULL, *inner = NULL, *opts = NULL;
+	size_t n = imageroot_count(ctx->spec);
+
+	if (attach_layers(ctx, trees, &lowers, err) < 0)
+		return -1;
+	if (mounts_mkdir("empty", err) < 0 || mounts_mkdir("lower", err) < 0 || mounts_mkdir("upper", err) < 0 ||
+	    mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
+		return -1;
+	/* the root directory is the upper one's: sandbox root's, as when
+	 * the child makes it */
+	if (chown("upper", ctx->host_uid, ctx->host_gid) < 0)
+		return error_sys(err, "image: the run's layer: chown");
+	/* "empty" last: 6.1 mounts an overlay without an upper layer only over
+	 * two lower ones, and an image may have one layer */
+	if (asprintf(&inner, "lowerdir=%s:empty,userxattr", lowers) < 0) {
+		inner = NULL;	/* undefined after a failure */
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+	}
+	if (!(opts = strdup("lowerdir=lower,upperdir=upper,workdir=work,redirect_dir=nofollow,index=off,metacopy=off")))
+		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+	if (mount("overlay", "lower", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, inner) < 0)
+		return error_sys(err, "image: read-only overlay of %zu layers", n);
+	if (mount_root_overlay(opts, n, err) < 0)
+		return -1;
+	*optsp = opts, opts = NULL;
+	return 0;
 }
 
 /* Walks path in the mounted root (cwd) without following anything: 1 with
@@ -217,8 +278,10 @@ static int find_nondir(const char *path, struct replace *r, struct aegis_error *
  * looks no further down past a non-directory. That takes no whiteout and no
  * opaque xattr: removing the link and making the directory through the
  * overlay does, and an upper filesystem without user xattrs (tmpfs before
- * Linux 6.6, the vm guest's) cannot hold one, so that mkdir fails EIO. */
-static int upper_dirs(int upper, const struct replace *r, struct aegis_error *err)
+ * Linux 6.6) cannot hold one under a userxattr overlay: that mkdir fails
+ * EIO. */
+static int upper_dirs(int upper, const struct replace *r, const struct sandbox_ctx *owner,
+		      struct aegis_error *err)
 {
 	char copy[256], *save = NULL;
 	int fds[DEPTH_MAX + 1], n = 0, rc = -1;
@@ -238,6 +301,12 @@ static int upper_dirs(int upper, const struct replace *r, struct aegis_error *er
 			goto out;
 		}
 		n++;
+		/* the guest's root makes them: they get the owner the child's
+		 * mkdir would have given them, sandbox root's */
+		if (owner && fchown(fds[n - 1], owner->host_uid, owner->host_gid) < 0) {
+			error_sys(err, "image: /%s in the run's layer: chown", r->path);
+			goto out;
+		}
 		if (last)
 			break;
 	}
@@ -262,9 +331,11 @@ out:
  * directory of the run's layer: the overlay (at root, cwd) is taken down,
  * the upper layer given those directories, and the overlay mounted again.
  * Nothing has been made through the overlay yet, so its upper layer holds
- * nothing else that could be out of step. */
-static int replace_nondirs(const struct aegis_spec *spec, const char *opts, struct aegis_error *err)
+ * nothing else that could be out of step. guest: the guest's root does it
+ * (imageroot_prepare_guest), for the sandbox. */
+static int replace_nondirs(const struct sandbox_ctx *ctx, const char *opts, bool guest, struct aegis_error *err)
 {
+	const struct aegis_spec *spec = ctx->spec;
 	struct replace reps[sizeof real_dirs / sizeof *real_dirs];
 	size_t n = 0;
 	_cleanup_close_ int upper = -1;
@@ -287,7 +358,7 @@ static int replace_nondirs(const struct aegis_spec *spec, const char *opts, stru
 	if ((upper = open("upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return error_sys(err, "image: open the run's layer");
 	for (size_t i = 0; i < n; i++)
-		if (upper_dirs(upper, &reps[i], err) < 0)
+		if (upper_dirs(upper, &reps[i], guest ? ctx : NULL, err) < 0)
 			return -1;
 	if (mount_root_overlay(opts, imageroot_count(spec), err) < 0)
 		return -1;
@@ -371,13 +442,12 @@ static int write_identity(const struct aegis_spec *spec, struct aegis_error *err
 	return etc_write(etc, "hosts", hosts, err) < 0 ? -1 : etc_write(etc, "hostname", name, err);
 }
 
-int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aegis_error *err)
+/* Every layer's tree in hand, then the staging tmpfs of limits.disk_bytes
+ * at stage, made cwd; trees[] gets one per layer (closed on failure). */
+static int stage_layers(const struct sandbox_ctx *ctx, const char *stage, int *trees, struct aegis_error *err)
 {
-	_cleanup_free_ char *overlay_opts = NULL;
-	char opts[64];
-
 	size_t n = imageroot_count(ctx->spec);
-	int trees[LAYERS_MAX];
+	char opts[64];
 
 	if (n > LAYERS_MAX)
 		return error_set(err, AEGIS_E_INVALID, 0, "image: more than %d layers", LAYERS_MAX);
@@ -396,12 +466,114 @@ int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aeg
 			close(trees[i]);
 		return -1;
 	}
-	if (mount_overlay(ctx, trees, &overlay_opts, err) < 0)
+	return 0;
+}
+
+/* The helper's part (imageroot_prepare_guest): the root staged in a mount
+ * namespace of its own and handed back as a detached tree, or -1. */
+static int guest_root_tree(const struct sandbox_ctx *ctx, struct aegis_error *err)
+{
+	_cleanup_free_ char *opts = NULL;
+	int trees[LAYERS_MAX], tree;
+
+	/* the staging mounts never show in the guest's namespace, and go
+	 * with the helper: the root's overlays hold what they need */
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return error_sys(err, "image: a mount namespace to build the root in");
+	if (stage_layers(ctx, GUEST_STAGE, trees, err) < 0 || mount_guest_overlays(ctx, trees, &opts, err) < 0)
 		return -1;
 	if (chdir("root") < 0)
 		return error_sys(err, "chdir into the image root");
-	if (replace_nondirs(ctx->spec, overlay_opts, err) < 0)
+	if (replace_nondirs(ctx, opts, true, err) < 0)
 		return -1;
+	tree = (int)syscall(SYS_open_tree, AT_FDCWD, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	return tree < 0 ? error_sys(err, "image: detach the root") : tree;
+}
+
+/* Why two overlays in a vm guest: the overlay the child mounts in the
+ * sandbox's user namespace must use userxattr, and then it keeps its own
+ * whiteouts' and opaque directories' marks as user.overlay.* in the upper
+ * layer, a tmpfs: the guest's kernel (Debian 12's 6.1) has user xattrs on
+ * tmpfs only from 6.6 on, so removing a directory with entries from the
+ * image, or making one over a name removed in the run, failed with EIO.
+ * The guest's root, in the initial user namespace, can mount an overlay
+ * that marks them trusted.overlay.*, which 6.1's tmpfs holds; its lower
+ * layer is a read-only userxattr overlay of the layers, which reads the
+ * store's user.overlay.opaque (two overlays over 9p: the kernel's
+ * stacking depth, 2, allows it). The alternative, an upper layer on a
+ * filesystem with user xattrs (ext4 on a ram disk), needs a block device
+ * and a mkfs of the run's --disk size in every guest and keeps the
+ * disk's pages after files are removed; the tmpfs stays the disk limit
+ * here. Copy-ups then run with the guest root's credentials (the
+ * mounter's, as for any overlay): the command's own access is checked
+ * with its credentials first, and it cannot set trusted.* xattrs. The
+ * host keeps the single overlay: this would mount as the host's root.
+ *
+ * A helper process builds it, so neither the staging mounts nor its
+ * working directory touch the engine's; *root_fd gets the root as a
+ * detached tree, which the child attaches as it does an idmapped layer. */
+int imageroot_prepare_guest(const struct sandbox_ctx *ctx, int *root_fd, struct aegis_error *err)
+{
+	struct sync_msg msg = { 0 };
+	int sv[2], status = 0, tree = -1, got;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return error_sys(err, "image: socketpair");
+	if ((pid = fork()) < 0) {
+		error_sys(err, "image: fork to build the root");
+		close(sv[0]), close(sv[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		struct sync_msg out = { .kind = SYNC_GO };
+		int built;
+
+		close(sv[0]);
+		if ((built = guest_root_tree(ctx, &out.err)) < 0) {
+			out.kind = SYNC_ERROR;
+			_exit(sync_send(sv[1], &out) < 0 ? 2 : 1);
+		}
+		_exit(sync_send_fd(sv[1], &out, built) < 0 ? 2 : 0);
+	}
+	close(sv[1]);
+	got = sync_recv_fd(sv[0], &msg, &tree);
+	close(sv[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (got == 1 && msg.kind == SYNC_GO && tree >= 0) {
+		*root_fd = tree;
+		return 0;
+	}
+	if (tree >= 0)
+		close(tree);
+	if (got == 1 && msg.kind == SYNC_ERROR) {
+		*err = msg.err;
+		return -1;
+	}
+	return error_set(err, AEGIS_E_SETUP, 0, "image: the root's builder ended without an answer (wait status %d)",
+			 status);
+}
+
+int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aegis_error *err)
+{
+	_cleanup_free_ char *overlay_opts = NULL;
+	int trees[LAYERS_MAX];
+
+	if (ctx->image_root_fd >= 0) {
+		/* vm guest: the guest's root built it whole, links replaced */
+		if (syscall(SYS_move_mount, ctx->image_root_fd, "", AT_FDCWD, stage, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			return error_sys(err, "image: attach the root at %s", stage);
+		if (chdir(stage) < 0)
+			return error_sys(err, "chdir into the image root");
+	} else {
+		if (stage_layers(ctx, stage, trees, err) < 0 || mount_overlay(ctx, trees, &overlay_opts, err) < 0)
+			return -1;
+		if (chdir("root") < 0)
+			return error_sys(err, "chdir into the image root");
+		if (replace_nondirs(ctx, overlay_opts, false, err) < 0)
+			return -1;
+	}
 	for (int i = 0; real_dirs[i]; i++) {
 		if (!strcmp(real_dirs[i], "run/secrets") &&
 		    !(ctx->spec->secret_files && ctx->spec->secret_files[0]))

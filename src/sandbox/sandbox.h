@@ -21,6 +21,7 @@ struct sandbox_ctx {
 	int sync_fd;		/* SOCK_SEQPACKET to the supervisor */
 	int workspace_fd;	/* detached (idmapped) tree for /workspace, or -1 */
 	int *layer_fds;		/* root: an image's layers as idmapped trees; NULL rootless */
+	int image_root_fd;	/* vm guest: the image's root, built by the guest's root; else -1 */
 	int landlock_abi;	/* 0: no landlock rules to apply */
 	enum net_mode { NET_NONE, NET_ALLOW, NET_HOST } net;
 	uid_t host_uid;		/* what sandbox root maps to on the host */
@@ -112,8 +113,12 @@ bool sandbox_is_vm_guest(void);
 size_t imageroot_count(const struct aegis_spec *spec);
 /* Root, before clone: the layers as idmapped trees into fds[count]. */
 int imageroot_prepare(const struct sandbox_ctx *ctx, int *fds, struct aegis_error *err);
-/* In the child: the overlay root assembled on a tmpfs at stage; cwd is the
- * new root afterwards, its mount points real directories. */
+/* vm guest, as its root, before clone: the image's root (its overlays
+ * and real_dirs replaced) as a detached tree into *root_fd. */
+int imageroot_prepare_guest(const struct sandbox_ctx *ctx, int *root_fd, struct aegis_error *err);
+/* In the child: the overlay root assembled on a tmpfs at stage (or, in a
+ * vm guest, ctx->image_root_fd attached there); cwd is the new root
+ * afterwards, its mount points real directories. */
 int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aegis_error *err);
 
 /* overlay.c — a copy-on-write workspace; *layer_fd: its upper dir (O_PATH). */

@@ -328,7 +328,7 @@ static pid_t clone_sandbox(struct cgroup *cg, int *pidfd)
 
 int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err)
 {
-	struct sandbox_ctx ctx = { .spec = spec, .workspace_fd = -1 };
+	struct sandbox_ctx ctx = { .spec = spec, .workspace_fd = -1, .image_root_fd = -1 };
 	struct supervise_io io = { -1, -1 };
 	struct cgroup cg = { .dirfd = -1 };
 	struct record rec;
@@ -389,11 +389,12 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 		goto out;
 	}
 	/* In a guest the layers are a 9p share (no idmapped mounts either):
-	 * the child clones them as a rootless run does, and without a
-	 * workspace sandbox root is their owner, as the idmapped mount shows
-	 * it on the host. */
+	 * without a workspace sandbox root is their owner, as the idmapped
+	 * mount shows it on the host; the guest's root builds the overlay
+	 * root (imageroot.c says why), so the ids come first. */
 	if (spec->image_layers && geteuid() == 0 && in_vm_guest) {
-		if (!spec->workspace && layers_owner_ids(&ctx, err) < 0)
+		if ((!spec->workspace && layers_owner_ids(&ctx, err) < 0) ||
+		    imageroot_prepare_guest(&ctx, &ctx.image_root_fd, err) < 0)
 			goto out;
 	} else if (spec->image_layers && geteuid() == 0) {
 		if (!(ctx.layer_fds = calloc(imageroot_count(spec), sizeof *ctx.layer_fds))) {
@@ -486,6 +487,7 @@ out:
 	if (io.err_fd >= 0) close(io.err_fd);
 	if (pidfd >= 0) close(pidfd);
 	if (ctx.workspace_fd >= 0) close(ctx.workspace_fd);
+	if (ctx.image_root_fd >= 0) close(ctx.image_root_fd);
 	for (size_t i = 0; ctx.layer_fds && i < imageroot_count(spec); i++)
 		close(ctx.layer_fds[i]);
 	free(ctx.layer_fds);

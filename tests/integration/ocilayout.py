@@ -12,7 +12,7 @@ import re
 import subprocess
 import tarfile
 
-TOOLS = ["dash", "cat", "ls", "echo", "id", "stat", "mkdir", "rm", "touch", "head", "wc", "dd", "readlink",
+TOOLS = ["dash", "cat", "ls", "echo", "id", "stat", "mkdir", "rm", "mv", "touch", "head", "wc", "dd", "readlink",
          "uname", "sleep", "printf", "true", "env", "sha256sum", "df"]
 
 

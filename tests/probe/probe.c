@@ -117,6 +117,7 @@ static const struct errno_name errno_names[] = {
     {ENOEXEC, "ENOEXEC"},
     {ENOKEY, "ENOKEY"},
     {EDQUOT, "EDQUOT"},
+    {EXDEV, "EXDEV"},
 };
 
 static const char *errno_name(int e, char *buf, size_t len)
@@ -156,7 +157,7 @@ static int usage(const char *msg)
     fprintf(stderr, "aegis-probe: %s\n", msg);
     fprintf(stderr,
             "usage: aegis-probe NAME [ARGS]\n"
-            "  read-file PATH | write-file PATH | create-file PATH | open-exe-write\n"
+            "  read-file PATH | write-file PATH | create-file PATH | rename FROM TO | open-exe-write\n"
             "  list-fds DIR | status\n"
             "  unshare-user | unshare-mount | unshare-net | setns | clone-newuser\n"
             "  mount | mknod | ptrace-sibling | process-vm-readv\n"
@@ -253,6 +254,15 @@ static int probe_create_file(const char *path)
     close(fd);
     unlink(path);
     return report_ok();
+}
+
+/* rename(2) itself, not mv (which copies on EXDEV): what the filesystem
+ * answers, e.g. an overlay's EXDEV for a directory of a lower layer. */
+static int probe_rename(const char *from, const char *to)
+{
+    int rc = rename(from, to);
+    int e = errno;
+    return report(rc, e);
 }
 
 /*
@@ -921,6 +931,10 @@ int main(int argc, char **argv)
     if (IS("create-file")) {
         NEED(1);
         return probe_create_file(a1);
+    }
+    if (IS("rename")) {
+        NEED(2);
+        return probe_rename(a1, a2);
     }
     if (IS("open-exe-write")) {
         if (a1 && strcmp(a1, "--stage2") == 0 && a2)
