@@ -199,17 +199,18 @@ def test_image_with_a_workspace_of_another_owner(images, tmp_path):
     run's layer is still sandbox root's: the root directory (aegis makes its
     mount points there, the command adds names) and the directories made
     over the image's links (/etc, /run; in a guest the guest's root makes
-    them). What it writes in the workspace is the owner's on the host. (The
-    hostile image: in a guest the layers' own root-owned directories are
-    nobody's to sandbox root then, docs/vm.md "Not yet".)"""
+    them), and so are the image's own (/usr/bin: the layers are shown as
+    the owner's, in a guest too). What it writes in the workspace is the
+    owner's on the host."""
     _, env = images
     ws = tmp_path / "ws"
     ws.mkdir()
     os.chown(ws, 4321, 4321)
     assert run([AEGIS, "secret", "set", "HK3"], env=env, input="owner-secret").returncode == 0
     p = run([AEGIS, "run", "--image", "test/hostile:1", "--secret", "HK3:file", "--workspace", str(ws), "--",
-             "sh", "-c", "stat -c '%u %g' / /etc /run; mkdir /new && touch /workspace/f && echo ok"], env=env)
-    assert p.returncode == 0 and p.stdout == "0 0\n0 0\n0 0\nok\n", p
+             "sh", "-c", "stat -c '%u %g' / /etc /run /usr/bin; mkdir /new && touch /workspace/f && echo ok"],
+            env=env)
+    assert p.returncode == 0 and p.stdout == "0 0\n0 0\n0 0\n0 0\nok\n", p
     st = os.stat(ws / "f")
     assert (st.st_uid, st.st_gid) == (4321, 4321)
 
