@@ -4,8 +4,9 @@
  * read-only (the /bin, /lib, ... links are in the initramfs) and the /etc
  * allowlist, copied (once per content, into the state dir) because 9p
  * exports directories, not single files. Then the run's own: the workspace, the artifacts
- * directory and "io" (the engine's audit events). Never /, /root, /home,
- * /tmp or /var.
+ * directory, "io" (the engine's audit events) and an image's layers
+ * (idmapped when sandbox root is the workspace's owner: layers_share).
+ * Never /, /root, /home, /tmp or /var.
  *
  * The device set is the same on every boot — an unused share points at an
  * empty private directory — so a snapshot taken before the request still
@@ -362,8 +363,8 @@ static int layers_share(const struct aegis_spec *spec, const char *layers, int *
 	struct stat store, ws;
 
 	snprintf(out, cap, "%s", layers);
-	/* rootless: the store and the workspace are the caller's, and QEMU
-	 * could not idmap anyway */
+	/* rootless: no idmapped mount is ours to make (docs/vm.md, "Not
+	 * yet"); the store and, as a rule, the workspace are the caller's */
 	if (!spec->workspace || geteuid() != 0)
 		return 0;
 	if (stat(spec->image_layers[0], &store) < 0)
@@ -383,7 +384,7 @@ static int layers_share(const struct aegis_spec *spec, const char *layers, int *
 	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
 		return error_sys(err, "vm: image layers %s: idmapped mount for the workspace's owner", layers);
 	snprintf(out, cap, "/proc/%d/fd/%d", (int)getpid(), tree);
-	*view = tree, tree = -1;
+	*view = steal_fd(&tree);
 	return 0;
 }
 

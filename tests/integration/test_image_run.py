@@ -224,8 +224,9 @@ def test_image_etc_with_a_workspace_of_a_user(images, tmp_path):
     in /etc, a line added to /etc/hosts and to an image file, a directory
     tree made under /usr. The workspace's files are shown as root's and
     what the command makes there is 1000's on the host. The next run sees
-    the image unchanged."""
+    the image unchanged, and the store is never written."""
     _, env = images
+    before = store_digest(env["AEGIS_STATE_DIR"])
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "mine").write_text("mine\n")
@@ -244,6 +245,7 @@ def test_image_etc_with_a_workspace_of_a_user(images, tmp_path):
     p = run([AEGIS, "run", "--image", "test/img:1", "--", "sh", "-c",
              "ls /etc/newfile /usr/local 2>/dev/null | wc -l; cat /etc/passwd"], env=env)
     assert p.returncode == 0 and p.stdout == "0\nroot:x:0:0:root:/root:/bin/sh\n", p
+    assert store_digest(env["AEGIS_STATE_DIR"]) == before
 
 
 def test_missing_image_is_one_clear_error(images):
