@@ -7,7 +7,10 @@
  * supervisor attaches each layer through an idmapped mount that shows
  * them owned by sandbox root (as the workspace is), so the command can
  * copy them up and change them in its layer; rootless, the store is the
- * user's own and sandbox root already is that user.
+ * user's own and sandbox root already is that user. In a vm guest the
+ * layers are a 9p share, which cannot be idmapped: sandbox root is their
+ * owner there, or the host shares them idmapped to the workspace's owner
+ * when that is who sandbox root is (src/vm/shares.c).
  *
  * An image is data from elsewhere: before the root is pivoted into, any
  * name in it may be a symlink aimed at the host. Every mount point and

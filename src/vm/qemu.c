@@ -381,7 +381,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	char why[256];
 	pid_t parent;
 
-	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
+	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1, q->layers_view = -1;
 	q->status_known = false;
 	q->net = q->ctl = -1;
 	if (!qemu)
@@ -395,7 +395,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 		q->dir[0] = '\0';
 		return error_sys(err, "vm: run directory in /tmp");
 	}
-	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, &o->paths, err) < 0)
+	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, &o->paths, &q->layers_view, err) < 0)
 		return -1;
 	memset(&a, 0, sizeof a);
 	qemu_argv(&a, qemu, q, g, o, &o->shares, boot);
@@ -536,5 +536,7 @@ void vm_qemu_stop(struct vm_qemu *q)
 	}
 	if (q->lock >= 0)
 		close(q->lock);
-	q->lock = -1;
+	if (q->layers_view >= 0)
+		close(q->layers_view);
+	q->lock = q->layers_view = -1;
 }

@@ -399,7 +399,7 @@ static void cold_because(struct session *s, const char *fmt, ...)
 static void qemu_reset(struct vm_qemu *q)
 {
 	memset(q, 0, sizeof *q);
-	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = q->ctl = -1;
+	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = q->ctl = q->layers_view = -1;
 }
 
 /* Boot from nothing: QEMU with anonymous RAM, then the greeting. 0 up, 1

@@ -76,9 +76,11 @@ struct vm_shares {
 };
 
 /* The fixed set of shares for spec in the run directory dir (its etc copy,
- * io and empty directories made there). -1 with err. */
+ * io and empty directories made there). *layers_view (-1 before) gets the
+ * idmapped view of the image layers a share names by /proc path, for the
+ * caller to hold until QEMU ends. -1 with err. */
 int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
-		      const struct vm_paths *paths, struct aegis_error *err);
+		      const struct vm_paths *paths, int *layers_view, struct aegis_error *err);
 /* The guest paths of spec's workspace and artifacts directory (after the
  * artifacts directory exists). -1 with err for one the guest cannot take. */
 int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err);
@@ -212,6 +214,7 @@ struct vm_qemu {
 	size_t tail_len;
 	char dir[64];		/* 0700 run directory: sockets and logs */
 	int lock;		/* dir/lock, flocked while the run lives */
+	int layers_view;	/* the image layers' idmapped view QEMU shares, or -1 (shares.c) */
 	bool kvm;
 	bool status_known;	/* vm_qemu_diagnose reaped it: */
 	int status;		/* its wait status */

@@ -199,19 +199,53 @@ def test_image_with_a_workspace_of_another_owner(images, tmp_path):
     run's layer is still sandbox root's: the root directory (aegis makes its
     mount points there, the command adds names) and the directories made
     over the image's links (/etc, /run; in a guest the guest's root makes
-    them). What it writes in the workspace is the owner's on the host. (The
-    hostile image: in a guest the layers' own root-owned directories are
-    nobody's to sandbox root then, docs/vm.md "Not yet".)"""
+    them), and so are the image's own (/usr/bin: the layers are shown as
+    the owner's, in a guest too). What it writes in the workspace is the
+    owner's on the host."""
     _, env = images
     ws = tmp_path / "ws"
     ws.mkdir()
     os.chown(ws, 4321, 4321)
     assert run([AEGIS, "secret", "set", "HK3"], env=env, input="owner-secret").returncode == 0
     p = run([AEGIS, "run", "--image", "test/hostile:1", "--secret", "HK3:file", "--workspace", str(ws), "--",
-             "sh", "-c", "stat -c '%u %g' / /etc /run; mkdir /new && touch /workspace/f && echo ok"], env=env)
-    assert p.returncode == 0 and p.stdout == "0 0\n0 0\n0 0\nok\n", p
+             "sh", "-c", "stat -c '%u %g' / /etc /run /usr/bin; mkdir /new && touch /workspace/f && echo ok"],
+            env=env)
+    assert p.returncode == 0 and p.stdout == "0 0\n0 0\n0 0\n0 0\nok\n", p
     st = os.stat(ws / "f")
     assert (st.st_uid, st.st_gid) == (4321, 4321)
+
+
+def test_image_etc_with_a_workspace_of_a_user(images, tmp_path):
+    """An image with its own /etc (the store's, root's on the host) and a
+    workspace of uid 1000: sandbox root owns the image's files as seen from
+    inside (/etc, a file of it, /usr/bin, the root), as without a
+    workspace, so aegis writes its /etc/hosts and /etc/hostname there and
+    the command changes the image anywhere (copy-up) as root: a new file
+    in /etc, a line added to /etc/hosts and to an image file, a directory
+    tree made under /usr. The workspace's files are shown as root's and
+    what the command makes there is 1000's on the host. The next run sees
+    the image unchanged, and the store is never written."""
+    _, env = images
+    before = store_digest(env["AEGIS_STATE_DIR"])
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "mine").write_text("mine\n")
+    for p in (ws, ws / "mine"):
+        os.chown(p, 1000, 1000)
+    p = run([AEGIS, "run", "--image", "test/img:1", "--hostname", "ownerbox", "--workspace", str(ws), "--",
+             "sh", "-c", "stat -c '%u %g' / /etc /etc/passwd /usr/bin /workspace /workspace/mine; "
+                         "cat /etc/hostname; echo x > /etc/newfile && echo y >> /etc/hosts "
+                         "&& echo z >> /etc/passwd && mkdir -p /usr/local/bin && touch /usr/local/bin/t "
+                         "&& echo w > /workspace/f && cat /etc/newfile /etc/hosts /etc/passwd && id -u"], env=env)
+    assert p.returncode == 0, p
+    assert p.stdout == "0 0\n" * 6 + ("ownerbox\nx\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                      "127.0.1.1\townerbox\ny\nroot:x:0:0:root:/root:/bin/sh\nz\n0\n"), p
+    st = os.stat(ws / "f")
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    p = run([AEGIS, "run", "--image", "test/img:1", "--", "sh", "-c",
+             "ls /etc/newfile /usr/local 2>/dev/null | wc -l; cat /etc/passwd"], env=env)
+    assert p.returncode == 0 and p.stdout == "0\nroot:x:0:0:root:/root:/bin/sh\n", p
+    assert store_digest(env["AEGIS_STATE_DIR"]) == before
 
 
 def test_missing_image_is_one_clear_error(images):
