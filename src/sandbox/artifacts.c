@@ -9,9 +9,12 @@
  *                            added files only, there is no copy of the old)
  *   DIR/upper/               overlay mode: the changed files, for `aegis apply`
  *
- * The overlay's upper layer is read through the fd PID 1 handed over; every
- * name in it is opened relative to its parent with O_NOFOLLOW, so nothing
- * the sandbox put there can steer the copy outside DIR/upper. */
+ * The overlay's upper layer is read through the fd PID 1 handed over (in a
+ * vm guest, the one the guest root's builder kept: its opaque directories
+ * are marked trusted.overlay.opaque there, overlay.c); every name in it is
+ * opened relative to its parent with O_NOFOLLOW, so nothing the sandbox put
+ * there can steer the copy outside DIR/upper. Only the opaque mark of the
+ * namespace the overlay used counts. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +54,7 @@ int artifacts_open(const struct aegis_spec *spec, struct artifacts *a, struct ae
 
 	memset(a, 0, sizeof *a);
 	a->dirfd = a->out_fd = a->err_fd = a->upper_fd = a->ws_fd = -1;
+	a->opaque_xattr = OVERLAY_USER_OPAQUE;
 	if (!spec->artifacts_dir)
 		return 0;
 	if (mkdir(spec->artifacts_dir, 0700) < 0 && errno != EEXIST)
@@ -214,7 +218,7 @@ static void walk_dir(struct walk *w, int dirfd, const char *rel, int outdir, int
 				continue;
 			if (lstat(host, &hst) < 0)
 				add_change(w, path, "added", "dir", 0, NULL, NULL);
-			else if (fgetxattr(sub, "user.overlay.opaque", opaque, 1) == 1 && opaque[0] == 'y')
+			else if (fgetxattr(sub, w->a->opaque_xattr, opaque, 1) == 1 && opaque[0] == 'y')
 				add_change(w, path, "replaced", "dir", 0, NULL, NULL);
 			mkdirat(outdir, e->d_name, 0755);
 			subout = openat(outdir, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

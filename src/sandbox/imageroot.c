@@ -25,15 +25,12 @@
  * it whole. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/mount.h>
 
@@ -46,7 +43,7 @@
 #define KEPT (-2)
 #define DEPTH_MAX 4		/* real_dirs[] are two names deep at most */
 /* where a vm guest's helper stages the root: the guest's /tmp, covered in
- * the helper's own mount namespace only */
+ * the helper's own mount namespace only (guestbuild.c) */
 #define GUEST_STAGE "/tmp"
 
 /* The directories aegis mounts on or writes in before the root is pivoted
@@ -196,11 +193,9 @@ static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, char **optsp
  * imageroot_prepare_guest). STAGE/lower: the layers read-only, with
  * userxattr, so the store's user.overlay.opaque and 0:0 whiteouts apply;
  * STAGE/root: that under the run's layer, with the overlay's trusted.*
- * xattrs, which tmpfs holds on 6.1. Every overlay feature that would make
- * it behave otherwise than the ns backend's userxattr overlay is off, by
- * name rather than by the kernel's defaults: redirect_dir (a directory of
- * the image renamed gives EXDEV, as there; nofollow: no redirect in a
- * layer is followed either), index, metacopy. */
+ * xattrs, which tmpfs holds on 6.1, and the features that would make it
+ * behave otherwise than the ns backend's userxattr overlay off
+ * (GUESTBUILD_OVERLAY_OPTS). */
 static int mount_guest_overlays(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
 {
 	_cleanup_free_ char *lowers = NULL, *inner = NULL, *opts = NULL;
@@ -221,7 +216,7 @@ static int mount_guest_overlays(const struct sandbox_ctx *ctx, int *trees, char 
 		inner = NULL;	/* undefined after a failure */
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
 	}
-	if (!(opts = strdup("lowerdir=lower,upperdir=upper,workdir=work,redirect_dir=nofollow,index=off,metacopy=off")))
+	if (!(opts = strdup("lowerdir=lower,upperdir=upper,workdir=work," GUESTBUILD_OVERLAY_OPTS)))
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
 	if (mount("overlay", "lower", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, inner) < 0)
 		return error_sys(err, "image: read-only overlay of %zu layers", n);
@@ -472,17 +467,14 @@ static int stage_layers(const struct sandbox_ctx *ctx, const char *stage, int *t
 	return 0;
 }
 
-/* The helper's part (imageroot_prepare_guest): the root staged in a mount
- * namespace of its own and handed back as a detached tree, or -1. */
-static int guest_root_tree(const struct sandbox_ctx *ctx, struct aegis_error *err)
+/* The builder's part (imageroot_prepare_guest), in a mount namespace of
+ * its own (guestbuild.c): the root staged and fds[0] the root as a
+ * detached tree. */
+static int guest_root_tree(const struct sandbox_ctx *ctx, int *fds, struct aegis_error *err)
 {
 	_cleanup_free_ char *opts = NULL;
 	int trees[LAYERS_MAX], tree;
 
-	/* the staging mounts never show in the guest's namespace, and go
-	 * with the helper: the root's overlays hold what they need */
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return error_sys(err, "image: a mount namespace to build the root in");
 	if (stage_layers(ctx, GUEST_STAGE, trees, err) < 0 || mount_guest_overlays(ctx, trees, &opts, err) < 0)
 		return -1;
 	if (chdir("root") < 0)
@@ -490,19 +482,16 @@ static int guest_root_tree(const struct sandbox_ctx *ctx, struct aegis_error *er
 	if (replace_nondirs(ctx, opts, true, err) < 0)
 		return -1;
 	tree = (int)syscall(SYS_open_tree, AT_FDCWD, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-	return tree < 0 ? error_sys(err, "image: detach the root") : tree;
+	if (tree < 0)
+		return error_sys(err, "image: detach the root");
+	fds[0] = tree;
+	return 0;
 }
 
-/* Why two overlays in a vm guest: the overlay the child mounts in the
- * sandbox's user namespace must use userxattr, and then it keeps its own
- * whiteouts' and opaque directories' marks as user.overlay.* in the upper
- * layer, a tmpfs: the guest's kernel (Debian 12's 6.1) has user xattrs on
- * tmpfs only from 6.6 on, so removing a directory with entries from the
- * image, or making one over a name removed in the run, failed with EIO.
- * The guest's root, in the initial user namespace, can mount an overlay
- * that marks them trusted.overlay.*, which 6.1's tmpfs holds; its lower
- * layer is a read-only userxattr overlay of the layers, which reads the
- * store's user.overlay.opaque (two overlays over 9p: the kernel's
+/* Why two overlays in a vm guest: the guest's root mounts the run's
+ * overlay, whose marks are trusted.overlay.* (guestbuild.c says why); its
+ * lower layer is a read-only userxattr overlay of the layers, which reads
+ * the store's user.overlay.opaque (two overlays over 9p: the kernel's
  * stacking depth, 2, allows it). The alternative, an upper layer on a
  * filesystem with user xattrs (ext4 on a ram disk), needs a block device
  * and a mkfs of the run's --disk size in every guest and keeps the
@@ -512,50 +501,11 @@ static int guest_root_tree(const struct sandbox_ctx *ctx, struct aegis_error *er
  * with its credentials first, and it cannot set trusted.* xattrs. The
  * host keeps the single overlay: this would mount as the host's root.
  *
- * A helper process builds it, so neither the staging mounts nor its
- * working directory touch the engine's; *root_fd gets the root as a
- * detached tree, which the child attaches as it does an idmapped layer. */
+ * *root_fd gets the root as a detached tree, which the child attaches as
+ * it does an idmapped layer. */
 int imageroot_prepare_guest(const struct sandbox_ctx *ctx, int *root_fd, struct aegis_error *err)
 {
-	struct sync_msg msg = { 0 };
-	int sv[2], status = 0, tree = -1, got;
-	pid_t pid;
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return error_sys(err, "image: socketpair");
-	if ((pid = fork()) < 0) {
-		error_sys(err, "image: fork to build the root");
-		close(sv[0]), close(sv[1]);
-		return -1;
-	}
-	if (pid == 0) {
-		struct sync_msg out = { .kind = SYNC_GO };
-		int built;
-
-		close(sv[0]);
-		if ((built = guest_root_tree(ctx, &out.err)) < 0) {
-			out.kind = SYNC_ERROR;
-			_exit(sync_send(sv[1], &out) < 0 ? 2 : 1);
-		}
-		_exit(sync_send_fd(sv[1], &out, built) < 0 ? 2 : 0);
-	}
-	close(sv[1]);
-	got = sync_recv_fd(sv[0], &msg, &tree);
-	close(sv[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (got == 1 && msg.kind == SYNC_GO && tree >= 0) {
-		*root_fd = tree;
-		return 0;
-	}
-	if (tree >= 0)
-		close(tree);
-	if (got == 1 && msg.kind == SYNC_ERROR) {
-		*err = msg.err;
-		return -1;
-	}
-	return error_set(err, AEGIS_E_SETUP, 0, "image: the root's builder ended without an answer (wait status %d)",
-			 status);
+	return guestbuild_run(ctx, "image", guest_root_tree, root_fd, 1, err);
 }
 
 int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aegis_error *err)

@@ -257,6 +257,10 @@ static int mount_workspace(const struct sandbox_ctx *ctx, int tree, int *upper_f
 
 	if (mounts_mkdir("workspace", err) < 0)
 		return -1;
+	/* vm guest: the guest's root built the overlay; the supervisor has its
+	 * upper layer already */
+	if (ctx->overlay_tree_fd >= 0)
+		return overlay_attach(ctx, "workspace", err);
 	if (tree >= 0 && ctx->spec->workspace_overlay)
 		return overlay_mount(ctx, tree, "workspace", upper_fd, err);
 	if (tree >= 0) {
@@ -296,12 +300,12 @@ int rootfs_build(const struct sandbox_ctx *ctx, int *upper_fd, struct aegis_erro
 {
 	bool image = ctx->spec->image_layers != NULL;
 	char opts[64];
-	int tree;
+	int tree = -1;
 
 	/* Nothing we mount propagates to the host, nothing of the host's to us. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return error_sys(err, "make mounts private");
-	if ((tree = workspace_tree(ctx, err)) < 0 && ctx->spec->workspace)
+	if (ctx->overlay_tree_fd < 0 && (tree = workspace_tree(ctx, err)) < 0 && ctx->spec->workspace)
 		return -1;
 	/* the root's own files: cwd is the new root afterwards */
 	if ((image ? imageroot_build(ctx, STAGING, err) : host_image(ctx, err)) < 0)

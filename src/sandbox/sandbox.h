@@ -22,6 +22,7 @@ struct sandbox_ctx {
 	int workspace_fd;	/* detached (idmapped) tree for /workspace, or -1 */
 	int *layer_fds;		/* root: an image's layers as idmapped trees; NULL rootless */
 	int image_root_fd;	/* vm guest: the image's root, built by the guest's root; else -1 */
+	int overlay_tree_fd;	/* vm guest: the overlay workspace, built by the guest's root; else -1 */
 	int landlock_abi;	/* 0: no landlock rules to apply */
 	enum net_mode { NET_NONE, NET_ALLOW, NET_HOST } net;
 	uid_t host_uid;		/* what sandbox root maps to on the host */
@@ -124,6 +125,28 @@ int imageroot_build(const struct sandbox_ctx *ctx, const char *stage, struct aeg
 /* overlay.c — a copy-on-write workspace; *layer_fd: its upper dir (O_PATH). */
 int overlay_mount(const struct sandbox_ctx *ctx, int lower_tree, const char *target, int *layer_fd,
 		  struct aegis_error *err);
+/* vm guest, as its root, before clone: the overlay workspace as a detached
+ * tree into *tree_fd, its upper dir (O_PATH) into *layer_fd; the upper
+ * layer's marks are then OVERLAY_TRUSTED_OPAQUE, not user.overlay.*. */
+int overlay_prepare_guest(const struct sandbox_ctx *ctx, int *tree_fd, int *layer_fd, struct aegis_error *err);
+/* In the child, instead of overlay_mount: that tree attached at target. */
+int overlay_attach(const struct sandbox_ctx *ctx, const char *target, struct aegis_error *err);
+#define OVERLAY_USER_OPAQUE "user.overlay.opaque"
+#define OVERLAY_TRUSTED_OPAQUE "trusted.overlay.opaque"
+
+/* guestbuild.c — vm guest, as its root, before clone: build() run in a
+ * helper with a mount namespace of its own, its nfds descriptors (at most
+ * SYNC_FDS_MAX) handed back into fds[]; what prefixes the errors. */
+int guestbuild_run(const struct sandbox_ctx *ctx, const char *what,
+		   int (*build)(const struct sandbox_ctx *, int *, struct aegis_error *), int *fds, int nfds,
+		   struct aegis_error *err);
+/* The options of an overlay the guest's root mounts for the sandbox, on
+ * top of its layers: every feature that would make it behave otherwise
+ * than the ns backend's userxattr overlay off, by name rather than by the
+ * kernel's defaults: redirect_dir (a directory of a lower layer renamed
+ * gives EXDEV, as there; nofollow: no redirect in a layer is followed
+ * either), index, metacopy. */
+#define GUESTBUILD_OVERLAY_OPTS "redirect_dir=nofollow,index=off,metacopy=off"
 /* Hide the policy's denied commands and files.deny (after pivot). */
 int rootfs_hide(const struct aegis_policy *p, struct aegis_error *err);
 
@@ -220,7 +243,8 @@ void manifest_free(struct manifest *m);
 struct artifacts {
 	int dirfd;		/* DIR */
 	int out_fd, err_fd;	/* DIR/stdout, DIR/stderr */
-	int upper_fd;		/* overlay upper layer, handed over by PID 1 */
+	int upper_fd;		/* overlay upper layer, handed over by PID 1 (or the vm guest's builder) */
+	const char *opaque_xattr;	/* OVERLAY_USER_OPAQUE, or _TRUSTED_ for the guest builder's */
 	int ws_fd;		/* rw mode: the host workspace */
 	struct manifest before;	/* rw mode: the workspace before the run */
 };

@@ -328,7 +328,7 @@ static pid_t clone_sandbox(struct cgroup *cg, int *pidfd)
 
 int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err)
 {
-	struct sandbox_ctx ctx = { .spec = spec, .workspace_fd = -1, .image_root_fd = -1 };
+	struct sandbox_ctx ctx = { .spec = spec, .workspace_fd = -1, .image_root_fd = -1, .overlay_tree_fd = -1 };
 	struct supervise_io io = { -1, -1 };
 	struct cgroup cg = { .dirfd = -1 };
 	struct record rec;
@@ -387,6 +387,14 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 			goto out;
 	} else if (spec->workspace && geteuid() == 0 && (ctx.workspace_fd = workspace_prepare(&ctx, err)) < 0) {
 		goto out;
+	}
+	/* In a guest an overlay workspace is built by the guest's root too
+	 * (guestbuild.c says why), after the owner's ids it gives its upper
+	 * layer; the supervisor reads the changes through the builder's fd. */
+	if (spec->workspace_overlay && geteuid() == 0 && in_vm_guest) {
+		if (overlay_prepare_guest(&ctx, &ctx.overlay_tree_fd, &arts.upper_fd, err) < 0)
+			goto out;
+		arts.opaque_xattr = OVERLAY_TRUSTED_OPAQUE;
 	}
 	/* In a guest the layers are a 9p share (no idmapped mounts either):
 	 * without a workspace sandbox root is their owner, as the idmapped
@@ -490,6 +498,7 @@ out:
 	if (pidfd >= 0) close(pidfd);
 	if (ctx.workspace_fd >= 0) close(ctx.workspace_fd);
 	if (ctx.image_root_fd >= 0) close(ctx.image_root_fd);
+	if (ctx.overlay_tree_fd >= 0) close(ctx.overlay_tree_fd);
 	for (size_t i = 0; ctx.layer_fds && i < imageroot_count(spec); i++)
 		close(ctx.layer_fds[i]);
 	free(ctx.layer_fds);

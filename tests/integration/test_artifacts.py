@@ -2,8 +2,9 @@
 import hashlib
 import json
 import os
+import shutil
 
-from conftest import AEGIS, run, sandboxed
+from conftest import AEGIS, TEST_BACKEND, run, sandboxed
 
 
 def sha(path):
@@ -45,6 +46,61 @@ def test_overlay_leaves_the_host_untouched_and_lists_changes(tmp_path):
     assert "sub/keep.txt" not in changes
     diff = (art / "changes.diff").read_text()
     assert "--- a/a.txt" in diff and "+line2" in diff and "+new" in diff
+
+
+def tree(root):
+    """Every name under root: a directory, a file with its content, a link with its target."""
+    found = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                found[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                found[rel] = ("dir",)
+            else:
+                found[rel] = ("file", open(path, "rb").read())
+    return found
+
+
+# A directory with entries removed, a file removed and made a directory, a
+# directory with entries removed and made again: each needs the overlay to
+# mark a whiteout or an opaque directory in its upper layer (in a vm guest,
+# whose 6.1 tmpfs holds no user.* xattrs, the guest's root builds it with
+# trusted.* ones).
+REMAKE = ("rm -r gone && rm a.txt && mkdir a.txt && rm -r remade && mkdir remade && echo new > remade/new && "
+          "ls -A remade; ls -A a.txt; echo done")
+
+
+def test_overlay_removes_directories_with_entries_and_remakes_names(tmp_path):
+    ws = make_ws(tmp_path)
+    (ws / "gone" / "deep").mkdir(parents=True)
+    (ws / "gone" / "one").write_text("1\n")
+    (ws / "gone" / "deep" / "two").write_text("2\n")
+    (ws / "remade").mkdir()
+    (ws / "remade" / "old").write_text("old\n")
+    before = tree(ws)
+    # the same commands run directly on a copy: the tree apply must give
+    direct = tmp_path / "direct"
+    shutil.copytree(ws, direct, symlinks=True)
+    d = run(["sh", "-c", REMAKE], cwd=direct)
+    assert d.returncode == 0 and d.stdout == "new\ndone\n", d
+    assert tree(direct) != before
+    art = tmp_path / "art"
+    p = sandboxed("sh", "-c", REMAKE, opts=("--workspace", str(ws), "--workspace-mode", "overlay",
+                                             "--artifacts", str(art)))
+    assert p.returncode == 0 and p.stdout == d.stdout, (TEST_BACKEND, p)
+    assert tree(ws) == before  # the host's workspace is untouched
+    doc = json.loads((art / "changes.json").read_text())
+    assert doc["complete"] is True
+    changes = {c["path"]: (c["kind"], c["type"]) for c in doc["changes"]}
+    # gone's entries go with it; a.txt and remade lose what the host has in them
+    assert changes == {"gone": ("deleted", "any"), "a.txt": ("replaced", "dir"),
+                       "remade": ("replaced", "dir"), "remade/new": ("added", "file")}, (TEST_BACKEND, changes)
+    a = run([AEGIS, "apply", str(art)])
+    assert a.returncode == 0, a
+    assert tree(ws) == tree(direct)
 
 
 def test_artifacts_hold_output_result_and_audit(tmp_path):

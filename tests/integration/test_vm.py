@@ -489,21 +489,29 @@ def test_workspace_ro_write_fails(tmp_path):
 
 
 def test_overlay_leaves_the_host_unchanged_and_the_changes_in_artifacts(tmp_path):
+    """Also what needs the overlay's whiteouts and opaque marks (a directory
+    with entries removed, a file made a directory), which the guest's 6.1
+    tmpfs holds only as trusted.* xattrs: the guest's root builds it."""
     ws, arts = tmp_path / "ws", tmp_path / "arts"
-    ws.mkdir()
+    (ws / "sub").mkdir(parents=True)
+    (ws / "sub" / "x").write_text("x\n")
+    (ws / "f").write_text("f\n")
     (ws / "a.txt").write_text("before\n")
-    r = vm("sh", "-c", "echo after > a.txt; echo new > b.txt; cat a.txt",
+    r = vm("sh", "-c", "echo after > a.txt; echo new > b.txt; cat a.txt; rm -r sub && rm f && mkdir f && echo ok",
            opts=("--workspace", str(ws), "--workspace-mode", "overlay", "--artifacts", str(arts)))
-    assert r.returncode == 0 and r.stdout == "after\n", r.stderr
+    assert r.returncode == 0 and r.stdout == "after\nok\n", r.stderr
     assert (ws / "a.txt").read_text() == "before\n" and not (ws / "b.txt").exists()
+    assert (ws / "sub" / "x").read_text() == "x\n" and (ws / "f").read_text() == "f\n"
     changes = json.load(open(arts / "changes.json"))
     assert changes["workspace"] == str(ws)  # the host's path, not the guest's mount
-    assert sorted((c["path"], c["kind"]) for c in changes["changes"]) == [("a.txt", "modified"), ("b.txt", "added")]
+    assert sorted((c["path"], c["kind"]) for c in changes["changes"]) == [
+        ("a.txt", "modified"), ("b.txt", "added"), ("f", "replaced"), ("sub", "deleted")]
     res = json.load(open(arts / "result.json"))
     assert res["backend"] == "vm" and res["accel"] == "tcg" and res["boot_ms"] > 0
-    assert (arts / "stdout").read_text() == "after\n"
+    assert (arts / "stdout").read_text() == "after\nok\n"
     assert aegis("apply", str(arts)).returncode == 0
     assert (ws / "a.txt").read_text() == "after\n" and (ws / "b.txt").read_text() == "new\n"
+    assert not (ws / "sub").exists() and (ws / "f").is_dir() and not os.listdir(ws / "f")
 
 
 def test_policy_denies_a_command_and_an_argv_prefix_in_the_guest(tmp_path):
