@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, aegis, run, sandboxed
+from conftest import AEGIS, SLOW, aegis, run, sandboxed
 
 
 def one_line_error(proc, *needles):
@@ -36,7 +36,9 @@ def test_timeout_is_124_with_reason():
     start = time.monotonic()
     p = sandboxed("sleep", "30", opts=("--timeout", "1s"))
     assert p.returncode == 124
-    assert time.monotonic() - start < 5
+    # well before sleep's own 30 s; a guest's start and teardown under TCG
+    # on a loaded machine take seconds of their own
+    assert time.monotonic() - start < (5 if SLOW == 1 else 15)
     one_line_error(p, "timeout")
 
 
