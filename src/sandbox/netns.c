@@ -8,7 +8,7 @@
  * guest's single vCPU) nothing runs in parallel and the helper only adds
  * work: under TCG every code path a restored guest runs is translated
  * anew, and the helper's clone3, pidfd, setns, exit and wait are paths
- * the command's start would otherwise not run (~8 ms). PID 1 then makes
+ * the command's start would otherwise not run (~14 ms). PID 1 then makes
  * the namespace itself, at the point where it would have joined, so the
  * steps in between see the same namespaces either way. */
 #include <errno.h>
