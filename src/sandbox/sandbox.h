@@ -167,8 +167,10 @@ int mounts_setattr(const char *path, uint64_t set, bool recursive, struct aegis_
 int mounts_mkdir(const char *path, struct aegis_error *err);
 int mounts_touch(const char *path, struct aegis_error *err);
 
-/* netns.c — made by a helper in parallel with the root filesystem. */
+/* netns.c — made by a helper in parallel with the root filesystem, or
+ * by PID 1 itself (in_place) when there is one CPU to run on. */
 struct netns_prep {
+	bool in_place;
 	pid_t pid;
 	int pidfd, ready_fd, release_fd;
 };
