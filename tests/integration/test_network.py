@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, TEST_BACKEND, http_server, run, sandboxed
+from conftest import AEGIS, SLOW, TEST_BACKEND, http_server, run, sandboxed
 
 
 @contextlib.contextmanager
@@ -154,7 +154,8 @@ def test_unlisted_name_and_direct_ip_get_403_with_reason():
         start = time.monotonic()
         p = curl_in(f"http://other.test:{port}/", opts, "-i")
         assert "403" in p.stdout.splitlines()[0] and "other.test" in p.stdout, p
-        assert time.monotonic() - start < 5  # an answer, not a hang
+        # an answer, not a hang (curl gives up at 10 s); a guest starts in seconds under load
+        assert time.monotonic() - start < (5 if SLOW == 1 else 9)
         p = curl_in(f"http://127.0.0.1:{port}/", opts, "-i", "--noproxy", "")
         assert "403" in p.stdout.splitlines()[0], p
 
