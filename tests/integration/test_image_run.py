@@ -149,7 +149,11 @@ def test_root_is_within_the_disk_limit(images):
     p = run([AEGIS, "run", "--image", "test/img:1", "--disk", "8m", "--json", "--",
              "sh", "-c", "dd if=/dev/zero of=/big bs=1M count=32 2>&1; echo done"], env=env)
     out = json.loads(p.stdout)
-    assert "No space left" in out["stdout"] and out["limit"] == "disk_full", out
+    # the root filled up at 8m (no disk_full on an unbounded root); the
+    # engine's watch may stop the run before dd's own ENOSPC line is out
+    # (a guest under TCG is slow enough to lose that race)
+    assert out["limit"] == "disk_full", json.dumps(out)
+    assert "No space left" in out["stdout"] or (out["stdout"] == "" and out["exit_code"] == 137), json.dumps(out)
 
 
 def test_hostile_symlinks_never_reach_the_host(images):
