@@ -122,7 +122,11 @@ def test_delete_racing_exec(daemon):
 
     ts = [threading.Thread(target=execs) for _ in range(4)]
     [t.start() for t in ts]
-    time.sleep(0.5)
+    # the delete lands while execs are in flight, once one has finished
+    # (an exec in a guest under TCG can take longer than a fixed wait)
+    deadline = time.monotonic() + 30
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert run([AEGIS, "instance", "delete", "race"], env=daemon, timeout=30).returncode == 0
     [t.join() for t in ts]
     for p in results:
