@@ -51,11 +51,18 @@ def upstream_proxy():
                 return
             threading.Thread(target=serve, args=(c,), daemon=True).start()
 
-    threading.Thread(target=loop, daemon=True).start()
+    acceptor = threading.Thread(target=loop, daemon=True)
+    acceptor.start()
     try:
         yield srv.getsockname()[1], seen
     finally:
+        # shutdown() wakes the blocked accept(); a bare close() would leave
+        # the listener alive under it, answering "relayed:" to whatever a
+        # later test sends to that port (a CI flake in the vm instance suite)
+        srv.shutdown(socket.SHUT_RDWR)
+        acceptor.join(10)
         srv.close()
+        assert not acceptor.is_alive()
 
 
 def relayed(upstream, *argv, timeout=60):

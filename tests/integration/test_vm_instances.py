@@ -499,13 +499,13 @@ def test_allow_policy_goes_through_the_host_proxy_onto_the_chain(env, tmp_path):
         assert p.returncode == 0, p
         ended = wait_state(env, "net", "exited", "failed")
     assert ended["state"] == "exited" and ended["exit"]["exit_code"] == 0, ended
+    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "net", "audit.jsonl")
+    events = [json.loads(line) for line in open(log)]
     allowed, denied, direct = stdout_of(env, "net").split("---\n")
-    assert allowed == "hello from the host\n", allowed
+    assert allowed == "hello from the host\n", (allowed, port, [e for e in events if e["type"] == "net.connect"])
     assert "403 Forbidden" in denied and f"no allow rule matches other.test:{port}" in denied, denied
     assert "hello" not in denied
     assert direct.startswith("direct=") and direct != "direct=0\n", direct  # no way around the proxy
-    log = os.path.join(env["AEGIS_STATE_DIR"], "instances", "net", "audit.jsonl")
-    events = [json.loads(line) for line in open(log)]
     types = [e["type"] for e in events]
     assert types[0] == "run.start" and types[-1] == "run.end", types
     assert events[0]["backend"] == "vm" and events[0]["network"] == "allow", events[0]
