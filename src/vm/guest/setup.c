@@ -29,6 +29,17 @@
 #include "../../common/logrecord.h"
 #include "guest.h"
 
+/* The host's time, once ctlwire has checked it (why: what is wrong with
+ * it, prefixed by where it came from). */
+static int clock_take(const char *why, const char *from, const struct timespec *ts, struct aegis_error *err)
+{
+	if (why)
+		return error_set(err, AEGIS_E_INVALID, EINVAL, "%s%s", from, why);
+	if (clock_settime(CLOCK_REALTIME, ts) < 0)
+		return error_sys(err, "set the clock");
+	return 0;
+}
+
 /* The guest's clock starts from the RTC (whole seconds) or, restored from
  * a snapshot, from whenever the snapshot was taken: the host's time wins. */
 static int setup_clock(json_t *clock, struct aegis_error *err)
@@ -36,23 +47,17 @@ static int setup_clock(json_t *clock, struct aegis_error *err)
 	struct timespec ts;
 	const char *why = ctlwire_clock_value(clock, &ts);
 
-	if (why)
-		return error_set(err, AEGIS_E_INVALID, EINVAL, "request.%s", why);
-	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
-		return error_sys(err, "set the clock");
-	return 0;
+	return clock_take(why, "request.", &ts, err);
 }
 
+/* After a resume (a FRAME_CLOCK or the shim's {"clock"}): the guest's
+ * wall clock stood while the machine was stopped. */
 int guest_clock_set(json_t *msg, struct aegis_error *err)
 {
 	struct timespec ts;
 	const char *why = ctlwire_clock_parse(msg, &ts);
 
-	if (why)
-		return error_set(err, AEGIS_E_INVALID, EINVAL, "the host's %s", why);
-	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
-		return error_sys(err, "set the clock");
-	return 0;
+	return clock_take(why, "the host's ", &ts, err);
 }
 
 /* 32 bytes from the host's getrandom into the pool, credited, then a
