@@ -13,7 +13,7 @@ import time
 import pytest
 
 import ocilayout
-from conftest import AEGIS, PROBE, run
+from conftest import AEGIS, PROBE, TEST_BACKEND, run
 
 IMAGE = [AEGIS, "image"]
 
@@ -249,6 +249,41 @@ def test_image_etc_with_a_workspace_of_a_user(images, tmp_path):
     p = run([AEGIS, "run", "--image", "test/img:1", "--", "sh", "-c",
              "ls /etc/newfile /usr/local 2>/dev/null | wc -l; cat /etc/passwd"], env=env)
     assert p.returncode == 0 and p.stdout == "0\nroot:x:0:0:root:/root:/bin/sh\n", p
+    assert store_digest(env["AEGIS_STATE_DIR"]) == before
+
+
+def test_instance_with_an_image_and_a_workspace_of_a_user(images, tmp_path):
+    """The run above as an instance: its command and an exec see the
+    image's files as sandbox root's and the workspace (uid 1000's on the
+    host) as root's, write the image's /etc (copy-up), and what they make
+    in the workspace is 1000's on the host; the store is never written."""
+    d, env = images
+    env = dict(env, AEGIS_SOCKET=str(d / "run3" / "aegisd.sock"))
+    before = store_digest(env["AEGIS_STATE_DIR"])
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    os.chown(ws, 1000, 1000)
+    try:
+        p = run([AEGIS, "instance", "start", "--name", "iw", "--image", "test/img:1", "--workspace", str(ws), "--",
+                 "sh", "-c", "echo x >> /etc/hosts && echo cmd > /workspace/by-cmd && exec sleep 600"], env=env)
+        assert p.returncode == 0, p
+        deadline = time.monotonic() + 60
+        while not (ws / "by-cmd").exists():
+            info = json.loads(run([AEGIS, "instance", "info", "iw"], env=env).stdout)
+            assert time.monotonic() < deadline and info["state"] in ("starting", "running"), info
+            time.sleep(0.1)
+        assert json.loads(run([AEGIS, "instance", "info", "iw"], env=env).stdout)["backend"] == TEST_BACKEND
+        p = run([AEGIS, "exec", "iw", "--", "sh", "-c",
+                 "stat -c '%u %g' /etc/passwd /workspace /workspace/by-cmd; "
+                 "case \"$(cat /etc/hosts)\" in *'\nx') echo x;; esac; "  # the command's line is the last
+                 "echo z >> /etc/passwd && echo exec > /workspace/by-exec && id -u"], env=env)
+        assert p.returncode == 0 and p.stdout == "0 0\n" * 3 + "x\n0\n", p
+        for f in ("by-cmd", "by-exec"):
+            st = os.stat(ws / f)
+            assert (st.st_uid, st.st_gid) == (1000, 1000), f
+    finally:
+        run([AEGIS, "instance", "delete", "iw"], env=env)
+        run([AEGIS, "down"], env=env)
     assert store_digest(env["AEGIS_STATE_DIR"]) == before
 
 
