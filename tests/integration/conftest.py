@@ -10,6 +10,7 @@ AEGIS_TEST_BACKEND  vm: sandboxed() (and so probe_inside()) runs with
             instances and direct `aegis run`s are in guests too
 """
 import contextlib
+import glob
 import http.server
 import json
 import os
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -122,10 +124,45 @@ def daemon_env():
     yield env
     env.pop("AEGIS_FAULT", None)
     idir = os.path.join(d, "state", "instances")
-    for name in os.listdir(idir) if os.path.isdir(idir) else []:
+    names = os.listdir(idir) if os.path.isdir(idir) else []
+    shims = [_shim_pid(os.path.join(idir, name)) for name in names]
+    for name in names:
         run([AEGIS, "instance", "delete", name], env=env)
+    # A delete the CLI gave up waiting for (a loaded machine) goes on in
+    # the daemon: give it time before the daemon stops. Whatever is left
+    # then would run on in every later test's process list: killed, the
+    # shim and all its run's cgroup holds.
+    deadline = time.monotonic() + 30
+    while (alive := [pid for pid in shims if _shim_of(pid, d)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     run([AEGIS, "down"], env=env)
+    for pid in alive:
+        for procs in glob.glob(f"/sys/fs/cgroup/*/aegis/run-{pid}/**/cgroup.procs", recursive=True) + \
+                glob.glob(f"/sys/fs/cgroup/aegis/run-{pid}/**/cgroup.procs", recursive=True):
+            with contextlib.suppress(OSError, ValueError):
+                for p in open(procs).read().split():
+                    os.kill(int(p), 9)
+        if _shim_of(pid, d):
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
     subprocess.run(["rm", "-rf", d])
+
+
+def _shim_of(pid, d):
+    """pid is alive and a shim of the daemon dir d."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return pid > 0 and d.encode() in f.read()
+    except OSError:
+        return False
+
+
+def _shim_pid(instance_dir):
+    try:
+        with open(os.path.join(instance_dir, "shim.json")) as f:
+            return int(json.load(f)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def api(env, method, path, body=b"", timeout=30):
