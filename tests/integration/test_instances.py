@@ -50,7 +50,7 @@ def test_lifecycle(env):
     assert aegis(env, "instance", "delete", "web").returncode == 0
     assert info(env, "web") is None
     assert not os.path.exists(inst)
-    assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout
+    assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout.splitlines()  # its own, not any sleep 600
 
 
 def test_exit_is_recorded(env):
@@ -172,7 +172,7 @@ def test_disable_keeps_the_config_and_start_brings_it_back(env):
         time.sleep(0.05)
     assert aegis(env, "instance", "disable", "svc").stdout == "svc: disabled\n"
     assert info(env, "svc")["state"] == "disabled"
-    assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout
+    assert "sleep 60" not in run(["ps", "-eo", "args"]).stdout.splitlines()  # its own, not any sleep 600
     assert aegis(env, "instance", "start", "--name", "svc").returncode == 0  # from the stored config
     wait_state(env, "svc", "running")
     again = aegis(env, "instance", "start", "--name", "svc")
