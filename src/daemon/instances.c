@@ -53,13 +53,63 @@
 #define SECRETS_PER_INSTANCE 64
 static char state_dir[4096];
 static char instances_dir[4096];
-static pthread_mutex_t transition = PTHREAD_MUTEX_INITIALIZER;	/* pause, wake, stop, start */
+/* `transition` orders the instances' pauses, resumes, wakes, idle pauses
+ * and stops, and disables: each decides under it, from its instance's
+ * flag files and activity.json, what to do. What waits on an instance's
+ * shim runs outside it, the instance's name in `underway` meanwhile, which
+ * keeps the instance's other transitions off it: a vm guest's QMP stop or
+ * cont (up to 15 s when the shim hangs, pause.c), a record sent to the
+ * shim, a stop's grace. So one instance's hang holds up no other instance's
+ * transitions; its own next one waits for it (a wake, a disable) or is
+ * refused (a pause or resume: 409; the idle sweep tries at its next
+ * round). In memory only: a restarted aegisd has none under way (a pause
+ * is marked "paused" once done, pause.c: whole or not at all). */
+static pthread_mutex_t transition = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t underway_done = PTHREAD_COND_INITIALIZER;
+#define UNDERWAY_MAX 64
+static char underway[UNDERWAY_MAX][INSTANCE_NAME_MAX + 1];	/* "": a free slot */
 static char shim_exe[4096];	/* aegis-shim, next to aegisd */
 static const char *cgroup_parent;	/* $AEGIS_CGROUP_PARENT: new instances' cgroups go below it */
 
 bool instance_name_valid(const char *name)
 {
 	return name_valid(name);	/* the same pattern as workspaces' (util.h) */
+}
+
+/* The next four with `transition` held. The slot of name, or -1. */
+static int underway_find(const char *name)
+{
+	for (int i = 0; i < UNDERWAY_MAX; i++)
+		if (!strcmp(underway[i], name))
+			return i;
+	return -1;
+}
+
+/* Until no transition of name is under way. */
+static void underway_wait(const char *name)
+{
+	while (underway_find(name) >= 0)
+		pthread_cond_wait(&underway_done, &transition);
+}
+
+/* name's transition goes on outside the lock (a slot: one of at most 64
+ * slow ones at once, else it waits for one to end). */
+static void underway_begin(const char *name)
+{
+	int i;
+
+	while ((i = underway_find("")) < 0)
+		pthread_cond_wait(&underway_done, &transition);
+	snprintf(underway[i], sizeof underway[i], "%s", name);
+}
+
+static void underway_end(const char *name)
+{
+	int i = underway_find(name);
+
+	if (i >= 0)
+		underway[i][0] = '\0';
+	pthread_cond_broadcast(&underway_done);
 }
 
 int instances_init(const char *state, const char *self_exe, const char *cgroup_parent_dir)
@@ -751,12 +801,18 @@ unsigned instances_disable(const char *name, json_t **body)
 	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	pthread_mutex_lock(&transition);
+	underway_wait(name);
 	router_close(name);	/* refused, not woken: a disabled instance stays down */
+	underway_begin(name);
+	pthread_mutex_unlock(&transition);
+	/* outside the lock: its grace, and a paused vm guest's cont first */
 	stop_instance(dir);
+	pthread_mutex_lock(&transition);
 	unlink_in(dir, "paused");
 	unlink_in(dir, "stopped");
 	snprintf(flag, sizeof flag, "%s/disabled", dir);
 	close(open(flag, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+	underway_end(name);
 	pthread_mutex_unlock(&transition);
 	*body = json_pack("{s:s, s:s}", "name", name, "state", "disabled");
 	return 200;
@@ -827,10 +883,17 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 	json_t *shim, *a;
 	pid_t pid = 0;
 	bool was, vm, starting;
+	char busy[200];
+	int r;
 
 	if (!existing_dir(name, dir, sizeof dir))
 		return *body = err_body("not_found", "no instance of that name", "name"), 404;
 	pthread_mutex_lock(&transition);
+	if (underway_find(name) >= 0) {
+		pthread_mutex_unlock(&transition);
+		snprintf(busy, sizeof busy, "instance %s is busy: a pause, resume or stop of it is under way", name);
+		return *body = err_body("busy", busy, "name"), 409;
+	}
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
@@ -847,7 +910,12 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 		pthread_mutex_unlock(&transition);
 		return *body = err_body("not_running", "the instance is still starting", "name"), 409;
 	}
-	if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, pause, &err) < 0) {
+	underway_begin(name);
+	pthread_mutex_unlock(&transition);
+	r = pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, pause, &err);
+	pthread_mutex_lock(&transition);
+	if (r < 0) {
+		underway_end(name);
 		pthread_mutex_unlock(&transition);
 		return *body = err_body(vm ? "vm" : "freezer", err.msg, NULL), 500;
 	}
@@ -864,6 +932,7 @@ unsigned instances_pause(const char *name, bool pause, json_t **body)
 		unlink_in(dir, "paused");
 		activity_end(dir, "paused", false);
 	}
+	underway_end(name);
 	pthread_mutex_unlock(&transition);
 	if (pause != was)
 		event_later(dir, pause ? "instance.pause" : "instance.resume", json_pack("{s:s}", "reason", "asked"),
@@ -1252,6 +1321,9 @@ int instances_wake(const char *name)
 	if (!existing_dir(name, dir, sizeof dir))
 		return -1;
 	pthread_mutex_lock(&transition);
+	/* a connection or exec that comes while its pause is under way waits
+	 * for it, then resumes what it paused */
+	underway_wait(name);
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
@@ -1260,7 +1332,12 @@ int instances_wake(const char *name)
 	if (flag(dir, "deleting") || flag(dir, "disabled")) {
 		r = -1;
 	} else if (pid && flag(dir, "paused")) {
-		if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, false, &err) < 0) {
+		underway_begin(name);
+		pthread_mutex_unlock(&transition);
+		r = pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, false, &err);
+		pthread_mutex_lock(&transition);
+		underway_end(name);
+		if (r < 0) {
 			daemon_log("warn", "instance not woken", "error", err.msg);
 			r = -1;
 		} else {
@@ -1316,6 +1393,10 @@ static void idle_one(const char *name)
 	if (holds)
 		return;
 	pthread_mutex_lock(&transition);
+	if (underway_find(name) >= 0) {	/* its own transition comes first */
+		pthread_mutex_unlock(&transition);
+		return;
+	}
 	shim = load(dir, "shim.json");
 	if (shim)
 		pid = live_shim(dir, shim);
@@ -1331,7 +1412,10 @@ static void idle_one(const char *name)
 	a = activity_load(dir);
 	if (pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000) {
 		/* one that fails stays running (pause.c) and is tried again at
-		 * the next sweep */
+		 * the next sweep. The QMP stop and the record wait on its shim:
+		 * outside the lock, the record still before any wake's */
+		underway_begin(name);
+		pthread_mutex_unlock(&transition);
 		if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, true, &err) == 0) {
 			mark(dir, "paused");
 			json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
@@ -1339,11 +1423,18 @@ static void idle_one(const char *name)
 			instance_event(dir, "instance.pause", json_pack("{s:s, s:I}", "reason", "idle", "idle_s",
 									(json_int_t)(idle_ms / 1000)), EVENT_WAIT_MS);
 		}
+		pthread_mutex_lock(&transition);
+		underway_end(name);
 	} else if (pid && flag(dir, "paused") && stop_s &&
 		   (since = json_integer_value(json_object_get(a, "paused_since"))) &&
 		   (json_int_t)wall_ms() - since >= stop_s * 1000) {
+		/* the record waits on its shim: outside the lock too */
+		underway_begin(name);
+		pthread_mutex_unlock(&transition);
 		instance_event(dir, "instance.stop", json_pack("{s:s, s:I}", "reason", "idle", "paused_s",
 							       ((json_int_t)wall_ms() - since) / 1000), EVENT_WAIT_MS);
+		pthread_mutex_lock(&transition);
+		underway_end(name);
 		mark(dir, "stopped");
 		unlink_in(dir, "paused");
 		activity_add(a, "paused_ms", (json_int_t)wall_ms() - since);

@@ -262,6 +262,59 @@ def test_a_pause_that_qmp_refuses_leaves_it_running(env):
     gone(i["shim_pid"], qemu, run_dir)
 
 
+def test_a_hung_vm_pause_holds_up_no_other_instance(env):
+    """One instance's hang is its own. With a's shim stopped (SIGSTOP), a
+    pause of a waits out the shim's answer (15 s) and fails in one line
+    naming it; meanwhile vm instance b pauses and resumes and an ns instance
+    c is created, each within a few seconds (aegisd once held one lock for
+    every instance's transitions across that wait), and another pause of a
+    is refused at once: 409, a is busy. With its shim let go, a pauses,
+    resumes (its guest runs) and is deleted."""
+    for name in ("a", "b"):
+        p = aegis(env, "instance", "start", "--backend", "vm", "--name", name, "--idle-pause", "0",
+                  "--", "sleep", "1000")
+        assert p.returncode == 0, p
+    ia, ib = wait_state(env, "a", "running"), wait_state(env, "b", "running")
+    qa = wait_for("a's QEMU", lambda: qemu_of(ia["shim_pid"]), timeout=30)
+    qb = wait_for("b's QEMU", lambda: qemu_of(ib["shim_pid"]), timeout=30)
+    os.kill(ia["shim_pid"], signal.SIGSTOP)  # a's shim: ours, started by this test's daemon
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            hung = pool.submit(api, env, "POST", "/v1/instances/a/pause", timeout=60)
+            time.sleep(1.5)  # a's pause is waiting on its shim by now
+            assert not hung.done(), hung.result()
+
+            def quick(*args):
+                t = time.monotonic()
+                p = aegis(env, *args, timeout=30)
+                took = time.monotonic() - t
+                assert p.returncode == 0 and took < 8, (args, f"{took:.1f} s", p)
+                return p
+
+            assert quick("instance", "pause", "b").stdout == "b: paused\n"
+            assert quick("instance", "resume", "b").stdout == "b: running\n"
+            quick("instance", "start", "--name", "c", "--", "sleep", "1000")
+            t = time.monotonic()
+            status, body = api(env, "POST", "/v1/instances/a/pause", timeout=30)
+            assert status == 409 and time.monotonic() - t < 8, (status, body)
+            assert "a" in body["error"]["message"] and "busy" in body["error"]["message"], body
+            status, body = hung.result()
+            took = time.monotonic() - started
+        assert status == 500 and "did not answer" in body["error"]["message"], (status, body)
+        assert "\n" not in body["error"]["message"] and took > 10, (took, body)
+    finally:
+        os.kill(ia["shim_pid"], signal.SIGCONT)
+    assert info(env, "a")["state"] == "running" and not is_frozen(ia["shim_pid"])
+    assert wait_state(env, "c", "running")
+    assert aegis(env, "instance", "pause", "a").stdout == "a: paused\n"
+    assert aegis(env, "instance", "resume", "a").stdout == "a: running\n"
+    assert qmp_status(qa[1]) == "running"
+    for name, i, (qemu, run_dir) in (("a", ia, qa), ("b", ib, qb)):
+        assert aegis(env, "instance", "delete", name).returncode == 0
+        gone(i["shim_pid"], qemu, run_dir)
+
+
 def test_instance_outlives_a_killed_daemon(env):
     i, (qemu, run_dir) = start_vm(env, "durable", "sh", "-c", COUNTER)
     pids = run(["pgrep", "-f", "^aegisd --socket " + env["AEGIS_SOCKET"]]).stdout.split()
