@@ -178,7 +178,7 @@ static void __attribute__((noreturn)) builder(const struct aegis_spec *spec, con
 					       gid_t gid, pid_t parent)
 {
 	char map[64], stage[4400], name[16], *lowers, out[4400], fu[32], fg[32], opts[1024];
-	char *argv[] = { "mkfs.erofs", "--quiet", "--preserve-mtime", fu, fg, out, "root", NULL };
+	char *argv[] = { "mkfs.erofs", "--preserve-mtime", fu, fg, out, "root", NULL };
 	uid_t euid = geteuid();
 	gid_t egid = getegid();
 	size_t n = 0, off = 0;
@@ -186,8 +186,8 @@ static void __attribute__((noreturn)) builder(const struct aegis_spec *spec, con
 
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(126);
-	snprintf(map, sizeof map, "%s/log", build);
-	if ((log = open(map, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 || dup2(log, 2) < 0 ||
+	snprintf(out, sizeof out, "%s/log", build);
+	if ((log = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 || dup2(log, 2) < 0 ||
 	    dup2(log, 1) < 0)
 		_exit(126);
 	while (spec->image_layers[n])
@@ -241,6 +241,21 @@ static void __attribute__((noreturn)) builder(const struct aegis_spec *spec, con
 	_exit(127);
 }
 
+/* The builder's last line (mkfs.erofs says what went wrong last). */
+static void last_line(const char *path, char *out, size_t cap)
+{
+	char buf[8192], *p;
+	ssize_t n = read_file_at(AT_FDCWD, path, buf, sizeof buf);
+
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	p = memrchr(buf, '\n', (size_t)n);
+	snprintf(out, cap, "%s", p ? p + 1 : buf);
+}
+
 /* Under the lock: build dir/<key>.erofs from spec's layers. -1 with err. */
 static int erofs_build(const struct aegis_spec *spec, int rootfd, const char *root, const char *key, uid_t uid,
 		       gid_t gid, struct aegis_error *err)
@@ -266,14 +281,16 @@ static int erofs_build(const struct aegis_spec *spec, int rootfd, const char *ro
 		;
 	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
 		snprintf(path, sizeof path, "%s/log", build);
-		if (read_file_at(AT_FDCWD, path, line, sizeof line) > 0)
-			line[strcspn(line, "\n")] = '\0';
+		last_line(path, line, sizeof line);
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
 			error_set(err, AEGIS_E_UNSUPPORTED, ENOENT, "vm: image: mkfs.erofs not found on PATH "
 				  "(scripts/deps.sh vm installs erofs-utils)");
+		else if (WIFEXITED(status))
+			error_set(err, AEGIS_E_SETUP, 0, "vm: image: building its EROFS root failed (status %d): %s",
+				  WEXITSTATUS(status), line[0] ? line : "no reason given");
 		else
-			error_set(err, AEGIS_E_SETUP, 0, "vm: image: building its EROFS root failed: %s",
-				  line[0] ? line : "no reason given");
+			error_set(err, AEGIS_E_SETUP, 0, "vm: image: building its EROFS root: killed by signal %d",
+				  WTERMSIG(status));
 		goto fail;
 	}
 	snprintf(path, sizeof path, "%s/image", build);
