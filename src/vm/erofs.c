@@ -21,6 +21,7 @@
  * are all its user's (unpack.c applies no owner), so the image is built
  * with every file the target owner's (--force-uid/--force-gid) and keyed
  * on that owner. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -177,7 +178,8 @@ static int write_proc(const char *path, const char *text)
 static void __attribute__((noreturn)) builder(const struct aegis_spec *spec, const char *build, uid_t uid,
 					       gid_t gid, pid_t parent)
 {
-	char map[64], stage[4400], name[16], *lowers, out[4400], fu[32], fg[32], opts[1024];
+	/* nothing here allocates: aegis may have threads (an instance's shim) */
+	char map[64], stage[4400], name[16], lowers[LAYERS_MAX * 5 + 8], out[4400], fu[32], fg[32], opts[1024];
 	char *argv[] = { "mkfs.erofs", "--preserve-mtime", fu, fg, out, "root", NULL };
 	uid_t euid = geteuid();
 	gid_t egid = getegid();
@@ -211,7 +213,7 @@ static void __attribute__((noreturn)) builder(const struct aegis_spec *spec, con
 	 * tmpfs of this namespace alone */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0 || chdir(stage) < 0 ||
-	    mkdir("root", 0700) < 0 || mkdir("empty", 0700) < 0 || !(lowers = malloc(n * 6 + 8))) {
+	    mkdir("root", 0700) < 0 || mkdir("empty", 0700) < 0) {
 		dprintf(2, "staging %s: %s\n", stage, strerror(errno));
 		_exit(1);
 	}
@@ -256,6 +258,24 @@ static void last_line(const char *path, char *out, size_t cap)
 	snprintf(out, cap, "%s", p ? p + 1 : buf);
 }
 
+/* Under the lock no build is live: what killed ones left goes. */
+static void sweep_builds(int rootfd)
+{
+	int fd = dup(rootfd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *e;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, ".build-", 7))
+			vm_remove_tree(rootfd, e->d_name);
+	closedir(d);
+}
+
 /* Under the lock: build dir/<key>.erofs from spec's layers. -1 with err. */
 static int erofs_build(const struct aegis_spec *spec, int rootfd, const char *root, const char *key, uid_t uid,
 		       gid_t gid, struct aegis_error *err)
@@ -267,7 +287,7 @@ static int erofs_build(const struct aegis_spec *spec, int rootfd, const char *ro
 	int status = 0;
 
 	snprintf(build, sizeof build, "%s/.build-%d", root, (int)getpid());
-	vm_remove_tree(rootfd, strrchr(build, '/') + 1);
+	sweep_builds(rootfd);
 	snprintf(path, sizeof path, "%s/stage", build);
 	if (mkdir(build, 0700) < 0 || mkdir(path, 0700) < 0)
 		return error_sys(err, "vm: image: mkdir %s", build);
