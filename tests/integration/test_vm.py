@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, PROBE, ROOT, aegis, probe_outside, run
+from conftest import AEGIS, PROBE, ROOT, aegis, file_data, probe_outside, run
 
 BUILD = os.path.dirname(AEGIS)
 VM_ENV = dict(os.environ, AEGIS_VM_ACCEL=os.environ.get("AEGIS_TEST_VM_ACCEL", "tcg"))
@@ -585,8 +585,7 @@ def test_secrets_env_and_file_reach_the_command_and_no_record(tmp_path):
         for f in files:
             if os.path.islink(os.path.join(root, f)):
                 continue  # links of the /etc copy point into the host's /usr
-            with open(os.path.join(root, f), "rb") as fh:
-                assert canary.encode() not in fh.read(), os.path.join(root, f)
+            assert canary.encode() not in file_data(os.path.join(root, f)), os.path.join(root, f)
 
 
 # The guest kernel has CONFIG_MAGIC_SYSRQ; a host kernel without it has no
