@@ -21,8 +21,9 @@ bench=(bubblewrap runc)
 # The guest kernel is not installed: scripts/vm-guest.sh fetches Debian's
 # generic kernel package (it has 9p) with apt-get download and unpacks it
 # with dpkg-deb (in dpkg itself) into the build directory. lz4/xz/zstd: its
-# bzImage payload; cpio: the initramfs
-vm=(qemu-system-x86 lz4 xz-utils zstd cpio file)
+# bzImage payload; cpio: the initramfs; erofs-utils: mkfs.erofs, an image
+# root's block image (src/vm/erofs.c)
+vm=(qemu-system-x86 lz4 xz-utils zstd cpio file erofs-utils)
 
 want=("${build[@]}")
 case "${1:-build}" in

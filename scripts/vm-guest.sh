@@ -73,13 +73,18 @@ try '\x02\x21\x4c\x18' lz4 -dc ||
 
 # /init and the modules, in load order (aegis-guest loads /modules/*.ko
 # sorted by name, so the names carry the order). Each costs ~15 ms under
-# TCG: only what the channel, the 9p shares and the overlay workspace need.
+# TCG: only what the channel, the 9p shares, the overlay workspace and an
+# image root need.
 mkdir -p "$tmp/root/modules" "$tmp/root/dev" "$tmp/root/proc" "$tmp/root/sys" "$tmp/root/tmp" \
 	"$tmp/root/usr" "$tmp/root/etc" "$tmp/root/mnt"
 install -m 0755 "$guest" "$tmp/root/init"
 n=10
+# virtio_blk, crc32c_generic, libcrc32c and erofs: an image root's EROFS
+# block image (libcrc32c asks the crypto API for crc32c, which nothing
+# else loads in here).
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/char/virtio_console \
-	fs/netfs/netfs fs/fscache/fscache net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay; do
+	drivers/block/virtio_blk fs/netfs/netfs fs/fscache/fscache net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p \
+	fs/overlayfs/overlay crypto/crc32c_generic lib/libcrc32c fs/erofs/erofs; do
 	n=$((n + 1))
 	src=$moddir/kernel/$m.ko
 	[ -f "$src" ] || { echo "vm-guest.sh: $src missing from $pkg" >&2; exit 1; }

@@ -175,6 +175,8 @@ struct aegis_result {
 	bool vm_restored;		/* started from a snapshot; false: booted cold */
 	uint64_t vm_restore_us;		/* restored: QEMU start to the guest running */
 	uint64_t vm_snapshot_build_us;	/* this run built the snapshot first (0: it did not) */
+	bool vm_image_erofs;		/* the image root was an EROFS block image */
+	uint64_t vm_image_build_us;	/* this run built that image first (0: cached) */
 	uint64_t vm_guest_setup_us;	/* the guest's request to its engine started (clock, seed, shares) */
 	char vm_start_why[256];		/* cold although snapshots are on: why */
 	char vm_net_error[200];		/* --net allow: why the network channel ended early, or "" */

@@ -122,6 +122,7 @@ static void print_json_result(const struct aegis_result *r)
 		if (r->vm_guest_setup_us)
 			json_object_set_new(o, "guest_setup_ms", json_real((double)r->vm_guest_setup_us / 1000.0));
 		vm_start_json(o, r->vm_restored, r->vm_restore_us, r->vm_snapshot_build_us, r->vm_start_why);
+		vm_image_json(o, r->vm_image_erofs, r->vm_image_build_us);
 		if (r->vm_net_error[0])
 			json_object_set_new(o, "net_error", json_string(r->vm_net_error));
 	}

@@ -8,9 +8,8 @@
  * them owned by sandbox root (as the workspace is), so the command can
  * copy them up and change them in its layer; rootless, the store is the
  * user's own and sandbox root already is that user. In a vm guest the
- * layers are a 9p share, which cannot be idmapped: sandbox root is their
- * owner there, or the host shares them idmapped to the workspace's owner
- * when that is who sandbox root is (src/vm/shares.c).
+ * image comes merged, as one EROFS tree the host built with sandbox root
+ * as the owner of its files (src/vm/erofs.c).
  *
  * An image is data from elsewhere: before the root is pivoted into, any
  * name in it may be a symlink aimed at the host. Every mount point and
@@ -30,8 +29,10 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/magic.h>
 #include <linux/mount.h>
 
 #include "../common/cleanup.h"
@@ -200,9 +201,26 @@ static int mount_guest_overlays(const struct sandbox_ctx *ctx, int *trees, char 
 {
 	_cleanup_free_ char *lowers = NULL, *inner = NULL, *opts = NULL;
 	size_t n = imageroot_count(ctx->spec);
+	struct statfs fs;
+	/* The vm backend's image root: one EROFS tree (src/vm/erofs.c), the
+	 * image already merged on the host, whiteouts and opaque marks
+	 * applied: it is the run's lower layer as it is. */
+	bool merged = n == 1 && fstatfs(trees[0], &fs) == 0 && fs.f_type == EROFS_SUPER_MAGIC_V1;
 
 	if (attach_layers(ctx, trees, &lowers, err) < 0)
 		return -1;
+	if (merged) {
+		if (mounts_mkdir("upper", err) < 0 || mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
+			return -1;
+		if (chown("upper", ctx->host_uid, ctx->host_gid) < 0)
+			return error_sys(err, "image: the run's layer: chown");
+		if (!(opts = strdup("lowerdir=l0,upperdir=upper,workdir=work," GUESTBUILD_OVERLAY_OPTS)))
+			return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
+		if (mount_root_overlay(opts, n, err) < 0)
+			return -1;
+		*optsp = opts, opts = NULL;
+		return 0;
+	}
 	if (mounts_mkdir("empty", err) < 0 || mounts_mkdir("lower", err) < 0 || mounts_mkdir("upper", err) < 0 ||
 	    mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
 		return -1;

@@ -396,11 +396,11 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 			goto out;
 		arts.opaque_xattr = OVERLAY_TRUSTED_OPAQUE;
 	}
-	/* In a guest the layers are a 9p share (no idmapped mounts either):
-	 * without a workspace sandbox root is their owner, as the idmapped
-	 * mount shows it on the host; with one the host shares them idmapped
-	 * to the workspace's owner (src/vm/shares.c), so they are sandbox
-	 * root's either way. The guest's root builds the overlay root
+	/* In a guest the image is one EROFS tree the host built (no idmapped
+	 * mounts there): without a workspace sandbox root is its files'
+	 * owner, as the idmapped mount shows it on the host; with one the
+	 * host built it with the workspace's owner as theirs
+	 * (src/vm/erofs.c), so they are sandbox root's either way. The guest's root builds the overlay root
 	 * (imageroot.c says why), so the ids come first. */
 	if (spec->image_layers && geteuid() == 0 && in_vm_guest) {
 		if ((!spec->workspace && layers_owner_ids(&ctx, err) < 0) ||

@@ -135,6 +135,7 @@ static void end_fields(json_t *ev, const struct vm_result *r, unsigned long drop
 	if (r->setup_us)
 		json_object_set_new(ev, "guest_setup_ms", json_real((double)r->setup_us / 1000.0));
 	vm_start_json(ev, r->start == VM_RESTORE, r->restore_us, r->build_us, r->start_why);
+	vm_image_json(ev, r->image_erofs, r->image_build_us);
 	if (r->net_error[0])
 		json_object_set_new(ev, "net_error", json_string(r->net_error));
 	if (dropped)
@@ -182,6 +183,7 @@ static void take_line(struct auditrelay *a, const char *text, size_t len)
 		json_object_set_new(ev, "guest_kernel", json_string(a->r->kernel));
 		json_object_set_new(ev, "host_uid", json_integer((json_int_t)getuid()));
 		vm_start_json(ev, a->r->start == VM_RESTORE, a->r->restore_us, a->r->build_us, a->r->start_why);
+		vm_image_json(ev, a->r->image_erofs, a->r->image_build_us);
 	}
 	audit_append(a->log, type, ev, &ignored);
 }

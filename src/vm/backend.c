@@ -58,6 +58,7 @@ static int vm_check(const struct aegis_spec *spec, struct aegis_error *err)
 
 json_t *vm_request(const struct vm_opts *o)
 {
+	static char *const image[] = { VM_GUEST_IMAGE, NULL };
 	struct aegis_spec g = *o->spec;
 	unsigned char seed[32];
 	char b64[48];
@@ -71,6 +72,9 @@ json_t *vm_request(const struct vm_opts *o)
 	g.artifacts_dir = o->spec->artifacts_dir ? o->paths.artifacts : NULL;
 	g.audit_path = o->spec->audit_path ? VM_GUEST_AUDIT : NULL;
 	g.cgroup_parent = NULL;	/* the guest's cgroup tree is its own */
+	/* an image root: one tree, already merged, the EROFS image the guest
+	 * mounts from its block slot (erofs.c) */
+	g.image_layers = o->spec->image_layers ? image : NULL;
 	if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed)
 		return NULL;
 	b64[logrecord_b64_encode(seed, sizeof seed, b64)] = '\0';
@@ -84,6 +88,8 @@ json_t *vm_request(const struct vm_opts *o)
 	 * the "aegis-ctl" port (ctlproxy.c) */
 	if (req && o->spec->control_fd > 0)
 		json_object_set_new(req, "control", json_true());
+	if (req && o->spec->image_layers)
+		json_object_set_new(req, "image", json_pack("{s:s}", "path", VM_GUEST_IMAGE));
 	return req;
 }
 
@@ -95,6 +101,15 @@ void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build
 		json_object_set_new(o, "snapshot_build_ms", json_real((double)build_us / 1000.0));
 	if (why && *why)
 		json_object_set_new(o, "start_reason", json_string(why));
+}
+
+void vm_image_json(json_t *o, bool erofs, uint64_t build_us)
+{
+	if (!erofs)
+		return;
+	json_object_set_new(o, "image_root", json_string("erofs"));
+	if (build_us)
+		json_object_set_new(o, "image_build_ms", json_real((double)build_us / 1000.0));
 }
 
 /* The guest's RESULT: the engine's result, or its error as it was. */
@@ -158,11 +173,21 @@ static void artifacts_note(const struct aegis_spec *spec, const struct aegis_res
 		if (res->vm_guest_setup_us)
 			json_object_set_new(doc, "guest_setup_ms", json_real((double)res->vm_guest_setup_us / 1000.0));
 		vm_start_json(doc, res->vm_restored, res->vm_restore_us, res->vm_snapshot_build_us, res->vm_start_why);
+		vm_image_json(doc, res->vm_image_erofs, res->vm_image_build_us);
 		if (ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
 			json_dumpfd(doc, fd, JSON_INDENT(2));
 	}
 	json_decref(doc);
 	close(fd);
+}
+
+static void slot_close(struct vm_opts *o)
+{
+	if (o->slot_placeholder_fd >= 0)
+		close(o->slot_placeholder_fd);
+	if (o->slot_image_fd >= 0)
+		close(o->slot_image_fd);
+	o->slot_placeholder_fd = o->slot_image_fd = -1;
 }
 
 int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err)
@@ -199,11 +224,17 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		goto early;
 	}
 	o->spec = spec;
-	if (vm_paths_of(&o->paths, spec, err) < 0) {
+	o->slot_placeholder_fd = o->slot_image_fd = -1;
+	/* the block slot's files: the placeholder always (a template's), the
+	 * image's EROFS root built now if it is not cached */
+	if (vm_paths_of(&o->paths, spec, err) < 0 || vm_slot_placeholder(&o->slot_placeholder_fd, err) < 0 ||
+	    (spec->image_layers && vm_erofs_image(spec, &o->slot_image_fd, &o->image_build_us, err) < 0)) {
+		slot_close(o);
 		free(o);
 		goto early;
 	}
 	if (log && !(relay = auditrelay_new(log, allow))) {
+		slot_close(o);
 		free(o);
 		error_set(err, AEGIS_E_SETUP, ENOMEM, "vm: audit relay");
 		goto early;
@@ -227,6 +258,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	 * own cgroup goes, bounding it as a whole. */
 	hostcg = spec->freezable || spec->cgroup_parent;
 	if (hostcg && vm_hostcg_create(&cg, o, err) < 0) {
+		slot_close(o);
 		free(o);
 		auditrelay_free(relay);
 		netrules_free(&rules);
@@ -237,6 +269,7 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 	rc = vm_run(o, &r, err);	/* the proxy is stopped when it returns: nothing more is heard */
 	if (hostcg)
 		vm_hostcg_destroy(&cg, o);
+	slot_close(o);	/* QEMU is gone: it opened them through these */
 	free(o);
 	netrules_free(&rules);
 	if (log) {
@@ -258,6 +291,8 @@ int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct
 		res->vm_restored = r.start == VM_RESTORE;
 		res->vm_restore_us = r.restore_us;
 		res->vm_snapshot_build_us = r.build_us;
+		res->vm_image_erofs = r.image_erofs;
+		res->vm_image_build_us = r.image_build_us;
 		res->vm_guest_setup_us = r.setup_us;
 		snprintf(res->vm_start_why, sizeof res->vm_start_why, "%s", r.start_why);
 		snprintf(res->vm_net_error, sizeof res->vm_net_error, "%s", r.net_error);

@@ -152,6 +152,15 @@ void vm_qemu_devices(struct qemu_args *a, const struct vm_qemu *q, const struct 
 	 * for the same reason. */
 	arg(a, "-chardev"), argf(a, "socket,id=ctl,path=%s/ctl.sock,server=on,wait=on", q->dir);
 	arg(a, "-device"), arg(a, "virtserialport,chardev=ctl,name=aegis-ctl");
+	/* The block slot (erofs.c): one virtio-blk device, read-only (the
+	 * guest has no write path to the host's file), whose raw size is
+	 * fixed here so the capacity the guest read at boot holds for every
+	 * file a clone is given. */
+	arg(a, "-blockdev");
+	argf(a, "driver=file,node-name=slotfile,filename=%s,read-only=on", q->slot);
+	arg(a, "-blockdev");
+	argf(a, "driver=raw,node-name=slot,file=slotfile,read-only=on,size=%llu", (unsigned long long)VM_SLOT_BYTES);
+	arg(a, "-device"), arg(a, "virtio-blk-device,drive=slot");
 	for (int i = 0; i < sh->n; i++) {
 		const struct vm_share *s = &sh->s[i];
 
@@ -240,7 +249,7 @@ int vm_qemu_cmdline(char *out, size_t cap, const struct vm_guest *g, const struc
 	const char *qemu = vm_qemu_path();
 	static struct qemu_args a;	/* large: not on the stack */
 	static struct vm_shares sh;
-	struct vm_qemu q = { .dir = "@RUNDIR", .kvm = kvm };
+	struct vm_qemu q = { .dir = "@RUNDIR", .slot = "@SLOT", .kvm = kvm };
 	struct vm_boot boot = { .ram_file = "@RAM", .ram_shared = true };
 	size_t used = 0;
 
@@ -381,7 +390,7 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 	char why[256];
 	pid_t parent;
 
-	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1, q->layers_view = -1;
+	q->pid = -1, q->pidfd = -1, q->chan = -1, q->console = -1, q->lock = -1;
 	q->status_known = false;
 	q->net = q->ctl = -1;
 	if (!qemu)
@@ -395,8 +404,13 @@ int vm_qemu_start(struct vm_qemu *q, const struct vm_guest *g, struct vm_opts *o
 		q->dir[0] = '\0';
 		return error_sys(err, "vm: run directory in /tmp");
 	}
-	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, &o->paths, &q->layers_view, err) < 0)
+	if (qemu_lock(q, err) < 0 || vm_shares_prepare(&o->shares, q->dir, o->spec, &o->paths, err) < 0)
 		return -1;
+	/* A template being built gets the placeholder: its guest reads
+	 * nothing of a run's image. QEMU opens the very file the caller
+	 * checked, through our descriptor. */
+	snprintf(q->slot, sizeof q->slot, "/proc/%d/fd/%d", (int)getpid(),
+		 (boot && boot->ram_shared) || o->slot_image_fd < 0 ? o->slot_placeholder_fd : o->slot_image_fd);
 	memset(&a, 0, sizeof a);
 	qemu_argv(&a, qemu, q, g, o, &o->shares, boot);
 	parent = getpid();
@@ -536,7 +550,5 @@ void vm_qemu_stop(struct vm_qemu *q)
 	}
 	if (q->lock >= 0)
 		close(q->lock);
-	if (q->layers_view >= 0)
-		close(q->layers_view);
-	q->lock = q->layers_view = -1;
+	q->lock = -1;
 }

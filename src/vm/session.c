@@ -399,7 +399,7 @@ static void cold_because(struct session *s, const char *fmt, ...)
 static void qemu_reset(struct vm_qemu *q)
 {
 	memset(q, 0, sizeof *q);
-	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = q->ctl = q->layers_view = -1;
+	q->pid = q->pidfd = q->chan = q->console = q->lock = q->net = q->ctl = -1;
 }
 
 /* Boot from nothing: QEMU with anonymous RAM, then the greeting. 0 up, 1
@@ -556,6 +556,8 @@ int vm_run(struct vm_opts *o, struct vm_result *r, struct aegis_error *err)
 	int rc = -1, up;
 
 	memset(r, 0, sizeof *r);
+	r->image_erofs = o->slot_image_fd >= 0;
+	r->image_build_us = o->image_build_us;
 	qemu_reset(&s.q);
 	if (vm_guest_find(&g, err) < 0)
 		return -1;

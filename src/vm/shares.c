@@ -4,9 +4,9 @@
  * read-only (the /bin, /lib, ... links are in the initramfs) and the /etc
  * allowlist, copied (once per content, into the state dir) because 9p
  * exports directories, not single files. Then the run's own: the workspace, the artifacts
- * directory, "io" (the engine's audit events) and an image's layers
- * (idmapped when sandbox root is the workspace's owner: layers_share).
- * Never /, /root, /home, /tmp or /var.
+ * directory and "io" (the engine's audit events). An image root is no
+ * share: it is a block image (erofs.c). Never /, /root, /home, /tmp or
+ * /var.
  *
  * The device set is the same on every boot — an unused share points at an
  * empty private directory — so a snapshot taken before the request still
@@ -21,9 +21,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-#include <linux/mount.h>
 
 #include "../common/cleanup.h"
 #include "../common/error.h"
@@ -247,8 +245,8 @@ static int shares_etc(char *out, size_t cap, struct aegis_error *err)
 
 /* The fixed device set, in device order: its tags are all a guest (and a
  * snapshot) knows of the shares until it mounts them. */
-enum { SHARE_USR, SHARE_ETC, SHARE_WS, SHARE_ART, SHARE_IO, SHARE_IMG, SHARE_COUNT };
-static const char *const share_tags[SHARE_COUNT] = { "usr", "etc", "ws", "art", "io", "img" };
+enum { SHARE_USR, SHARE_ETC, SHARE_WS, SHARE_ART, SHARE_IO, SHARE_COUNT };
+static const char *const share_tags[SHARE_COUNT] = { "usr", "etc", "ws", "art", "io" };
 
 static void shares_tag(struct vm_shares *sh)
 {
@@ -290,10 +288,9 @@ static int guest_path(const char *host, const char *what, char *out, size_t cap,
 	return 0;
 }
 
-/* An image root's layers are the store's unpacked layers, STORE/layers/ID:
- * the guest gets that one directory read-only (every layer, nothing
- * else of the store), at the same path. Layers given elsewhere, or by a
- * path that is not canonical, are refused. */
+/* An image root's layers are the store's unpacked layers, STORE/layers/ID,
+ * from which the host builds the guest's EROFS root (erofs.c). Layers
+ * given elsewhere, or by a path that is not canonical, are refused. */
 static int layers_dir(const struct aegis_spec *spec, char *out, size_t cap, struct aegis_error *err)
 {
 	char parent[PATH_MAX], real[PATH_MAX], *slash;
@@ -326,80 +323,17 @@ int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct ae
 	return guest_path(spec->artifacts_dir, "artifacts directory", paths->artifacts, sizeof paths->artifacts, err);
 }
 
-/* The owner of the workspace the guest gets: the directory the caller
- * opened when it is named, else its path. */
-static int workspace_owner(const struct aegis_spec *spec, struct stat *st, struct aegis_error *err)
-{
-	if (spec->workspace_fd > 0 ? fstat(spec->workspace_fd, st) : stat(spec->workspace, st))
-		return error_sys(err, "vm: workspace %s", spec->workspace);
-	return 0;
-}
-
-/* The layers share when the guest needs them shown as another owner's.
- * In the guest sandbox root is the workspace's owner (spawn.c), while the
- * store's files are its user's (root); 9p passes owners through as they
- * are, so the image's /etc, /usr, ... would be nobody's in there, and
- * aegis and the command could write none of them (aegis's /etc/hosts
- * first). The host's idmapped mount of each layer is what gives the ns
- * backend the other experience; the guest's 6.1 kernel can idmap none of
- * what it has here: not 9p, not overlayfs (its layers may be idmapped,
- * an overlay mount itself may not), not tmpfs (from 6.3). Its root could
- * only chown the image in the run's layer, a copy-up of every file (data
- * too: metacopy needs redirect_dir=on, which changes what a rename of an
- * image directory does) at every start. So the host idmaps: QEMU shares a
- * read-only view of the layers directory in which the store user's files
- * are the workspace owner's, as the ns backend's mounts show them to
- * sandbox root, and nothing more (one id mapped, no other owner).
- * *view gets its descriptor (QEMU opens it by /proc path at start; the
- * caller keeps it until QEMU ends) and out the path, or *view stays -1
- * and out the directory itself. */
-static int layers_share(const struct aegis_spec *spec, const char *layers, int *view, char *out, size_t cap,
-			struct aegis_error *err)
-{
-	struct mount_attr attr = {
-		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-	};
-	_cleanup_close_ int tree = -1, userns = -1;
-	struct stat store, ws;
-
-	snprintf(out, cap, "%s", layers);
-	/* rootless: no idmapped mount is ours to make (docs/vm.md, "Not
-	 * yet"); the store and, as a rule, the workspace are the caller's */
-	if (!spec->workspace || geteuid() != 0)
-		return 0;
-	if (stat(spec->image_layers[0], &store) < 0)
-		return error_sys(err, "vm: image layer %s", spec->image_layers[0]);
-	if (workspace_owner(spec, &ws, err) < 0)
-		return -1;
-	if (store.st_uid == ws.st_uid && store.st_gid == ws.st_gid)
-		return 0;
-	tree = (int)syscall(SYS_open_tree, AT_FDCWD, layers, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
-	if (tree < 0)
-		return error_sys(err, "vm: image layers %s", layers);
-	if ((userns = userns_idmap_fd(store.st_uid, store.st_gid, ws.st_uid, ws.st_gid, err)) < 0) {
-		error_prefix(err, "vm: image layers %s", layers);
-		return -1;
-	}
-	attr.userns_fd = (uint64_t)userns;
-	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
-		return error_sys(err, "vm: image layers %s: idmapped mount for the workspace's owner", layers);
-	snprintf(out, cap, "/proc/%d/fd/%d", (int)getpid(), tree);
-	*view = steal_fd(&tree);
-	return 0;
-}
-
 int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
-		      const struct vm_paths *paths, int *layers_view, struct aegis_error *err)
+		      const struct vm_paths *paths, struct aegis_error *err)
 {
-	char empty[128], io[128], etc[4200], ws[4200], img[4200];
+	char empty[128], io[128], etc[4200], ws[4200];
 	bool ws_ro = spec->workspace_ro || spec->workspace_overlay;
 
 	snprintf(empty, sizeof empty, "%s/empty", dir);
 	snprintf(io, sizeof io, "%s/io", dir);
 	if (mkdir(empty, 0555) < 0 || mkdir(io, 0700) < 0)
 		return error_sys(err, "vm: run directory %s", dir);
-	if (shares_etc(etc, sizeof etc, err) < 0 ||
-	    (paths->layers[0] && layers_share(spec, paths->layers, layers_view, img, sizeof img, err) < 0))
+	if (shares_etc(etc, sizeof etc, err) < 0)
 		return -1;
 	/* A named workspace: exactly the directory the caller opened and
 	 * checked, through our descriptor (QEMU resolves it once, at start). */
@@ -415,8 +349,6 @@ int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_
 	/* io carries the engine's audit events only: without an audit log
 	 * the guest need not mount it (each 9p mount is on the run's path). */
 	share(&sh->s[SHARE_IO], io, VM_GUEST_IO, false, spec->audit_path != NULL);
-	share(&sh->s[SHARE_IMG], paths->layers[0] ? img : empty,
-	      paths->layers[0] ? paths->layers : "/aegis/img", true, paths->layers[0] != '\0');
 	shares_tag(sh);
 	return 0;
 }

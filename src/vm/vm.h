@@ -62,7 +62,8 @@ struct vm_share {
 };
 
 /* The guest paths of the workspace and artifacts (absolute host paths),
- * and the image store's layers directory when the run has an image root. */
+ * and the image store's layers directory when the run has an image root
+ * (checked: the EROFS root is built from there, erofs.c). */
 struct vm_paths {
 	char workspace[4096];
 	char artifacts[4096];
@@ -76,11 +77,9 @@ struct vm_shares {
 };
 
 /* The fixed set of shares for spec in the run directory dir (its etc copy,
- * io and empty directories made there). *layers_view (-1 before) gets the
- * idmapped view of the image layers a share names by /proc path, for the
- * caller to hold until QEMU ends. -1 with err. */
+ * io and empty directories made there). -1 with err. */
 int vm_shares_prepare(struct vm_shares *sh, const char *dir, const struct aegis_spec *spec,
-		      const struct vm_paths *paths, int *layers_view, struct aegis_error *err);
+		      const struct vm_paths *paths, struct aegis_error *err);
 /* The guest paths of spec's workspace and artifacts directory (after the
  * artifacts directory exists). -1 with err for one the guest cannot take. */
 int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err);
@@ -91,6 +90,20 @@ void vm_shares_placeholders(struct vm_shares *sh);
 json_t *vm_shares_mounts(const struct vm_shares *sh);
 /* rm -r of dirfd/name without following links. */
 void vm_remove_tree(int dirfd, const char *name);
+
+/* erofs.c: the guest's one block device, a fixed slot of the machine
+ * (a snapshot restores into the same devices): its size never changes,
+ * its file does. */
+#define VM_SLOT_BYTES (64ULL << 30)
+#define VM_GUEST_IMAGE "/aegis/image"	/* where the guest mounts an image's EROFS root */
+/* The slot's placeholder, a sparse file of zeros (the template's, and a
+ * run's without an image), opened read-only into *fd. -1 with err. */
+int vm_slot_placeholder(int *fd, struct aegis_error *err);
+/* spec's image as an EROFS root in the slot's size, built on first need
+ * and cached in <state>/vm-erofs (a damaged one is rebuilt), opened
+ * read-only into *fd; *build_us: how long this call built it (0: cached).
+ * -1 with err. */
+int vm_erofs_image(const struct aegis_spec *spec, int *fd, uint64_t *build_us, struct aegis_error *err);
 
 #define VM_CGROUP_JOIN_MAX 5	/* v1: memory, pids, cpu, freezer, cpuacct */
 struct auditrelay;
@@ -103,6 +116,11 @@ struct vm_opts {
 	size_t capture_max;
 	int out_fd, err_fd;	/* where passed output goes */
 	struct vm_shares shares;	/* filled by vm_run once the run directory exists */
+	/* The block slot (erofs.c): the template always gets the placeholder,
+	 * the run its image's EROFS root (or the placeholder too). */
+	int slot_placeholder_fd;
+	int slot_image_fd;	/* -1: no image */
+	uint64_t image_build_us;	/* this run built the EROFS root (0: cached) */
 	struct vm_paths paths;
 	/* An instance's run (spec.freezable): the cgroup.procs files QEMU
 	 * joins before it execs (hostcg.c); none for a one-shot run. */
@@ -140,6 +158,8 @@ struct vm_result {
 	size_t out_len, err_len;
 	bool out_truncated, err_truncated;
 	char net_error[200];	/* why the network channel ended early, or "" */
+	bool image_erofs;	/* the image root came as an EROFS block image */
+	uint64_t image_build_us;	/* and this run built it first */
 };
 
 /* Boot a guest, send it the spec, relay, tear everything down. 0 with r
@@ -157,6 +177,9 @@ json_t *vm_request(const struct vm_opts *o);
  * when this run built the snapshot, "start_reason" when it booted cold
  * although snapshots are on. For --json, result.json and the audit. */
 void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build_us, const char *why);
+/* backend.c: an image root's form: "image_root": "erofs" and, when this
+ * run built it, "image_build_ms". Nothing without an image. */
+void vm_image_json(json_t *o, bool erofs, uint64_t build_us);
 /* backend.c: aegis_run() for spec.backend == AEGIS_BACKEND_VM. */
 int vm_aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct aegis_error *err);
 
@@ -214,7 +237,7 @@ struct vm_qemu {
 	size_t tail_len;
 	char dir[64];		/* 0700 run directory: sockets and logs */
 	int lock;		/* dir/lock, flocked while the run lives */
-	int layers_view;	/* the image layers' idmapped view QEMU shares, or -1 (shares.c) */
+	char slot[64];		/* the block slot's file as QEMU opens it: /proc/<us>/fd/N */
 	bool kvm;
 	bool status_known;	/* vm_qemu_diagnose reaped it: */
 	int status;		/* its wait status */

@@ -348,3 +348,32 @@ def test_rootless_image(user):
     p = as_user(user, aegis, "run", "--cgroup-parent", DELEGATED, "--image", "rl/img:1", "--", "sh", "-c",
                 'echo "$(pwd) $V $(id -u)"; ls /opq; test -e /gone.txt || echo gone; echo w > /x && cat /x', env=env)
     assert p.returncode == 0 and p.stdout == "/app img 0\nnew\ngone\nw\n", p
+
+
+def test_rootless_image_with_a_workspace_of_another_owner(user):
+    """Rootless, an image and a workspace the user does not own (root's,
+    open to all): sandbox root still owns the image's files, so aegis
+    writes the image's /etc/hosts and the command changes the image and
+    writes the workspace. In a vm the EROFS root is built with the
+    workspace owner's ids (before, the vm run failed creating
+    /etc/hosts)."""
+    import ocilayout
+    src = os.path.join(user["work"], "img-ws")
+    ocilayout.build(src, [ocilayout.base_entries() + [("f.txt", "file", b"image\n")]], env=["PATH=/usr/bin"])
+    for root, dirs, files in os.walk(src):
+        for n in [root] + [os.path.join(root, x) for x in files]:
+            os.chown(n, user["uid"], user["gid"])
+    ws = _public_dir("aegis-rootless-rootws-")
+    os.chmod(ws, 0o777)
+    try:
+        env = dict(os.environ, AEGIS_STATE_DIR=os.path.join(user["work"], "imgwsstate"))
+        aegis = os.path.join(user["bin"], "aegis")
+        p = as_user(user, aegis, "image", "import", "--quiet", "--name", "rl/ws:1", src, env=env)
+        assert p.returncode == 0, p
+        p = as_user(user, aegis, "run", "--cgroup-parent", DELEGATED, "--image", "rl/ws:1", "--workspace", ws,
+                    "--", "sh", "-c", 'id -u; head -1 /etc/hosts; echo x > /f.txt && cat /f.txt; '
+                    'echo w > /workspace/w && echo ws', env=env)
+        assert p.returncode == 0 and p.stdout == "0\n127.0.0.1\tlocalhost\nx\nws\n", p
+        assert open(os.path.join(ws, "w")).read() == "w\n"
+    finally:
+        shutil.rmtree(ws)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, run
+from conftest import AEGIS, file_data, run
 
 CANARY = "canary-7f3a9c-not-for-logs"
 
@@ -46,8 +46,7 @@ def test_set_list_inject_delete(env, tmp_path):
         for f in files:
             if os.path.islink(os.path.join(root, f)):
                 continue  # e.g. the vm backend's /etc copy: links into the host's /usr
-            with open(os.path.join(root, f), "rb") as fh:
-                assert CANARY.encode() not in fh.read(), os.path.join(root, f)
+            assert CANARY.encode() not in file_data(os.path.join(root, f)), os.path.join(root, f)
     assert aegis(env, "secret", "delete", "API_KEY").returncode == 0
     p = aegis(env, "run", "--secret", "API_KEY", "--", "true")
     assert p.returncode == 125 and "no secret named API_KEY" in p.stderr, p
@@ -162,8 +161,7 @@ def test_file_secret_is_a_0400_file_on_its_own_tmpfs_and_not_in_the_env(env, tmp
         for f in files:
             if os.path.islink(os.path.join(root, f)):
                 continue  # e.g. the vm backend's /etc copy: links into the host's /usr
-            with open(os.path.join(root, f), "rb") as fh:
-                assert CANARY.encode() not in fh.read(), os.path.join(root, f)
+            assert CANARY.encode() not in file_data(os.path.join(root, f)), os.path.join(root, f)
 
 
 # Each step works on a directory the sandbox owns (the baseline) and must

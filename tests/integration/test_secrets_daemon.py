@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, TEST_BACKEND, api, run, instance_info as info, wait_instance as wait_state
+from conftest import AEGIS, TEST_BACKEND, api, file_data, run, instance_info as info, wait_instance as wait_state
 
 CANARY = "canary-d41e-instance-secret"
 CANARY_FILE = "canary-99b0-file-secret"
@@ -36,9 +36,8 @@ def files_with(root, needle):
         for f in files:
             path = os.path.join(top, f)
             try:
-                with open(path, "rb") as fh:
-                    if needle in fh.read():
-                        hits.append(path)
+                if needle in file_data(path):
+                    hits.append(path)
             except OSError:
                 pass  # sockets, vanished files
     return hits

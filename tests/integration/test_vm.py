@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import AEGIS, PROBE, ROOT, aegis, probe_outside, run
+from conftest import AEGIS, PROBE, ROOT, aegis, file_data, probe_outside, run
 
 BUILD = os.path.dirname(AEGIS)
 VM_ENV = dict(os.environ, AEGIS_VM_ACCEL=os.environ.get("AEGIS_TEST_VM_ACCEL", "tcg"))
@@ -320,7 +320,13 @@ def test_qemu_gets_a_fixed_device_set_no_network_and_its_own_seccomp(tmp_path):
         p.kill()
         p.wait()
     tags = sorted(a.split("mount_tag=")[1] for a in argv if "mount_tag=" in a)
-    assert tags == ["art", "etc", "img", "io", "usr", "ws"], argv
+    assert tags == ["art", "etc", "io", "usr", "ws"], argv
+    # one virtio-blk slot (an image root's EROFS, here the placeholder),
+    # read-only, of a fixed size
+    assert argv.count("virtio-blk-device,drive=slot") == 1, argv
+    blockdevs = [a for a in argv if a.startswith("driver=")]
+    assert len(blockdevs) == 2 and all("read-only=on" in a for a in blockdevs), blockdevs
+    assert any(f"size={64 << 30}" in a for a in blockdevs), blockdevs
     ports = sorted(a.split("name=")[1] for a in argv if a.startswith("virtserialport,"))
     # the network and control ports too, for a run that uses neither (a one-shot run has no execs)
     assert ports == ["aegis", "aegis-ctl", "aegis-net"], argv
@@ -579,8 +585,7 @@ def test_secrets_env_and_file_reach_the_command_and_no_record(tmp_path):
         for f in files:
             if os.path.islink(os.path.join(root, f)):
                 continue  # links of the /etc copy point into the host's /usr
-            with open(os.path.join(root, f), "rb") as fh:
-                assert canary.encode() not in fh.read(), os.path.join(root, f)
+            assert canary.encode() not in file_data(os.path.join(root, f)), os.path.join(root, f)
 
 
 # The guest kernel has CONFIG_MAGIC_SYSRQ; a host kernel without it has no
@@ -614,8 +619,9 @@ def test_a_missing_command_is_127_as_in_the_ns_backend():
 
 
 def test_an_image_root_in_the_guest_as_on_the_host(tmp_path):
-    """The store's layers directory is shared read-only; the engine in the
-    guest builds the same overlay root (whiteouts, opaque directories, the
+    """The image's merged root reaches the guest as an EROFS block image;
+    the engine in the guest builds the same overlay root (whiteouts,
+    opaque directories, the
     image's Env and WorkingDir), and writes stay in the run: also those
     that mark whiteouts and opaque directories in the run's layer (a
     directory of the image removed and made again, a file of it replaced
@@ -644,6 +650,93 @@ def test_an_image_root_in_the_guest_as_on_the_host(tmp_path):
     assert all("w\n" != open(os.path.join(root, f), "rb").read().decode(errors="replace")
                for root, _, files in os.walk(layers) for f in files
                if f == "base.txt" and not os.path.islink(os.path.join(root, f)))
+
+
+def slot_file_of(p, before):
+    """The file QEMU's block slot reads, as the run's aegis holds it."""
+    (pid,) = qemus_of(dirs_of(p.pid, before))
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().decode().split("\0")
+    (dev,) = [a for a in argv if a.startswith("driver=file,")]
+    return os.readlink(dev.split("filename=")[1].split(",")[0])
+
+
+def test_an_image_root_is_an_erofs_block_image_built_once(tmp_path):
+    """An image run's root is an EROFS image of the image on the guest's
+    block slot (the guest mounts erofs, /dev/vda, no 9p share of the
+    layers), built once per image into the state dir: a second run reuses
+    the very file, a damaged one (cut short, overwritten) is rebuilt and
+    never used, a cold boot takes it too, and a run without an image
+    after it gets the empty placeholder and still works."""
+    import ocilayout
+    ocilayout.build(str(tmp_path / "img"), [ocilayout.base_entries() + [("f.txt", "file", b"from the image\n")]],
+                    env=["PATH=/usr/bin:/bin"])
+    env = dict(VM_ENV, AEGIS_STATE_DIR=str(tmp_path / "state"))
+    assert aegis("image", "import", "--quiet", "--name", "test/e:1", str(tmp_path / "img"), env=env).returncode == 0
+    cache = tmp_path / "state" / "vm-erofs"
+
+    def image_run(extra_env=None):
+        r = vm("cat", "/f.txt", opts=("--json", "--image", "test/e:1"), env=dict(env, **(extra_env or {})))
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout)
+        assert j["stdout"] == "from the image\n" and j["image_root"] == "erofs", j
+        (img,) = [cache / f for f in os.listdir(cache) if f.endswith(".erofs")]
+        return j, img
+
+    j, img = image_run()
+    assert j["image_build_ms"] > 0, j
+    st = os.stat(img)
+    # the slot's size, sparse; the EROFS superblock's magic at 1024
+    assert st.st_size == 64 << 30 and st.st_blocks * 512 < 256 << 20, st
+    with open(img, "rb") as f:
+        f.seek(1024)
+        assert f.read(4) == bytes.fromhex("e2e1f5e0")
+    j, img2 = image_run()
+    st2 = os.stat(img2)
+    assert "image_build_ms" not in j and img2 == img, j
+    assert (st2.st_ino, st2.st_mtime_ns, st2.st_ctime_ns) == (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+    # while it runs: the slot is the cached file, which the guest has as
+    # vda of the slot's size (its erofs mount is the guest's, not the
+    # sandbox's: the run fails when it cannot mount it)
+    before = run_dirs()
+    p = subprocess.Popen([AEGIS, "run", "--backend", "vm", "--image", "test/e:1", "--", "sh", "-c",
+                          "cat /proc/partitions; echo up; exec sleep 60"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        parts = []
+        while (line := p.stdout.readline()) not in ("up\n", ""):
+            parts.append(line.split())
+        assert ["254", "0", str(64 << 20), "vda"] in parts, parts
+        assert slot_file_of(p, before) == str(img)
+    finally:
+        p.kill()
+        p.wait()
+
+    # damaged: cut short, then overwritten in place: rebuilt, not used
+    os.truncate(img, 4096)
+    j, img3 = image_run()
+    assert j["image_build_ms"] > 0 and os.stat(img3).st_size == 64 << 30, j
+    with open(img3, "r+b") as f:
+        f.seek(1024)
+        f.write(b"garbage!" * 512)
+    j, img4 = image_run()
+    assert j["image_build_ms"] > 0, j
+    with open(img4, "rb") as f:
+        f.seek(1024)
+        assert f.read(4) == bytes.fromhex("e2e1f5e0")
+    assert not [f for f in os.listdir(cache) if f.startswith(".")], os.listdir(cache)
+
+    # a cold boot mounts it as well
+    j, _ = image_run({"AEGIS_VM_SNAPSHOT": "0"})
+    assert j["start"] == "cold" and "image_build_ms" not in j, j
+
+    # no image: the placeholder, and the host's root as before
+    r = vm("sh", "-c", "test -e /f.txt || echo host-root", opts=("--json",), env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["stdout"] == "host-root\n", r
+    assert "image_root" not in json.loads(r.stdout)
+    slot = os.stat(cache / "slot")
+    assert slot.st_size == 64 << 30 and slot.st_blocks == 0, slot
 
 
 def test_etc_copy_follows_the_host(tmp_path):

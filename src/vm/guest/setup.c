@@ -5,8 +5,8 @@
  * after the greeting, so every clone starts with this done instead of
  * doing it again under emulation on each run's path.
  *
- * After the REQUEST (guest_setup): the host's clock and entropy and the
- * 9p shares. A guest waiting for its request has no 9p share mounted and
+ * After the REQUEST (guest_setup): the host's clock and entropy, the
+ * 9p shares and an image's EROFS root. A guest waiting for its request has no 9p share mounted and
  * has touched nothing under /usr, so QEMU can snapshot it there (a
  * mounted 9p share blocks migration) and many runs can be restored from
  * one snapshot, each reseeded here. */
@@ -28,6 +28,8 @@
 #include "../../common/error.h"
 #include "../../common/logrecord.h"
 #include "guest.h"
+
+#define GUEST_SLOT_DEV "/dev/vda"	/* the machine's one virtio-blk device */
 
 /* The host's time, once ctlwire has checked it (why: what is wrong with
  * it, prefixed by where it came from). */
@@ -137,6 +139,31 @@ static int setup_mounts(json_t *mounts, struct aegis_error *err)
 	return 0;
 }
 
+/* An image root: the EROFS image the host put in the block slot
+ * (src/vm/erofs.c), mounted read-only at path, the one "layer" the engine
+ * gets. The guest's block-device cache may still hold what the kernel's
+ * partition scan read of the template's placeholder (zeros, where the
+ * superblock is now): dropped first, or the mount reads those. nosuid,
+ * nodev: the image's mode bits give no one anything beyond the sandbox's
+ * own mounts. */
+static int setup_image(json_t *image, struct aegis_error *err)
+{
+	const char *path = json_string_value(json_object_get(image, "path"));
+	_cleanup_close_ int dev = -1;
+
+	if (!image)
+		return 0;
+	if (!path || path[0] != '/')
+		return error_set(err, AEGIS_E_INVALID, EINVAL, "request.image: path expected");
+	if ((dev = open(GUEST_SLOT_DEV, O_RDONLY | O_CLOEXEC)) < 0 || ioctl(dev, BLKFLSBUF, 0) < 0)
+		return error_sys(err, "the image's block device %s", GUEST_SLOT_DEV);
+	if (mkdirs(path, err) < 0)
+		return -1;
+	if (mount(GUEST_SLOT_DEV, path, "erofs", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+		return error_sys(err, "mount the image's EROFS root from %s at %s", GUEST_SLOT_DEV, path);
+	return 0;
+}
+
 /* The initramfs is rootfs, which pivot_root cannot leave, and the engine
  * pivots into each sandbox's root: move the kernel filesystems onto a
  * tmpfs and make that the root (what switch_root does), with the
@@ -241,7 +268,7 @@ int guest_setup(json_t *req, struct aegis_error *err)
 {
 	if (setup_clock(json_object_get(req, "clock"), err) < 0 ||
 	    setup_seed(json_string_value(json_object_get(req, "seed")), err) < 0 ||
-	    setup_mounts(json_object_get(req, "mounts"), err) < 0)
+	    setup_mounts(json_object_get(req, "mounts"), err) < 0 || setup_image(json_object_get(req, "image"), err) < 0)
 		return error_prefix(err, "guest");
 	return 0;
 }
