@@ -23,6 +23,7 @@
 #include "../common/imageref.h"
 #include "../common/imagestore.h"
 #include "../common/util.h"
+#include "../vm/vm.h"
 #include "fsutil.h"
 #include "image.h"
 
@@ -274,12 +275,12 @@ static void sweep_dir(int store, const char *dir, const char *prefix, json_t *ke
 }
 
 /* Remove every blob and layer no kept image needs, and all debris. */
-static void collect(struct gc *g, json_t *refs, json_t *result)
+static void collect(struct gc *g, const char *state, json_t *refs, json_t *result)
 {
 	json_t *keep = json_object(), *v, *tmp_v;
 	const char *k;
 	uint64_t freed = 0;
-	size_t blobs = 0, layers = 0, other = 0;
+	size_t blobs = 0, layers = 0, other = 0, vm_roots = 0;
 
 	json_object_foreach(refs, k, v) {
 		const char *index = json_string_value(json_object_get(v, "index"));
@@ -318,8 +319,11 @@ static void collect(struct gc *g, json_t *refs, json_t *result)
 	sweep_dir(g->s->fd, "locks", "", v, &freed, &other);
 	json_decref(v);
 	json_decref(keep);
+	/* the vm backend's EROFS roots of images whose layers just went */
+	vm_erofs_sweep(state, &freed, &vm_roots);
 	json_object_set_new(result, "blobs_removed", json_integer((json_int_t)blobs));
 	json_object_set_new(result, "layers_removed", json_integer((json_int_t)layers));
+	json_object_set_new(result, "vm_roots_removed", json_integer((json_int_t)vm_roots));
 }
 
 static int gc_begin(struct gc *g, struct store *s, const struct image_opts *o, json_t **refs,
@@ -399,7 +403,7 @@ static int gc_run(const struct image_opts *o, char **names, int n)
 	if (r == 0 && json_array_size(removed))
 		r = imagefs_refs_save(s.fd, refs, &err);
 	if (r == 0)
-		collect(&g, refs, result);
+		collect(&g, o->state, refs, result);
 	gc_end(&g);
 	json_decref(refs);
 	if (r < 0) {

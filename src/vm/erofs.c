@@ -276,6 +276,22 @@ static void sweep_builds(int rootfd)
 	closedir(d);
 }
 
+/* root/<key>.layers: spec's layer directories, one per line. */
+static int write_layers(const struct aegis_spec *spec, const char *build, const char *root, const char *key)
+{
+	char path[4400], final[4400];
+	_cleanup_close_ int f = -1;
+
+	snprintf(path, sizeof path, "%s/layers", build);
+	if ((f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+		return -1;
+	for (char *const *l = spec->image_layers; *l; l++)
+		if (dprintf(f, "%s\n", *l) < 0)
+			return -1;
+	snprintf(final, sizeof final, "%s/%s.layers", root, key);
+	return fsync(f) < 0 || rename(path, final) < 0 ? -1 : 0;
+}
+
 /* Under the lock: build dir/<key>.erofs from spec's layers. -1 with err. */
 static int erofs_build(const struct aegis_spec *spec, int rootfd, const char *root, const char *key, uid_t uid,
 		       gid_t gid, struct aegis_error *err)
@@ -337,6 +353,12 @@ static int erofs_build(const struct aegis_spec *spec, int rootfd, const char *ro
 	 * there the image is not used */
 	if (fstat(f, &st) < 0) {
 		error_sys(err, "vm: image: %s", final);
+		goto fail;
+	}
+	/* which layers it was made of, for `aegis image rm`/`prune` to drop
+	 * it with them (vm_erofs_sweep) */
+	if (write_layers(spec, build, root, key) < 0) {
+		error_sys(err, "vm: image: %s/%s.layers", root, key);
 		goto fail;
 	}
 	identity(&st, text, sizeof text);
@@ -403,5 +425,64 @@ int vm_erofs_image(const struct aegis_spec *spec, int *fd, uint64_t *build_us, s
 	*build_us = now_us() - t0;
 	if (erofs_valid(path, fd, why, sizeof why) != 1)
 		return error_set(err, AEGIS_E_SETUP, 0, "vm: image: the EROFS root just built is %s", why);
+	return 0;
+}
+
+/* Does every layer directory the sidecar names still exist? */
+static bool layers_present(int rootfd, const char *sidecar)
+{
+	char buf[LAYERS_MAX * 4400 / 8], *line, *save = NULL;
+	ssize_t n = read_file_at(rootfd, sidecar, buf, sizeof buf - 1);
+	struct stat st;
+
+	if (n <= 0 || (size_t)n >= sizeof buf - 1)
+		return false;
+	buf[n] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (stat(line, &st) < 0 || !S_ISDIR(st.st_mode))
+			return false;
+	return true;
+}
+
+int vm_erofs_sweep(const char *state, uint64_t *freed, size_t *removed)
+{
+	char root[4200], name[300];
+	_cleanup_close_ int rootfd = -1, lock = -1;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	int fd;
+
+	snprintf(root, sizeof root, "%s/vm-erofs", state);
+	if ((rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return errno == ENOENT ? 0 : -1;
+	/* no build half-sealed meanwhile: builds hold this lock */
+	if ((lock = openat(rootfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
+	    flock(lock, LOCK_EX) < 0 || (fd = dup(rootfd)) < 0)
+		return -1;
+	if (!(d = fdopendir(fd))) {
+		close(fd);
+		return -1;
+	}
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		bool image = len > 6 && !strcmp(e->d_name + len - 6, ".erofs");
+		if (!image || len >= sizeof name - 16)
+			continue;
+		/* kept while its layers are: an image removed from the store
+		 * takes them along (collect), a run of a kept one still has them */
+		snprintf(name, sizeof name, "%.*s.layers", (int)(len - 6), e->d_name);
+		if (layers_present(rootfd, name))
+			continue;
+		if (fstatat(rootfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			*freed += (uint64_t)st.st_blocks * 512;	/* sparse: what it held on disk */
+		snprintf(name, sizeof name, "%s.id", e->d_name);
+		unlinkat(rootfd, name, 0);	/* the seal first: never a whole-looking half */
+		unlinkat(rootfd, e->d_name, 0);
+		snprintf(name, sizeof name, "%.*s.layers", (int)(len - 6), e->d_name);
+		unlinkat(rootfd, name, 0);
+		(*removed)++;
+	}
+	closedir(d);
 	return 0;
 }

@@ -104,6 +104,10 @@ int vm_slot_placeholder(int *fd, struct aegis_error *err);
  * read-only into *fd; *build_us: how long this call built it (0: cached).
  * -1 with err. */
 int vm_erofs_image(const struct aegis_spec *spec, int *fd, uint64_t *build_us, struct aegis_error *err);
+/* Under the state dir state: remove each cached EROFS root whose layers
+ * the image store no longer has (an image removed, pruned); *freed and
+ * *removed grow by what went. -1 (errno) when the cache cannot be read. */
+int vm_erofs_sweep(const char *state, uint64_t *freed, size_t *removed);
 
 #define VM_CGROUP_JOIN_MAX 5	/* v1: memory, pids, cpu, freezer, cpuacct */
 struct auditrelay;

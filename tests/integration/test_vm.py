@@ -739,6 +739,39 @@ def test_an_image_root_is_an_erofs_block_image_built_once(tmp_path):
     assert slot.st_size == 64 << 30 and slot.st_blocks == 0, slot
 
 
+def test_image_rm_takes_its_erofs_root_along(tmp_path):
+    """`aegis image rm` drops the EROFS roots built for the image it
+    removes (their layers gone with it), and only those: another image's
+    stays, and a run of it still takes the cached one."""
+    import ocilayout
+    env = dict(VM_ENV, AEGIS_STATE_DIR=str(tmp_path / "state"))
+    for n in ("1", "2"):
+        ocilayout.build(str(tmp_path / n), [ocilayout.base_entries() + [("n.txt", "file", n.encode())]],
+                        env=["PATH=/usr/bin:/bin"])
+        assert aegis("image", "import", "--quiet", "--name", f"test/g:{n}", str(tmp_path / n),
+                     env=env).returncode == 0
+    cache = tmp_path / "state" / "vm-erofs"
+    built = {}
+    for n in ("1", "2"):
+        before = set(os.listdir(cache)) if cache.exists() else set()
+        r = vm("cat", "/n.txt", opts=("--image", f"test/g:{n}"), env=env)
+        assert r.returncode == 0 and r.stdout == n, r
+        built[n] = sorted(set(os.listdir(cache)) - before - {"lock", "slot"})
+    key = built["1"][0].split(".")[0]
+    assert built["1"] == [f"{key}.erofs", f"{key}.erofs.id", f"{key}.layers"], built
+    r = aegis("image", "rm", "--json", "test/g:1", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["vm_roots_removed"] == 1, r
+    left = set(os.listdir(cache))
+    assert not left & set(built["1"]) and set(built["2"]) <= left, (left, built)
+    st = os.stat(cache / built["2"][0])
+    r = vm("cat", "/n.txt", opts=("--json", "--image", "test/g:2"), env=env)
+    assert r.returncode == 0 and "image_build_ms" not in json.loads(r.stdout), r
+    assert os.stat(cache / built["2"][0]).st_ino == st.st_ino
+    r = aegis("image", "prune", "--json", env=env)  # test/g:2 is unused: pruned, its root too
+    assert r.returncode == 0 and json.loads(r.stdout)["vm_roots_removed"] == 1, r
+    assert not [f for f in os.listdir(cache) if f.endswith(".erofs")]
+
+
 def test_etc_copy_follows_the_host(tmp_path):
     """The guest's /etc allowlist is a copy kept between runs: a change on
     the host (a file added, changed, removed in /etc/ssl) shows at the next
