@@ -22,6 +22,13 @@ void vm_start_json(json_t *o, bool restored, uint64_t restore_us, uint64_t build
 	json_object_set_new(o, "start", json_string(restored ? "restore" : "cold"));
 }
 
+void vm_image_json(json_t *o, bool erofs, uint64_t build_us)
+{
+	(void)build_us;
+	if (erofs)
+		json_object_set_new(o, "image_root", json_string("erofs"));
+}
+
 json_t *record_connection_json(const char *id, const struct proxy_conn_report *c)
 {
 	(void)c;
