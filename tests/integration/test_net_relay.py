@@ -114,7 +114,9 @@ def test_unreachable_upstream_closes_the_connection_not_the_run():
         p = relayed(f"127.0.0.1:{port}", "sh", "-c", "curl -s -m 10 http://far.test/; echo curl=$?")
     finally:
         s.close()
-    assert p.returncode == 0 and p.stdout.strip() == "curl=56", p  # "recv failure": closed at once
+    # closed at once, no reply: a reset ("recv failure", 56) or, when the
+    # close beats curl's request, an orderly one ("empty reply", 52)
+    assert p.returncode == 0 and p.stdout.strip() in ("curl=56", "curl=52"), p
 
 
 def test_bad_upstream_fails_before_the_run():
