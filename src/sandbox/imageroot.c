@@ -19,9 +19,9 @@
  * needs a directory is hidden by a directory made in the run's layer before
  * the overlay is mounted again.
  *
- * In a vm guest the guest's root builds the same root before clone, from
- * two overlays (imageroot_prepare_guest says why), and the child attaches
- * it whole. */
+ * In a vm guest the guest's root builds the same root before clone, one
+ * overlay over the EROFS tree (imageroot_prepare_guest says why), and the
+ * child attaches it whole. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,10 +29,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <linux/magic.h>
 #include <linux/mount.h>
 
 #include "../common/cleanup.h"
@@ -190,54 +188,35 @@ static int mount_overlay(const struct sandbox_ctx *ctx, int *trees, char **optsp
 	return 0;
 }
 
-/* vm guest, as the guest's root: the same root from two overlays (see
- * imageroot_prepare_guest). STAGE/lower: the layers read-only, with
- * userxattr, so the store's user.overlay.opaque and 0:0 whiteouts apply;
- * STAGE/root: that under the run's layer, with the overlay's trusted.*
- * xattrs, which tmpfs holds on 6.1, and the features that would make it
- * behave otherwise than the ns backend's userxattr overlay off
- * (GUESTBUILD_OVERLAY_OPTS). */
-static int mount_guest_overlays(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
+/* vm guest, as the guest's root (see imageroot_prepare_guest): the image
+ * comes as one tree, the EROFS root the host built (src/vm/erofs.c) with
+ * the layers already merged, whiteouts and opaque marks applied, so it is
+ * the run's lower layer as it is. STAGE/root: that under the run's layer,
+ * with the overlay's trusted.* xattrs, which tmpfs holds on 6.1, and the
+ * features that would make it behave otherwise than the ns backend's
+ * userxattr overlay off (GUESTBUILD_OVERLAY_OPTS). */
+static int mount_guest_overlay(const struct sandbox_ctx *ctx, int *trees, char **optsp, struct aegis_error *err)
 {
-	_cleanup_free_ char *lowers = NULL, *inner = NULL, *opts = NULL;
+	_cleanup_free_ char *lowers = NULL, *opts = NULL;
 	size_t n = imageroot_count(ctx->spec);
-	struct statfs fs;
-	/* The vm backend's image root: one EROFS tree (src/vm/erofs.c), the
-	 * image already merged on the host, whiteouts and opaque marks
-	 * applied: it is the run's lower layer as it is. */
-	bool merged = n == 1 && fstatfs(trees[0], &fs) == 0 && fs.f_type == EROFS_SUPER_MAGIC_V1;
 
+	if (n != 1) {
+		for (size_t i = 0; i < n; i++)
+			close(trees[i]);
+		return error_set(err, AEGIS_E_SETUP, 0, "image: a vm guest takes one merged image tree, not %zu", n);
+	}
 	if (attach_layers(ctx, trees, &lowers, err) < 0)
 		return -1;
-	if (merged) {
-		if (mounts_mkdir("upper", err) < 0 || mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
-			return -1;
-		if (chown("upper", ctx->host_uid, ctx->host_gid) < 0)
-			return error_sys(err, "image: the run's layer: chown");
-		if (!(opts = strdup("lowerdir=l0,upperdir=upper,workdir=work," GUESTBUILD_OVERLAY_OPTS)))
-			return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
-		if (mount_root_overlay(opts, n, err) < 0)
-			return -1;
-		*optsp = opts, opts = NULL;
-		return 0;
-	}
-	if (mounts_mkdir("empty", err) < 0 || mounts_mkdir("lower", err) < 0 || mounts_mkdir("upper", err) < 0 ||
-	    mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
+	if (mounts_mkdir("upper", err) < 0 || mounts_mkdir("work", err) < 0 || mounts_mkdir("root", err) < 0)
 		return -1;
 	/* the root directory is the upper one's: sandbox root's, as when
 	 * the child makes it */
 	if (chown("upper", ctx->host_uid, ctx->host_gid) < 0)
 		return error_sys(err, "image: the run's layer: chown");
-	/* "empty" last: 6.1 mounts an overlay without an upper layer only over
-	 * two lower ones, and an image may have one layer */
-	if (asprintf(&inner, "lowerdir=%s:empty,userxattr", lowers) < 0) {
-		inner = NULL;	/* undefined after a failure */
+	if (asprintf(&opts, "lowerdir=%s,upperdir=upper,workdir=work," GUESTBUILD_OVERLAY_OPTS, lowers) < 0) {
+		opts = NULL;	/* undefined after a failure */
 		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
 	}
-	if (!(opts = strdup("lowerdir=lower,upperdir=upper,workdir=work," GUESTBUILD_OVERLAY_OPTS)))
-		return error_set(err, AEGIS_E_SETUP, ENOMEM, "image: overlay options");
-	if (mount("overlay", "lower", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, inner) < 0)
-		return error_sys(err, "image: read-only overlay of %zu layers", n);
 	if (mount_root_overlay(opts, n, err) < 0)
 		return -1;
 	*optsp = opts, opts = NULL;
@@ -493,7 +472,7 @@ static int guest_root_tree(const struct sandbox_ctx *ctx, int *fds, struct aegis
 	_cleanup_free_ char *opts = NULL;
 	int trees[LAYERS_MAX], tree;
 
-	if (stage_layers(ctx, GUEST_STAGE, trees, err) < 0 || mount_guest_overlays(ctx, trees, &opts, err) < 0)
+	if (stage_layers(ctx, GUEST_STAGE, trees, err) < 0 || mount_guest_overlay(ctx, trees, &opts, err) < 0)
 		return -1;
 	if (chdir("root") < 0)
 		return error_sys(err, "chdir into the image root");
@@ -506,18 +485,18 @@ static int guest_root_tree(const struct sandbox_ctx *ctx, int *fds, struct aegis
 	return 0;
 }
 
-/* Why two overlays in a vm guest: the guest's root mounts the run's
- * overlay, whose marks are trusted.overlay.* (guestbuild.c says why); its
- * lower layer is a read-only userxattr overlay of the layers, which reads
- * the store's user.overlay.opaque (two overlays over 9p: the kernel's
- * stacking depth, 2, allows it). The alternative, an upper layer on a
- * filesystem with user xattrs (ext4 on a ram disk), needs a block device
- * and a mkfs of the run's --disk size in every guest and keeps the
- * disk's pages after files are removed; the tmpfs stays the disk limit
- * here. Copy-ups then run with the guest root's credentials (the
- * mounter's, as for any overlay): the command's own access is checked
- * with its credentials first, and it cannot set trusted.* xattrs. The
- * host keeps the single overlay: this would mount as the host's root.
+/* Why the guest's root builds the root, not the child: the run's overlay
+ * there marks with trusted.overlay.* (guestbuild.c says why), which only
+ * the guest's root may set. Its lower layer is the image's EROFS tree,
+ * merged on the host, so the store's user.overlay.opaque marks and
+ * whiteouts are already applied. The alternative, an upper layer on a
+ * filesystem with user xattrs (ext4 on a ram disk), needs a mkfs of the
+ * run's --disk size in every guest and keeps the disk's pages after files
+ * are removed; the tmpfs stays the disk limit here. Copy-ups then run with
+ * the guest root's credentials (the mounter's, as for any overlay): the
+ * command's own access is checked with its credentials first, and it
+ * cannot set trusted.* xattrs. The host keeps the userxattr overlay: this
+ * would mount as the host's root.
  *
  * *root_fd gets the root as a detached tree, which the child attaches as
  * it does an idmapped layer. */
