@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <aegis/aegis.h>
+#include "../common/util.h"
 #include "control.h"
 #include "daemon.h"
 #include "pause.h"
@@ -30,12 +31,19 @@
 /* The shim's answer: QMP takes ~2 s per reply at worst (qmp.c), and a
  * cont waits for the guest to take its clock (5 s at worst). */
 #define VM_CALL_MS 15000
+/* The request's "by_us": the shim acts only before it and undoes what it
+ * did after it (ctlproxy.c), leaving the guest's clock (5 s) and the
+ * answer's way back inside VM_CALL_MS. So a shim that hung (stopped,
+ * starved) and comes back after aegisd gave up does not pause or resume
+ * a guest aegisd has reported unchanged. */
+#define VM_ACT_MS (VM_CALL_MS - 6000)
 
 /* {"vm": op} to the instance's shim. -1 with err (its reason, or none came). */
 static int vm_call(const char *dir, const char *op, struct aegis_error *err)
 {
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	json_t *req = json_pack("{s:s}", "vm", op), *ans = NULL;
+	json_t *req = json_pack("{s:s,s:I}", "vm", op, "by_us", (json_int_t)(now_us() + VM_ACT_MS * 1000ull));
+	json_t *ans = NULL;
 	const char *clock;
 	int rc = -1;
 

@@ -168,49 +168,82 @@ static int clock_to_guest(struct ctlproxy *px, char *why, size_t cap)
 	return bad ? -1 : 0;
 }
 
-/* QMP op ("stop", "cont") on QEMU's socket; a cont only when the guest is
- * not running (*was_stopped says if it was): aegisd's stop of an instance
- * resumes it first whatever its state, and a running guest's clock is
- * right. -1 with err. */
-static int qmp_op(struct ctlproxy *px, const char *op, bool *was_stopped, struct aegis_error *err)
+/* QMP op ("stop", "cont") on QEMU's socket. A stop is always sent; a cont
+ * only when the guest is not running: aegisd's stop of an instance resumes
+ * it first whatever its state, and a running guest's clock is right.
+ * *changed: the guest was running before a stop, or was not before a
+ * cont (the cont was sent). -1 with err. */
+static int qmp_op(struct ctlproxy *px, const char *op, bool *changed, struct aegis_error *err)
 {
 	struct vm_qmp m = { .fd = -1 };
 	char path[128], status[64];
+	bool cont = !strcmp(op, "cont");
 	int rc;
 
-	*was_stopped = true;
+	*changed = false;
 	snprintf(path, sizeof path, "%s/qmp.sock", px->dir);
 	rc = vm_qmp_open(&m, path, err);
-	if (rc == 0 && !strcmp(op, "cont") && (rc = vm_qmp_status(&m, status, sizeof status, err)) == 0)
-		*was_stopped = strcmp(status, "running") != 0;
-	if (rc == 0 && *was_stopped)
+	if (rc == 0 && (rc = vm_qmp_status(&m, status, sizeof status, err)) == 0) {
+		bool running = !strcmp(status, "running");
+
+		*changed = cont ? !running : running;
+	}
+	if (rc == 0 && (!cont || *changed))
 		rc = vm_qmp_execute(&m, op, NULL, err);
 	vm_qmp_close(&m);
 	return rc;
 }
 
-/* aegisd's {"vm": "stop"} or {"vm": "cont"}: QMP here, on the host. The
- * answer is {"ok": true}, with "clock_error" when a cont could not set the
- * guest's clock (the guest runs either way), or {"error", "errno"}. */
+/* The op's deadline in aegisd's request ("by_us", CLOCK_MONOTONIC, which
+ * both share): past it aegisd has stopped waiting and told its user the
+ * guest did not change, so the op is not done, or, done too late (this
+ * shim hung or was starved meanwhile), undone. 0 when the request has none
+ * (an aegisd from before it). */
+static uint64_t vm_deadline(json_t *req, bool *bad)
+{
+	json_t *by = json_object_get(req, "by_us");
+
+	*bad = json_object_size(req) != (by ? 2u : 1u) || (by && (!json_is_integer(by) || json_integer_value(by) <= 0));
+	return by && !*bad ? (uint64_t)json_integer_value(by) : 0;
+}
+
+/* aegisd's {"vm": "stop"} or {"vm": "cont"}, with its deadline: QMP here,
+ * on the host. The answer is {"ok": true}, with "clock_error" when a cont
+ * could not set the guest's clock (the guest runs either way), or
+ * {"error", "errno"}. */
 static void serve_vm(struct ctlproxy *px, int conn, json_t *req, int user)
 {
 	const char *op = json_string_value(json_object_get(req, "vm"));
-	struct aegis_error err = { 0 };
-	bool was_stopped;
+	struct aegis_error err = { 0 }, undo = { 0 };
+	bool changed, bad, undone;
+	uint64_t by = vm_deadline(req, &bad);
 	char why[300];
 	json_t *ans;
 	char *text;
 
-	if (user >= 0 || json_object_size(req) != 1 || !op || (strcmp(op, "stop") && strcmp(op, "cont"))) {
-		answer_error(conn, "a vm request is {\"vm\": \"stop\"} or {\"vm\": \"cont\"}", EINVAL);
+	if (user >= 0 || bad || !op || (strcmp(op, "stop") && strcmp(op, "cont"))) {
+		answer_error(conn, "a vm request is {\"vm\": \"stop\"} or {\"vm\": \"cont\"}, "
+			     "with \"by_us\", a positive integer", EINVAL);
 		return;
 	}
-	if (qmp_op(px, op, &was_stopped, &err) < 0) {
+	if (by && now_us() >= by) {
+		snprintf(why, sizeof why, "vm: QMP %s: asked too late, aegisd had stopped waiting; not done", op);
+		answer_error(conn, why, ETIMEDOUT);
+		return;
+	}
+	if (qmp_op(px, op, &changed, &err) < 0) {
 		answer_error(conn, err.msg, err.sys_errno ? err.sys_errno : EIO);
 		return;
 	}
+	if (by && changed && now_us() >= by) {
+		undone = qmp_op(px, strcmp(op, "stop") ? "stop" : "cont", &(bool){ false }, &undo) == 0;
+		snprintf(why, sizeof why, "vm: QMP %s: done after aegisd had stopped waiting; %s", op,
+			 undone ? "undone" : undo.msg);
+		answer_error(conn, why, ETIMEDOUT);
+		return;
+	}
 	ans = json_pack("{s:b}", "ok", 1);
-	if (!strcmp(op, "cont") && was_stopped && clock_to_guest(px, why, sizeof why) < 0)
+	if (!strcmp(op, "cont") && changed && clock_to_guest(px, why, sizeof why) < 0)
 		json_object_set_new(ans, "clock_error", json_string(why));
 	if ((text = ans ? json_dumps(ans, JSON_COMPACT) : NULL))
 		(void)fdpass_send(conn, text, strlen(text), -1);
