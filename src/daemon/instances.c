@@ -1370,17 +1370,100 @@ int instances_wake(const char *name)
 	return r;
 }
 
+/* An idle pause or stop the sweep decided, done in a thread of its own:
+ * a vm instance's QMP stop waits on its shim (15 s when the shim hangs),
+ * a stop on its grace, and the sweep must not hold the other instances'
+ * idle policies meanwhile. The instance's name is under way (taken by the
+ * sweep) until the job ends. */
+struct idle_job {
+	char name[INSTANCE_NAME_MAX + 1];
+	char dir[4400];
+	pid_t pid;
+	bool vm, stop;
+	uint64_t idle_ms;
+	json_int_t since;	/* stop: paused since, unix ms */
+	json_t *a;		/* activity.json, the job's */
+};
+
+static void idle_pause(struct idle_job *j)
+{
+	char parent[256];
+	struct aegis_error err;
+
+	/* one that fails stays running (pause.c) and is tried again at the
+	 * next sweep; the record still goes before any wake's */
+	if (pause_run(j->dir, j->pid, parent_of(j->dir, parent, sizeof parent), j->vm, true, &err) == 0) {
+		mark(j->dir, "paused");
+		json_object_set_new(j->a, "paused_since", json_integer((json_int_t)wall_ms()));
+		activity_save(j->dir, j->a);
+		instance_event(j->dir, "instance.pause", json_pack("{s:s, s:I}", "reason", "idle", "idle_s",
+								   (json_int_t)(j->idle_ms / 1000)), EVENT_WAIT_MS);
+	}
+	pthread_mutex_lock(&transition);
+	underway_end(j->name);
+	pthread_mutex_unlock(&transition);
+}
+
+static void idle_stop(struct idle_job *j)
+{
+	instance_event(j->dir, "instance.stop", json_pack("{s:s, s:I}", "reason", "idle", "paused_s",
+							  ((json_int_t)wall_ms() - j->since) / 1000), EVENT_WAIT_MS);
+	pthread_mutex_lock(&transition);
+	underway_end(j->name);
+	mark(j->dir, "stopped");
+	unlink_in(j->dir, "paused");
+	activity_add(j->a, "paused_ms", (json_int_t)wall_ms() - j->since);
+	json_object_del(j->a, "paused_since");
+	json_object_set_new(j->a, "stopped_since", json_integer((json_int_t)wall_ms()));
+	activity_save(j->dir, j->a);
+	pthread_mutex_unlock(&transition);
+	/* thawed, then SIGTERM (the shim writes exit.json), SIGKILL after
+	 * the grace: outside the lock, so no other instance waits on it */
+	stop_instance(j->dir);
+}
+
+static void *idle_job_main(void *arg)
+{
+	struct idle_job *j = arg;
+
+	if (j->stop)
+		idle_stop(j);
+	else
+		idle_pause(j);
+	json_decref(j->a);
+	free(j);
+	return NULL;
+}
+
+/* The job in a thread (or here, when none can be made). With `transition`
+ * held and name under way; returns without it. */
+static void idle_job_start(struct idle_job *j)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int r;
+
+	pthread_mutex_unlock(&transition);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	r = pthread_create(&t, &attr, idle_job_main, j);
+	pthread_attr_destroy(&attr);
+	if (r != 0)
+		idle_job_main(j);
+}
+
 /* The idle policy of one instance, idle_ms since its last activity. */
 static void idle_one(const char *name)
 {
-	char dir[4400], parent[256];
-	struct aegis_error err;
+	char dir[4400];
 	json_t *config, *shim, *a;
-	json_int_t pause_s, stop_s, since, running;
+	json_int_t pause_s, stop_s, since = 0, running;
 	uint64_t idle_ms, last;
 	int holds;
 	pid_t pid = 0;
-	bool vm;
+	bool vm, stop;
+	struct idle_job *j;
 
 	if (!existing_dir(name, dir, sizeof dir) || !(config = load(dir, "config.json")))
 		return;
@@ -1410,46 +1493,19 @@ static void idle_one(const char *name)
 	vm = vm_running(dir, shim);
 	json_decref(shim);
 	a = activity_load(dir);
-	if (pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000) {
-		/* one that fails stays running (pause.c) and is tried again at
-		 * the next sweep. The QMP stop and the record wait on its shim:
-		 * outside the lock, the record still before any wake's */
-		underway_begin(name);
-		pthread_mutex_unlock(&transition);
-		if (pause_run(dir, pid, parent_of(dir, parent, sizeof parent), vm, true, &err) == 0) {
-			mark(dir, "paused");
-			json_object_set_new(a, "paused_since", json_integer((json_int_t)wall_ms()));
-			activity_save(dir, a);
-			instance_event(dir, "instance.pause", json_pack("{s:s, s:I}", "reason", "idle", "idle_s",
-									(json_int_t)(idle_ms / 1000)), EVENT_WAIT_MS);
-		}
-		pthread_mutex_lock(&transition);
-		underway_end(name);
-	} else if (pid && flag(dir, "paused") && stop_s &&
-		   (since = json_integer_value(json_object_get(a, "paused_since"))) &&
-		   (json_int_t)wall_ms() - since >= stop_s * 1000) {
-		/* the record waits on its shim: outside the lock too */
-		underway_begin(name);
-		pthread_mutex_unlock(&transition);
-		instance_event(dir, "instance.stop", json_pack("{s:s, s:I}", "reason", "idle", "paused_s",
-							       ((json_int_t)wall_ms() - since) / 1000), EVENT_WAIT_MS);
-		pthread_mutex_lock(&transition);
-		underway_end(name);
-		mark(dir, "stopped");
-		unlink_in(dir, "paused");
-		activity_add(a, "paused_ms", (json_int_t)wall_ms() - since);
-		json_object_del(a, "paused_since");
-		json_object_set_new(a, "stopped_since", json_integer((json_int_t)wall_ms()));
-		activity_save(dir, a);
+	stop = pid && flag(dir, "paused") && stop_s && (since = json_integer_value(json_object_get(a, "paused_since"))) &&
+	       (json_int_t)wall_ms() - since >= stop_s * 1000;
+	if ((!stop && !(pid && !flag(dir, "paused") && pause_s && idle_ms >= (uint64_t)pause_s * 1000)) ||
+	    !(j = calloc(1, sizeof *j))) {
 		json_decref(a);
 		pthread_mutex_unlock(&transition);
-		/* thawed, then SIGTERM (the shim writes exit.json), SIGKILL after
-		 * the grace: outside the lock, so no other instance waits on it */
-		stop_instance(dir);
 		return;
 	}
-	json_decref(a);
-	pthread_mutex_unlock(&transition);
+	snprintf(j->name, sizeof j->name, "%s", name);
+	snprintf(j->dir, sizeof j->dir, "%s", dir);
+	j->pid = pid, j->vm = vm, j->stop = stop, j->idle_ms = idle_ms, j->since = since, j->a = a;
+	underway_begin(name);
+	idle_job_start(j);
 }
 
 void instances_idle_sweep(void)

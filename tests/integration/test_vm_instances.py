@@ -319,6 +319,37 @@ def test_a_hung_vm_pause_holds_up_no_other_instance(env):
         gone(i["shim_pid"], qemu, run_dir)
 
 
+def test_a_hung_idle_pause_holds_up_no_other_idle_pause(env):
+    """The idle sweep does not wait on one instance's hang either: with vm
+    instance a's shim stopped while its idle pause waits on it (15 s), an
+    ns instance b started meanwhile is idle-paused on its own time (2 s),
+    not after a's pause gives up (the sweep once took instances one at a
+    time). With its shim let go, a is idle-paused too."""
+    p = aegis(env, "instance", "start", "--backend", "vm", "--name", "a", "--idle-pause", "4s",
+              "--", "sleep", "1000")
+    assert p.returncode == 0, p
+    ia = wait_state(env, "a", "running")
+    qa = wait_for("a's QEMU", lambda: qemu_of(ia["shim_pid"]), timeout=30)
+    os.kill(ia["shim_pid"], signal.SIGSTOP)  # a's shim: ours, started by this test's daemon
+    try:
+        time.sleep(6)  # a's idle pause (due at 4 s) is waiting on its shim by now
+        assert info(env, "a")["state"] == "running"
+        p = aegis(env, "instance", "start", "--name", "b", "--idle-pause", "2s", "--", "sleep", "1000")
+        assert p.returncode == 0, p
+        t = time.monotonic()
+        wait_instance(env, "b", "paused", timeout=12)
+        took = time.monotonic() - t
+        # a's pause gives up 15 s after it began, ~13 s from b's start
+        assert took < 8, f"b idle-paused {took:.1f} s after its start"
+    finally:
+        os.kill(ia["shim_pid"], signal.SIGCONT)
+    wait_state(env, "a", "paused")
+    assert qmp_status_frozen_free(ia["shim_pid"], qa[1]) == "paused"
+    for name in ("a", "b"):
+        assert aegis(env, "instance", "delete", name).returncode == 0
+    gone(ia["shim_pid"], *qa)
+
+
 def test_instance_outlives_a_killed_daemon(env):
     i, (qemu, run_dir) = start_vm(env, "durable", "sh", "-c", COUNTER)
     pids = run(["pgrep", "-f", "^aegisd --socket " + env["AEGIS_SOCKET"]]).stdout.split()
