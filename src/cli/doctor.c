@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "../vm/vm.h"
@@ -22,6 +23,7 @@ struct doctor_vm {
 	bool guest;
 	struct vm_guest g;
 	struct aegis_error gerr;
+	long long image_kib;	/* the guest image (initramfs: PID 1 aegis-guest), -1 unreadable */
 };
 
 static void doctor_vm(struct doctor_vm *v)
@@ -31,6 +33,13 @@ static void doctor_vm(struct doctor_vm *v)
 	if (vm_accel(&v->use_kvm, v->accel_why, sizeof v->accel_why) < 0)
 		v->use_kvm = false, v->accel_bad = true;
 	v->guest = vm_guest_find(&v->g, &v->gerr) == 0;
+	v->image_kib = -1;
+	if (v->guest) {
+		struct stat st;
+
+		if (stat(v->g.initramfs, &st) == 0)
+			v->image_kib = (long long)(st.st_size + 1023) / 1024;
+	}
 	/* /dev/kvm answering is not KVM running a guest (some nested hosts
 	 * abort at the first vCPU): a short, bounded trial says which. */
 	v->trial = -1;
@@ -62,6 +71,9 @@ static json_t *doctor_vm_json(const struct doctor_vm *v)
 	json_object_set_new(o, "kvm_trial", v->trial < 0 ? json_null() : json_string(v->trial ? "usable" : "unusable"));
 	if (v->trial >= 0)
 		json_object_set_new(o, "kvm_trial_detail", json_string(v->trial_why));
+	if (v->guest)
+		json_object_set_new(o, "guest", json_pack("{s:s, s:s, s:I}", "vmlinux", v->g.vmlinux, "image",
+							   v->g.initramfs, "image_kib", (json_int_t)v->image_kib));
 	if (v->accel_bad)
 		json_object_set_new(o, "accel_problem", json_string(v->accel_why));
 	if (doctor_vm_advice(v))
@@ -90,6 +102,9 @@ static void doctor_vm_print(const struct doctor_vm *v)
 		printf("                     %s\n", doctor_vm_advice(v));
 	printf("                     guest kernel %s%s\n", v->guest ? v->g.release : v->gerr.msg,
 	       v->guest ? " (Debian generic, unpacked by scripts/vm-guest.sh, not installed)" : "");
+	if (v->guest)
+		printf("                     guest image %s (%lld KiB: aegis-guest as PID 1, built by "
+		       "scripts/vm-guest.sh)\n", v->g.initramfs, v->image_kib);
 }
 
 int cmd_doctor(int argc, char **argv)

@@ -261,6 +261,12 @@ def test_doctor_reports_the_vm_backend(guest_files):
     assert v["qemu"].endswith("qemu-system-x86_64")
     assert v["guest_kernel"] == guest_files
     assert v["accel"].startswith("tcg")
+    # which guest is installed: the kernel and the image whose PID 1 is aegis-guest
+    g = v["guest"]
+    assert os.path.isfile(g["vmlinux"]) and os.path.isfile(g["image"]), g
+    assert g["image_kib"] == (os.stat(g["image"]).st_size + 1023) // 1024 > 0, g
+    text = aegis("doctor", env=VM_ENV).stdout
+    assert f"guest image {g['image']} ({g['image_kib']} KiB" in text, text
 
 
 def test_doctor_kvm_verdict_is_what_a_kvm_run_does(guest_files):
