@@ -2,6 +2,8 @@
  * files that leak host state or allow host changes masked or read-only
  * (the lists runc and Docker apply). */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,8 +18,9 @@ static const char *const masked[] = {
 	"scsi", "timer_list", "timer_stats", NULL,
 };
 
-/* Readable but never writable: host-wide kernel knobs. */
-static const char *const readonly[] = { "bus", "fs", "irq", "sys", "sysrq-trigger", NULL };
+/* Readable but never writable: host-wide kernel knobs (and "sys", which
+ * procfs_seal makes so once the network namespace has its setting). */
+static const char *const readonly[] = { "bus", "fs", "irq", "sysrq-trigger", NULL };
 
 int procfs_mount(const char *root, struct aegis_error *err)
 {
@@ -48,4 +51,34 @@ int procfs_mount(const char *root, struct aegis_error *err)
 			return -1;
 	}
 	return 0;
+}
+
+/* After the network namespace is joined, with the new root in place: in
+ * the sandbox's own namespace (none and allow modes), ports below 1024 are
+ * open to its processes, which keep no capability, as Docker (20.10 on)
+ * and Podman set it, so `python3 -m http.server 80` runs as on a machine
+ * of one's own; the ports are that namespace's alone and reach the host
+ * only through what --expose forwards. A net sysctl is the opener's
+ * namespace's, chosen when the file is opened, hence here and not at the
+ * mount. Then /proc/sys is made read-only for good. host mode keeps the
+ * host's setting (the sandbox could not change it anyway). */
+int procfs_seal(bool own_netns, struct aegis_error *err)
+{
+	static const char port_start[] = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+	if (own_netns) {
+		int fd = open(port_start, O_WRONLY | O_CLOEXEC);
+
+		/* absent before Linux 4.11: low ports stay root's there */
+		if (fd < 0 && errno != ENOENT)
+			return error_sys(err, "open %s", port_start);
+		if (fd >= 0 && write(fd, "0\n", 2) != 2) {
+			error_sys(err, "write %s", port_start);
+			close(fd);
+			return -1;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	return mounts_bind("/proc/sys", "/proc/sys", true, err);
 }

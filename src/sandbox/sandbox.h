@@ -158,6 +158,7 @@ int secretfs_mount(const char *root, char *const *files, struct aegis_error *err
 
 /* procfs.c, devfs.c — run inside rootfs_build, paths relative to the new root. */
 int procfs_mount(const char *root, struct aegis_error *err);
+int procfs_seal(bool own_netns, struct aegis_error *err);
 int devfs_mount(const char *root, struct aegis_error *err);
 
 /* mounts.c — small wrappers that carry context into errors. */

@@ -133,6 +133,9 @@ __attribute__((noreturn)) static void sandbox_child(struct sandbox_ctx *ctx)
 		goto fail;
 	if (ctx->net != NET_HOST && netns_join(&net, err) < 0)
 		goto fail;
+	/* low ports open in our own network namespace; /proc/sys read-only */
+	if (procfs_seal(ctx->net != NET_HOST, err) < 0)
+		goto fail;
 	/* allow mode: the supervisor's proxy listens inside our namespace */
 	if (ctx->net == NET_ALLOW &&
 	    hand_over(ctx, SYNC_PROXY, netns_proxy_listener(err), "the proxy socket", err) < 0)

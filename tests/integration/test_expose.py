@@ -114,6 +114,32 @@ def test_served_running_paused_stopped_and_refused_when_disabled(env):
     assert get(port) == ("HTTP/1.0 200 OK", "hello from web")
 
 
+def test_the_issues_own_example_serves_port_80(env):
+    """Issue 10's example as written: `python3 -m http.server 80` behind
+    --expose, which needs port 80 in the instance's own network namespace
+    (test_network: low ports); then pause, resume and an exec."""
+    port = free_port()
+    p = aegis(env, "instance", "start", "--name", "box", "--expose", f"{port}:80", "--idle-pause", "0",
+              "--workspace", env["TEST_WS"], "--", "python3", "-m", "http.server", "80", "--directory",
+              "/workspace")
+    assert p.returncode == 0, p
+    wait_state(env, "box", "running")
+    deadline = time.monotonic() + 60 * SLOW
+    while True:  # the server binds a moment after the command starts
+        try:
+            status, body = get(port)
+        except OSError as e:
+            status, body = "", str(e)
+        if status or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == "HTTP/1.0 200 OK" and "server.py" in body, (status, body, aegis(env, "logs", "box").stdout)
+    assert aegis(env, "instance", "pause", "box").returncode == 0
+    assert aegis(env, "instance", "resume", "box").returncode == 0
+    p = aegis(env, "exec", "box", "--", "ls", "/workspace")
+    assert p.returncode == 0 and p.stdout == "server.py\n", p
+
+
 def test_many_clients_during_a_cold_wake(env):
     port = start(env, "many", "--idle-pause", "1s", "--idle-stop", "1s")
     wait_state(env, "many", "stopped")

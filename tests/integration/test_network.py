@@ -118,6 +118,50 @@ def test_host_mode_is_explicit_and_audited(tmp_path):
     assert start["network"] == "host"
 
 
+# ---- ports below 1024 --------------------------------------------------------
+
+LOW_BIND = ("import socket\n"
+            "for port in (80, 443, 1023):\n"
+            "    s = socket.socket(); s.bind(('0.0.0.0', port)); s.listen(1)\n"
+            "print(open('/proc/sys/net/ipv4/ip_unprivileged_port_start').read().strip())\n")
+
+
+@pytest.mark.parametrize("mode", ["none", "allow"])
+def test_low_ports_bind_in_the_sandboxs_own_network(mode):
+    """`python3 -m http.server 80` runs as on a machine of one's own (Docker
+    and Podman do the same): in the sandbox's own network namespace its
+    processes, which keep no capability, bind ports below 1024. The
+    setting is that namespace's; the host's stays as it was."""
+    host_before = open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read()
+    p = sandboxed("python3", "-c", LOW_BIND, opts=("--net", mode))
+    assert p.returncode == 0 and p.stdout == "0\n", p
+    assert open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read() == host_before
+
+
+def test_host_mode_keeps_low_ports_closed():
+    """--net host is the host's namespace, with the host's setting: a
+    sandbox process (no capability) cannot take a port below 1024 there,
+    while root on the host can take the same port (ns only: a vm guest
+    never shares the host's network)."""
+    if TEST_BACKEND == "vm":
+        assert sandboxed("true", opts=("--net", "host")).returncode == 125
+        return
+    start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
+    assert start > 1, "this host lets anyone bind low ports: nothing to show"
+    with socket.socket() as s:  # a low port free on the host, taken by root here
+        for port in range(start - 1, 0, -1):
+            try:
+                s.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        else:
+            raise AssertionError("no free port below %d on this host" % start)
+    code = f"import socket; socket.socket().bind(('127.0.0.1', {port}))"
+    p = sandboxed("python3", "-c", code, opts=("--net", "host"))
+    assert p.returncode != 0 and "Permission denied" in p.stderr, p
+
+
 # ---- allow: the egress proxy ------------------------------------------------
 
 def allow(*rules, hosts=(), deny=(), extra=()):

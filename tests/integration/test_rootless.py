@@ -101,6 +101,16 @@ def test_rootless_run_and_exit_status(user):
     assert p.stdout == "hi\n" and p.returncode == 5, p
 
 
+def test_rootless_low_ports_in_the_sandboxs_own_network(user):
+    """Rootless too, the sandbox's own network namespace lets its processes
+    bind ports below 1024, which the user cannot do on the host."""
+    code = "import socket; socket.socket().bind(('127.0.0.1', 80)); print('bound')"
+    p = rootless(user, "python3", "-c", code)
+    assert p.returncode == 0 and p.stdout == "bound\n", p
+    outside = as_user(user, "python3", "-c", code)
+    assert outside.returncode != 0 and "Permission denied" in outside.stderr, outside
+
+
 def test_rootless_sandbox_root_is_the_callers_uid(user):
     p = rootless(user, "sh", "-c", "id -u; cat /proc/self/uid_map")
     lines = p.stdout.split("\n")
