@@ -3,13 +3,13 @@
  * (the lists runc and Docker apply). */
 #include <errno.h>
 #include <fcntl.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <linux/mount.h>
 
 #include "../common/error.h"
+#include "../common/util.h"
 #include "sandbox.h"
 
 /* Hidden: host memory, keys, timers and hardware details. */
@@ -66,19 +66,8 @@ int procfs_seal(bool own_netns, struct aegis_error *err)
 {
 	static const char port_start[] = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
 
-	if (own_netns) {
-		int fd = open(port_start, O_WRONLY | O_CLOEXEC);
-
-		/* absent before Linux 4.11: low ports stay root's there */
-		if (fd < 0 && errno != ENOENT)
-			return error_sys(err, "open %s", port_start);
-		if (fd >= 0 && write(fd, "0\n", 2) != 2) {
-			error_sys(err, "write %s", port_start);
-			close(fd);
-			return -1;
-		}
-		if (fd >= 0)
-			close(fd);
-	}
+	/* absent before Linux 4.11: low ports stay root's there */
+	if (own_netns && write_file_at(AT_FDCWD, port_start, "0\n", 2) < 0 && errno != ENOENT)
+		return error_sys(err, "write %s", port_start);
 	return mounts_bind("/proc/sys", "/proc/sys", true, err);
 }

@@ -402,9 +402,9 @@ int aegis_run(const struct aegis_spec *spec, struct aegis_result *res, struct ae
 	/* In a guest the image is one EROFS tree the host built (no idmapped
 	 * mounts there): without a workspace sandbox root is its files'
 	 * owner, as the idmapped mount shows it on the host; with one the
-	 * host built it with the workspace's owner as theirs
-	 * (src/vm/erofs.c), so they are sandbox root's either way. The guest's root builds the overlay root
-	 * (imageroot.c says why), so the ids come first. */
+	 * host built it with the workspace's owner as theirs (src/vm/erofs.c),
+	 * so they are sandbox root's either way. The guest's root builds the
+	 * overlay root (imageroot.c says why), so the ids come first. */
 	if (spec->image_layers && geteuid() == 0 && in_vm_guest) {
 		if ((!spec->workspace && layers_owner_ids(&ctx, err) < 0) ||
 		    imageroot_prepare_guest(&ctx, &ctx.image_root_fd, err) < 0)

@@ -162,14 +162,6 @@ static int write_file(const char *path, const char *text)
 	return 0;
 }
 
-/* One of our /proc/self files (uid_map, ...). */
-static int write_proc(const char *path, const char *text)
-{
-	_cleanup_close_ int f = open(path, O_WRONLY | O_CLOEXEC);
-
-	return f < 0 || write_all(f, text, strlen(text)) < 0 ? -1 : 0;
-}
-
 /* In the builder's child: a user namespace of our own ids alone (no
  * privilege over anything else of the host) with a mount namespace, the
  * layers merged there by a read-only overlay as the engine merges them
@@ -203,8 +195,10 @@ static void __attribute__((noreturn)) builder(const struct aegis_spec *spec, con
 		_exit(1);
 	}
 	snprintf(map, sizeof map, "0 %u 1", (unsigned)euid);
-	if (write_proc("/proc/self/uid_map", map) < 0 || write_proc("/proc/self/setgroups", "deny") < 0 ||
-	    (snprintf(map, sizeof map, "0 %u 1", (unsigned)egid), write_proc("/proc/self/gid_map", map) < 0)) {
+	if (write_file_at(AT_FDCWD, "/proc/self/uid_map", map, strlen(map)) < 0 ||
+	    write_file_at(AT_FDCWD, "/proc/self/setgroups", "deny", 4) < 0 ||
+	    (snprintf(map, sizeof map, "0 %u 1", (unsigned)egid),
+	     write_file_at(AT_FDCWD, "/proc/self/gid_map", map, strlen(map)) < 0)) {
 		dprintf(2, "user namespace ids: %s\n", strerror(errno));
 		_exit(1);
 	}
@@ -261,15 +255,11 @@ static void last_line(const char *path, char *out, size_t cap)
 /* Under the lock no build is live: what killed ones left goes. */
 static void sweep_builds(int rootfd)
 {
-	int fd = dup(rootfd);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	DIR *d = opendir_at(rootfd);
 	struct dirent *e;
 
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
+	if (!d)
 		return;
-	}
 	while ((e = readdir(d)))
 		if (!strncmp(e->d_name, ".build-", 7))
 			vm_remove_tree(rootfd, e->d_name);
@@ -451,19 +441,14 @@ int vm_erofs_sweep(const char *state, uint64_t *freed, size_t *removed)
 	struct dirent *e;
 	struct stat st;
 	DIR *d;
-	int fd;
 
 	snprintf(root, sizeof root, "%s/vm-erofs", state);
 	if ((rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
 		return errno == ENOENT ? 0 : -1;
 	/* no build half-sealed meanwhile: builds hold this lock */
 	if ((lock = openat(rootfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
-	    flock(lock, LOCK_EX) < 0 || (fd = dup(rootfd)) < 0)
+	    flock(lock, LOCK_EX) < 0 || !(d = opendir_at(rootfd)))
 		return -1;
-	if (!(d = fdopendir(fd))) {
-		close(fd);
-		return -1;
-	}
 	while ((e = readdir(d))) {
 		size_t len = strlen(e->d_name);
 		bool image = len > 6 && !strcmp(e->d_name + len - 6, ".erofs");

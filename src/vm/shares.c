@@ -317,8 +317,10 @@ static int layers_dir(const struct aegis_spec *spec, char *out, size_t cap, stru
 
 int vm_paths_of(struct vm_paths *paths, const struct aegis_spec *spec, struct aegis_error *err)
 {
+	char layers[PATH_MAX];
+
 	if (guest_path(spec->workspace, "workspace", paths->workspace, sizeof paths->workspace, err) < 0 ||
-	    layers_dir(spec, paths->layers, sizeof paths->layers, err) < 0)
+	    layers_dir(spec, layers, sizeof layers, err) < 0)
 		return -1;
 	return guest_path(spec->artifacts_dir, "artifacts directory", paths->artifacts, sizeof paths->artifacts, err);
 }

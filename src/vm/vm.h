@@ -61,13 +61,10 @@ struct vm_share {
 	bool used;		/* mounted by this run's request (the device exists either way) */
 };
 
-/* The guest paths of the workspace and artifacts (absolute host paths),
- * and the image store's layers directory when the run has an image root
- * (checked: the EROFS root is built from there, erofs.c). */
+/* The guest paths of the workspace and artifacts (absolute host paths). */
 struct vm_paths {
 	char workspace[4096];
 	char artifacts[4096];
-	char layers[4096];
 };
 
 #define VM_SHARES_MAX 8

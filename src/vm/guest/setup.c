@@ -6,10 +6,10 @@
  * doing it again under emulation on each run's path.
  *
  * After the REQUEST (guest_setup): the host's clock and entropy, the
- * 9p shares and an image's EROFS root. A guest waiting for its request has no 9p share mounted and
- * has touched nothing under /usr, so QEMU can snapshot it there (a
- * mounted 9p share blocks migration) and many runs can be restored from
- * one snapshot, each reseeded here. */
+ * 9p shares and an image's EROFS root. A guest waiting for its request
+ * has no 9p share mounted and has touched nothing under /usr, so QEMU
+ * can snapshot it there (a mounted 9p share blocks migration) and many
+ * runs can be restored from one snapshot, each reseeded here. */
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
